@@ -1,0 +1,12 @@
+# trawl_warnings(target): the project's warning set, applied per target rather than globally.
+function(trawl_warnings target)
+  target_compile_options(${target} PRIVATE -Wall -Wextra -Wpedantic -Wshadow -Wnon-virtual-dtor
+                                           -Wold-style-cast -Wcast-align -Woverloaded-virtual)
+  if(TRAWL_WERROR)
+    target_compile_options(${target} PRIVATE -Werror)
+  endif()
+  if(TRAWL_SANITIZE)
+    target_compile_options(${target} PRIVATE -fsanitize=address,undefined -fno-omit-frame-pointer)
+    target_link_options(${target} PRIVATE -fsanitize=address,undefined)
+  endif()
+endfunction()
