@@ -1,0 +1,23 @@
+#include "common/log.hpp"
+
+#include <cstdlib>
+#include <spdlog/cfg/env.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
+namespace trawl {
+
+void setup_logging(const std::string& actor, int verbosity) {
+  auto logger = spdlog::stderr_color_mt(actor);
+  logger->set_pattern("%H:%M:%S.%e %^%-5l%$ [%n %P] %v");
+  spdlog::level::level_enum level = spdlog::level::info;
+  if (verbosity >= 2) level = spdlog::level::trace;
+  else if (verbosity == 1) level = spdlog::level::debug;
+  else if (verbosity == -1) level = spdlog::level::warn;
+  else if (verbosity <= -2) level = spdlog::level::err;
+  logger->set_level(level);
+  spdlog::set_default_logger(logger);
+  if (std::getenv("SPDLOG_LEVEL")) spdlog::cfg::load_env_levels();
+}
+
+} // namespace trawl

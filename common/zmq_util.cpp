@@ -1,0 +1,75 @@
+#include "common/zmq_util.hpp"
+
+#include <cstdio>
+#include <fstream>
+#include <stdexcept>
+
+namespace trawl {
+
+zmq::socket_t make_socket(zmq::context_t& ctx, zmq::socket_type type, const SocketOptions& opt) {
+  zmq::socket_t s(ctx, type);
+  s.set(zmq::sockopt::linger, static_cast<int>(opt.linger.count()));
+  s.set(zmq::sockopt::maxmsgsize, static_cast<int64_t>(proto::kMaxFrameBytes));
+  s.set(zmq::sockopt::sndhwm, opt.sndhwm);
+  s.set(zmq::sockopt::rcvhwm, opt.rcvhwm);
+  if (opt.immediate) s.set(zmq::sockopt::immediate, 1);
+  if (opt.kernel_buffer > 0) {
+    s.set(zmq::sockopt::sndbuf, opt.kernel_buffer);
+    s.set(zmq::sockopt::rcvbuf, opt.kernel_buffer);
+  }
+  return s;
+}
+
+std::vector<std::string> bind_all(zmq::socket_t& s, const std::vector<std::string>& endpoints) {
+  std::vector<std::string> bound;
+  for (const auto& ep : endpoints) {
+    try {
+      s.bind(ep);
+    } catch (const zmq::error_t& e) {
+      throw std::runtime_error("cannot bind " + ep + ": " + e.what());
+    }
+    bound.push_back(s.get(zmq::sockopt::last_endpoint));
+  }
+  return bound;
+}
+
+void connect_all(zmq::socket_t& s, const std::vector<std::string>& endpoints) {
+  for (const auto& ep : endpoints) {
+    try {
+      s.connect(ep);
+    } catch (const zmq::error_t& e) {
+      throw std::runtime_error("cannot connect to " + ep + ": " + e.what());
+    }
+  }
+}
+
+void write_ready_file(const std::string& path,
+                      const std::vector<std::pair<std::string, std::string>>& entries) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    if (!out) throw std::runtime_error("cannot write ready file " + tmp);
+    for (const auto& [k, v] : entries) out << k << '=' << v << '\n';
+    if (!out.flush()) throw std::runtime_error("cannot write ready file " + tmp);
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0)
+    throw std::runtime_error("cannot rename ready file to " + path);
+}
+
+bool try_send(zmq::socket_t& s, const std::string& frame) {
+  auto sent = s.send(zmq::buffer(frame), zmq::send_flags::dontwait);
+  return sent.has_value();
+}
+
+std::optional<zmq::message_t> try_recv(zmq::socket_t& s) {
+  zmq::message_t msg;
+  auto got = s.recv(msg, zmq::recv_flags::dontwait);
+  if (!got) return std::nullopt;
+  return msg;
+}
+
+bool readable(zmq::socket_t& s) {
+  return (s.get(zmq::sockopt::events) & ZMQ_POLLIN) != 0;
+}
+
+} // namespace trawl

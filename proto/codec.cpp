@@ -1,0 +1,266 @@
+// msgpack encoding of the messages in messages.hpp. See docs/PROTOCOL.md for the wire format.
+#include <algorithm>
+#include <limits>
+#include <msgpack.hpp>
+
+#include "proto/messages.hpp"
+
+namespace trawl::proto {
+namespace {
+
+using Packer = msgpack::packer<msgpack::sbuffer>;
+
+void put_str(Packer& pk, std::string_view s) {
+  pk.pack_str(static_cast<std::uint32_t>(s.size()));
+  pk.pack_str_body(s.data(), static_cast<std::uint32_t>(s.size()));
+}
+
+void put_header(Packer& pk, std::uint32_t fields, std::string_view type) {
+  pk.pack_map(fields + 2);
+  put_str(pk, "v");
+  pk.pack_uint32(kProtocolVersion);
+  put_str(pk, "t");
+  put_str(pk, type);
+}
+
+template <class... Ts> struct Overload : Ts... { using Ts::operator()...; };
+template <class... Ts> Overload(Ts...) -> Overload<Ts...>;
+
+// Reads one map of the frame: the decoder looks each field up by name.
+class Fields {
+public:
+  explicit Fields(const msgpack::object_map& map) : map_(map) {}
+
+  const msgpack::object* find(std::string_view key) const {
+    for (std::uint32_t i = 0; i < map_.size; ++i) {
+      const auto& k = map_.ptr[i].key;
+      if (k.type == msgpack::type::STR && std::string_view(k.via.str.ptr, k.via.str.size) == key)
+        return &map_.ptr[i].val;
+    }
+    return nullptr;
+  }
+
+  // Each getter returns false (and records why) when the field is missing or malformed.
+  bool uint(std::string_view key, std::uint64_t max, std::uint64_t& out, bool required = true) {
+    const auto* o = find(key);
+    if (!o) return !required || fail(key, "missing");
+    if (o->type != msgpack::type::POSITIVE_INTEGER) return fail(key, "not an unsigned integer");
+    if (o->via.u64 > max) return fail(key, "out of range");
+    out = o->via.u64;
+    return true;
+  }
+
+  bool sint(std::string_view key, std::int64_t min, std::int64_t max, std::int64_t& out) {
+    const auto* o = find(key);
+    if (!o) return fail(key, "missing");
+    std::int64_t v = 0;
+    if (o->type == msgpack::type::POSITIVE_INTEGER) {
+      if (o->via.u64 > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max()))
+        return fail(key, "out of range");
+      v = static_cast<std::int64_t>(o->via.u64);
+    } else if (o->type == msgpack::type::NEGATIVE_INTEGER) {
+      v = o->via.i64;
+    } else {
+      return fail(key, "not an integer");
+    }
+    if (v < min || v > max) return fail(key, "out of range");
+    out = v;
+    return true;
+  }
+
+  bool str(std::string_view key, std::size_t max, std::string& out, bool required = true) {
+    const auto* o = find(key);
+    if (!o) return !required || fail(key, "missing");
+    if (o->type != msgpack::type::STR) return fail(key, "not a string");
+    if (o->via.str.size > max) return fail(key, "too long");
+    out.assign(o->via.str.ptr, o->via.str.size);
+    return true;
+  }
+
+  template <class T> bool u32(std::string_view key, T& out, bool required = true) {
+    std::uint64_t v = out;
+    if (!uint(key, std::numeric_limits<std::uint32_t>::max(), v, required)) return false;
+    out = static_cast<T>(v);
+    return true;
+  }
+
+  const std::string& error() const { return error_; }
+
+private:
+  bool fail(std::string_view key, std::string_view why) {
+    error_ = "field '" + std::string(key) + "': " + std::string(why);
+    return false;
+  }
+
+  const msgpack::object_map& map_;
+  std::string error_;
+};
+
+bool is_hex_digest(std::string_view s) {
+  return s.size() == 64 && std::all_of(s.begin(), s.end(), [](char c) {
+           return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+         });
+}
+
+std::variant<Message, DecodeError> decode_fields(std::string_view type, Fields& f) {
+  auto bad = [&f](std::string_view t) {
+    return DecodeError{std::string(t) + ": " + f.error()};
+  };
+  if (type == "link") {
+    Link m;
+    if (!f.str("url", kMaxUrlBytes, m.url)) return bad(type);
+    if (m.url.empty()) return DecodeError{"link: empty url"};
+    return m;
+  }
+  if (type == "end") {
+    LinksEnd m;
+    if (!f.uint("count", std::numeric_limits<std::int64_t>::max(), m.count)) return bad(type);
+    return m;
+  }
+  if (type == "task") {
+    Task m;
+    if (!f.uint("id", std::numeric_limits<std::uint64_t>::max(), m.id) ||
+        !f.str("url", kMaxUrlBytes, m.url) || !f.str("name", kMaxNameBytes, m.name) ||
+        !f.u32("att", m.attempt))
+      return bad(type);
+    if (m.url.empty() || m.name.empty()) return DecodeError{"task: empty url or name"};
+    return m;
+  }
+  if (type == "result") {
+    Result m;
+    std::uint64_t status = 0, reason = 0;
+    if (!f.uint("id", std::numeric_limits<std::uint64_t>::max(), m.id) ||
+        !f.str("url", kMaxUrlBytes, m.url) || !f.str("path", kMaxPathBytes, m.path, false) ||
+        !f.uint("st", 1, status) || !f.u32("code", m.http_code, false) ||
+        !f.uint("bytes", std::numeric_limits<std::int64_t>::max(), m.bytes, false) ||
+        !f.str("sha", 64, m.sha256, false) || !f.u32("ms", m.ms, false) ||
+        !f.u32("ttfb", m.ttfb_ms, false) || !f.str("node", kMaxNodeBytes, m.node, false) ||
+        !f.uint("why", kReasonMax, reason, false) ||
+        !f.str("err", kMaxDetailBytes, m.detail, false) || !f.u32("att", m.attempt, false))
+      return bad(type);
+    m.status = static_cast<Status>(status);
+    m.reason = static_cast<Reason>(reason);
+    if (m.status == Status::done && (!is_hex_digest(m.sha256) || m.reason != Reason::none))
+      return DecodeError{"result: done without a valid sha256, or with a failure reason"};
+    if (m.status == Status::failed && m.reason == Reason::none)
+      return DecodeError{"result: failed without a reason"};
+    return m;
+  }
+  if (type == "job") {
+    Job m;
+    if (!f.sint("start", 0, std::numeric_limits<std::int64_t>::max(), m.started_unix_ms) ||
+        !f.sint("total", -1, std::numeric_limits<std::int64_t>::max(), m.total))
+      return bad(type);
+    return m;
+  }
+  return DecodeError{"unknown message type '" + std::string(type.substr(0, 32)) + "'"};
+}
+
+} // namespace
+
+std::string_view type_name(const Message& m) noexcept {
+  static constexpr std::string_view names[] = {"link", "end", "task", "result", "job"};
+  return names[m.index()];
+}
+
+std::string encode(const Message& m) {
+  msgpack::sbuffer buf(128);
+  Packer pk(buf);
+  std::visit(Overload{
+                 [&](const Link& l) {
+                   put_header(pk, 1, "link");
+                   put_str(pk, "url");
+                   put_str(pk, l.url);
+                 },
+                 [&](const LinksEnd& e) {
+                   put_header(pk, 1, "end");
+                   put_str(pk, "count");
+                   pk.pack_uint64(e.count);
+                 },
+                 [&](const Task& t) {
+                   put_header(pk, 4, "task");
+                   put_str(pk, "id");
+                   pk.pack_uint64(t.id);
+                   put_str(pk, "url");
+                   put_str(pk, t.url);
+                   put_str(pk, "name");
+                   put_str(pk, t.name);
+                   put_str(pk, "att");
+                   pk.pack_uint32(t.attempt);
+                 },
+                 [&](const Result& r) {
+                   put_header(pk, 13, "result");
+                   put_str(pk, "id");
+                   pk.pack_uint64(r.id);
+                   put_str(pk, "url");
+                   put_str(pk, r.url);
+                   put_str(pk, "path");
+                   put_str(pk, r.path);
+                   put_str(pk, "st");
+                   pk.pack_uint8(static_cast<std::uint8_t>(r.status));
+                   put_str(pk, "code");
+                   pk.pack_uint32(r.http_code);
+                   put_str(pk, "bytes");
+                   pk.pack_uint64(r.bytes);
+                   put_str(pk, "sha");
+                   put_str(pk, r.sha256);
+                   put_str(pk, "ms");
+                   pk.pack_uint32(r.ms);
+                   put_str(pk, "ttfb");
+                   pk.pack_uint32(r.ttfb_ms);
+                   put_str(pk, "node");
+                   put_str(pk, r.node);
+                   put_str(pk, "why");
+                   pk.pack_uint8(static_cast<std::uint8_t>(r.reason));
+                   put_str(pk, "err");
+                   put_str(pk, r.detail);
+                   put_str(pk, "att");
+                   pk.pack_uint32(r.attempt);
+                 },
+                 [&](const Job& j) {
+                   put_header(pk, 2, "job");
+                   put_str(pk, "start");
+                   pk.pack_int64(j.started_unix_ms);
+                   put_str(pk, "total");
+                   pk.pack_int64(j.total);
+                 },
+             },
+             m);
+  return std::string(buf.data(), buf.size());
+}
+
+std::variant<Message, DecodeError> decode(std::string_view frame) noexcept {
+  if (frame.empty()) return DecodeError{"empty frame"};
+  if (frame.size() > kMaxFrameBytes) return DecodeError{"frame of " + std::to_string(frame.size()) + " bytes exceeds the limit"};
+  try {
+    // No arrays, no bin, no ext, one level of map: a hostile header cannot ask for more.
+    const msgpack::unpack_limit limit(/*array=*/0, /*map=*/kMaxMapEntries, /*str=*/kMaxUrlBytes,
+                                      /*bin=*/0, /*ext=*/0, /*depth=*/2);
+    std::size_t offset = 0;
+    msgpack::object_handle oh =
+        msgpack::unpack(frame.data(), frame.size(), offset, nullptr, nullptr, limit);
+    if (offset != frame.size()) return DecodeError{"trailing bytes after the message"};
+    const msgpack::object& root = oh.get();
+    if (root.type != msgpack::type::MAP) return DecodeError{"frame is not a map"};
+    Fields f(root.via.map);
+    std::uint64_t version = 0;
+    if (!f.uint("v", std::numeric_limits<std::uint32_t>::max(), version))
+      return DecodeError{"header: " + f.error()};
+    if (version != kProtocolVersion)
+      return DecodeError{"protocol version " + std::to_string(version) + " (this build speaks " +
+                         std::to_string(kProtocolVersion) + ")"};
+    std::string type;
+    if (!f.str("t", 16, type)) return DecodeError{"header: " + f.error()};
+    return decode_fields(type, f);
+  } catch (const std::exception& e) {
+    return DecodeError{std::string("malformed msgpack: ") + e.what()};
+  } catch (...) {
+    return DecodeError{"malformed msgpack"};
+  }
+}
+
+std::variant<Message, DecodeError> decode(std::span<const std::byte> frame) noexcept {
+  return decode(std::string_view(reinterpret_cast<const char*>(frame.data()), frame.size()));
+}
+
+} // namespace trawl::proto

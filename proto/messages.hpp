@@ -1,0 +1,94 @@
+// The messages that travel between trawl's processes, and the only way in and out of a frame:
+// encode() writes a msgpack map with named keys plus the protocol version "v" and type tag "t";
+// decode() validates every type, size and range and returns an error value for anything else.
+// Named keys let an older and a newer node understand each other: unknown keys are ignored.
+// This header knows nothing of ZeroMQ or curl.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+#include <variant>
+
+#include "proto/reason.hpp"
+
+namespace trawl::proto {
+
+inline constexpr std::uint32_t kProtocolVersion = 1;
+
+// Hard bounds on what a decoder accepts; a frame or field beyond them is rejected, never allocated.
+inline constexpr std::size_t kMaxFrameBytes = 256 * 1024;
+inline constexpr std::size_t kMaxUrlBytes = 16 * 1024;
+inline constexpr std::size_t kMaxNameBytes = 255;
+inline constexpr std::size_t kMaxPathBytes = 4096;
+inline constexpr std::size_t kMaxNodeBytes = 128;
+inline constexpr std::size_t kMaxDetailBytes = 1024;
+inline constexpr std::size_t kMaxMapEntries = 32;
+
+// fetcher -> ventilator: one link to download.
+struct Link {
+  std::string url;
+  friend bool operator==(const Link&, const Link&) = default;
+};
+
+// fetcher -> ventilator: the fetcher is done and sent `count` links before this frame.
+struct LinksEnd {
+  std::uint64_t count = 0;
+  friend bool operator==(const LinksEnd&, const LinksEnd&) = default;
+};
+
+// ventilator -> downloader: fetch `url` into the file `name` (a safe base name chosen by the
+// ventilator, unique within the job) inside the downloader's output directory.
+struct Task {
+  std::uint64_t id = 0;
+  std::string url;
+  std::string name;
+  std::uint32_t attempt = 1;
+  friend bool operator==(const Task&, const Task&) = default;
+};
+
+enum class Status : std::uint8_t { done = 0, failed = 1 };
+
+// downloader -> sink: the outcome of one task.
+struct Result {
+  std::uint64_t id = 0;
+  std::string url;
+  std::string path;   // final path on the node that wrote it (empty when failed)
+  Status status = Status::failed;
+  std::uint32_t http_code = 0;
+  std::uint64_t bytes = 0;
+  std::string sha256; // 64 lowercase hex digits when done, empty otherwise
+  std::uint32_t ms = 0;      // request start to last byte
+  std::uint32_t ttfb_ms = 0; // request start to first byte
+  std::string node;          // which downloader
+  Reason reason = Reason::none;
+  std::string detail;        // human-readable error, bounded
+  std::uint32_t attempt = 1;
+  friend bool operator==(const Result&, const Result&) = default;
+};
+
+// ventilator -> sink: job facts. `total` is negative until the fetcher is done.
+struct Job {
+  std::int64_t started_unix_ms = 0;
+  std::int64_t total = -1;
+  friend bool operator==(const Job&, const Job&) = default;
+};
+
+using Message = std::variant<Link, LinksEnd, Task, Result, Job>;
+
+std::string_view type_name(const Message& m) noexcept;
+
+// Encodes one message as a self-describing frame.
+std::string encode(const Message& m);
+
+struct DecodeError {
+  std::string what;
+};
+
+// Decodes one frame. Never throws, never allocates more than a small multiple of the frame size.
+std::variant<Message, DecodeError> decode(std::span<const std::byte> frame) noexcept;
+std::variant<Message, DecodeError> decode(std::string_view frame) noexcept;
+
+} // namespace trawl::proto
