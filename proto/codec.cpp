@@ -153,13 +153,21 @@ std::variant<Message, DecodeError> decode_fields(std::string_view type, Fields& 
       return bad(type);
     return m;
   }
+  if (type == "ack") {
+    Ack m;
+    std::uint64_t status = 0;
+    if (!f.uint("id", std::numeric_limits<std::uint64_t>::max(), m.id) || !f.uint("st", 1, status))
+      return bad(type);
+    m.status = static_cast<Status>(status);
+    return m;
+  }
   return DecodeError{"unknown message type '" + std::string(type.substr(0, 32)) + "'"};
 }
 
 } // namespace
 
 std::string_view type_name(const Message& m) noexcept {
-  static constexpr std::string_view names[] = {"link", "end", "task", "result", "job"};
+  static constexpr std::string_view names[] = {"link", "end", "task", "result", "job", "ack"};
   return names[m.index()];
 }
 
@@ -223,6 +231,13 @@ std::string encode(const Message& m) {
                    pk.pack_int64(j.started_unix_ms);
                    put_str(pk, "total");
                    pk.pack_int64(j.total);
+                 },
+                 [&](const Ack& a) {
+                   put_header(pk, 2, "ack");
+                   put_str(pk, "id");
+                   pk.pack_uint64(a.id);
+                   put_str(pk, "st");
+                   pk.pack_uint8(static_cast<std::uint8_t>(a.status));
                  },
              },
              m);

@@ -76,7 +76,14 @@ struct Job {
   friend bool operator==(const Job&, const Job&) = default;
 };
 
-using Message = std::variant<Link, LinksEnd, Task, Result, Job>;
+// sink -> ventilator: the task's final outcome was recorded; the ventilator retires it.
+struct Ack {
+  std::uint64_t id = 0;
+  Status status = Status::failed;
+  friend bool operator==(const Ack&, const Ack&) = default;
+};
+
+using Message = std::variant<Link, LinksEnd, Task, Result, Job, Ack>;
 
 std::string_view type_name(const Message& m) noexcept;
 
