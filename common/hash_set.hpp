@@ -25,4 +25,14 @@ private:
   std::size_t size_ = 0;
 };
 
+// Maps a task id to a HashSet64 key without collisions: splitmix64's finaliser is a bijection on
+// 64-bit values, so distinct ids >= 1 give distinct keys (only id 0, never a task id, maps to 0).
+inline std::uint64_t id_key(std::uint64_t id) noexcept {
+  std::uint64_t z = id;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  z ^= z >> 31;
+  return z == 0 ? 1 : z;
+}
+
 } // namespace trawl
