@@ -10,7 +10,7 @@
 #include "common/exit_codes.hpp"
 #include "common/log.hpp"
 #include "common/signals.hpp"
-#include "downloader/download.hpp"
+#include "downloader/downloader.hpp"
 #include "fetcher/fetch.hpp"
 
 namespace {

@@ -1,0 +1,206 @@
+#include <catch2/catch.hpp>
+#include <filesystem>
+#include <fstream>
+#include <future>
+#include <map>
+#include <set>
+#include <unistd.h>
+
+#include "broker/names.hpp"
+#include "broker/sink.hpp"
+#include "broker/stats.hpp"
+#include "broker/vent.hpp"
+#include "common/exit_codes.hpp"
+#include "common/zmq_util.hpp"
+
+using namespace trawl;
+using namespace trawl::broker;
+
+namespace {
+
+proto::Result done_result(std::uint64_t id, std::uint32_t ms, std::uint64_t bytes, std::string node = "n1") {
+  proto::Result r;
+  r.id = id;
+  r.url = "http://x.test/" + std::to_string(id) + ".jpg";
+  r.path = "/out/" + std::to_string(id) + ".jpg";
+  r.status = proto::Status::done;
+  r.http_code = 200;
+  r.bytes = bytes;
+  r.sha256 = std::string(64, 'b');
+  r.ms = ms;
+  r.ttfb_ms = ms / 2;
+  r.node = std::move(node);
+  return r;
+}
+
+proto::Result failed_result(std::uint64_t id, proto::Reason why) {
+  proto::Result r;
+  r.id = id;
+  r.url = "http://x.test/missing-" + std::to_string(id) + ".jpg";
+  r.status = proto::Status::failed;
+  r.http_code = 404;
+  r.reason = why;
+  r.detail = "HTTP 404";
+  r.node = "n2";
+  return r;
+}
+
+std::map<std::string, std::string> read_ready(const std::string& path) {
+  for (int i = 0; i < 500 && !std::filesystem::exists(path); ++i) usleep(10000);
+  std::map<std::string, std::string> kv;
+  std::ifstream in(path);
+  for (std::string line; std::getline(in, line);) {
+    auto eq = line.find('=');
+    if (eq != std::string::npos) kv[line.substr(0, eq)] = line.substr(eq + 1);
+  }
+  return kv;
+}
+
+proto::Message recv_message(zmq::socket_t& s) {
+  zmq::message_t msg;
+  REQUIRE(s.recv(msg));
+  auto d = proto::decode(msg.to_string_view());
+  REQUIRE(std::holds_alternative<proto::Message>(d));
+  return std::get<proto::Message>(d);
+}
+
+std::string temp_path(const std::string& tag) {
+  return (std::filesystem::temp_directory_path() /
+          ("trawl-test-" + tag + "-" + std::to_string(getpid())))
+      .string();
+}
+
+} // namespace
+
+TEST_CASE("names: first URL keeps its name, later ones are disambiguated", "[broker]") {
+  NameAssigner names;
+  CHECK(names.assign("http://a.test/x/cat.jpg") == "cat.jpg");
+  const std::string second = names.assign("http://b.test/y/cat.jpg");
+  CHECK(second != "cat.jpg");
+  CHECK(second.size() == std::string("cat-12345678.jpg").size());
+  CHECK(second.ends_with(".jpg"));
+  // differs only in case: still a collision (case-insensitive filesystems)
+  CHECK(names.assign("http://c.test/CAT.JPG") != "CAT.JPG");
+  CHECK(names.assign("http://c.test/../../etc/passwd") == "passwd");
+  CHECK(names.assign("http://c.test/") == "file");
+  CHECK(names.assign("http://d.test/") != "file");
+  std::set<std::string> seen;
+  for (int i = 0; i < 1000; ++i) CHECK(seen.insert(names.assign("http://h" + std::to_string(i) + ".test/same.png")).second);
+}
+
+TEST_CASE("stats: counts, duplicates, percentiles and completion", "[broker]") {
+  JobStats s;
+  const auto now = JobStats::Clock::now();
+  CHECK_FALSE(s.complete());
+  s.set_job({1000, -1});
+  for (std::uint64_t id = 1; id <= 100; ++id) CHECK(s.add(done_result(id, static_cast<std::uint32_t>(id), 10), 2000, now));
+  CHECK_FALSE(s.add(done_result(5, 5, 10), 2000, now));
+  CHECK(s.duplicates() == 1);
+  CHECK(s.add(failed_result(101, proto::Reason::http_client), 3500, now));
+  CHECK_FALSE(s.complete()); // total unknown
+  s.set_job({1000, 101});
+  CHECK(s.complete());
+  CHECK(s.done() == 100);
+  CHECK(s.failed() == 1);
+  CHECK(s.bytes() == 1000);
+  CHECK(s.latency_percentile(50) == 50);
+  CHECK(s.latency_percentile(95) == 95);
+  CHECK(s.latency_percentile(99) == 99);
+  CHECK(s.latency_percentile(100) == 100);
+  CHECK(s.wall_seconds() == Approx(2.5));
+  const std::string text = s.summary();
+  CHECK_THAT(text, Catch::Contains("101 links: 100 done, 1 failed"));
+  CHECK_THAT(text, Catch::Contains("http-4xx"));
+  CHECK_THAT(text, Catch::Contains("missing-101.jpg"));
+  CHECK_THAT(text, Catch::Contains("p50 50 ms, p95 95 ms, p99 99 ms, max 100 ms"));
+  CHECK(s.nodes().at("n1").done == 100);
+  CHECK(s.nodes().at("n2").failed == 1);
+  CHECK_THAT(s.progress_line(now, true), Catch::Contains("100/101 done"));
+}
+
+TEST_CASE("vent: numbers tasks, names them uniquely, announces the total, ends on acks", "[broker]") {
+  const std::string ready = temp_path("vent-ready");
+  std::filesystem::remove(ready);
+  zmq::context_t ctx;
+  auto sink = make_socket(ctx, zmq::socket_type::pull, {});
+  const auto sink_ep = bind_all(sink, {"tcp://127.0.0.1:*"}).front();
+
+  VentOptions o;
+  o.links_bind = {"tcp://127.0.0.1:*"};
+  o.tasks_bind = {"tcp://127.0.0.1:*"};
+  o.acks_bind = {"tcp://127.0.0.1:*"};
+  o.sink = {sink_ep};
+  o.ready_file = ready;
+  auto vent = std::async(std::launch::async, [&] { return run(o); });
+  auto ep = read_ready(ready);
+  REQUIRE(ep.count("tasks"));
+
+  auto links = make_socket(ctx, zmq::socket_type::push, {});
+  links.connect(ep["links"]);
+  const std::vector<std::string> urls = {"http://a.test/1.jpg", "http://a.test/2.jpg",
+                                         "http://b.test/1.jpg"};
+  links.send(zmq::buffer(std::string("\xc1garbage")), zmq::send_flags::none); // dropped, counted
+  for (const auto& u : urls) links.send(zmq::buffer(proto::encode(proto::Link{u})), zmq::send_flags::none);
+  links.send(zmq::buffer(proto::encode(proto::LinksEnd{3})), zmq::send_flags::none);
+
+  auto tasks = make_socket(ctx, zmq::socket_type::pull, {});
+  tasks.connect(ep["tasks"]);
+  std::set<std::string> names;
+  for (std::uint64_t i = 1; i <= 3; ++i) {
+    auto t = std::get<proto::Task>(recv_message(tasks));
+    CHECK(t.id == i);
+    CHECK(t.url == urls[i - 1]);
+    CHECK(names.insert(t.name).second);
+  }
+  CHECK(names.count("1.jpg"));
+  CHECK(names.count("2.jpg"));
+
+  auto first = std::get<proto::Job>(recv_message(sink));
+  CHECK(first.total == -1);
+  CHECK(first.started_unix_ms > 0);
+  auto second = std::get<proto::Job>(recv_message(sink));
+  CHECK(second.total == 3);
+
+  auto acks = make_socket(ctx, zmq::socket_type::push, {});
+  acks.connect(ep["acks"]);
+  for (std::uint64_t id : {1, 2, 2, 99}) // a duplicate and an unknown id change nothing
+    acks.send(zmq::buffer(proto::encode(proto::Ack{id, proto::Status::done})), zmq::send_flags::none);
+  CHECK(vent.wait_for(std::chrono::milliseconds(500)) == std::future_status::timeout);
+  acks.send(zmq::buffer(proto::encode(proto::Ack{3, proto::Status::failed})), zmq::send_flags::none);
+  REQUIRE(vent.wait_for(std::chrono::seconds(10)) == std::future_status::ready);
+  CHECK(vent.get() == kExitOk);
+  std::filesystem::remove(ready);
+}
+
+TEST_CASE("sink: completes on the announced total, acks every result, exit 1 on failures", "[broker]") {
+  const std::string ready = temp_path("sink-ready");
+  std::filesystem::remove(ready);
+  zmq::context_t ctx;
+  auto acks = make_socket(ctx, zmq::socket_type::pull, {});
+  const auto acks_ep = bind_all(acks, {"tcp://127.0.0.1:*"}).front();
+
+  SinkOptions o;
+  o.results_bind = {"tcp://127.0.0.1:*"};
+  o.acks = {acks_ep};
+  o.ready_file = ready;
+  o.progress = "none";
+  auto sink = std::async(std::launch::async, [&] { return run(o); });
+  auto ep = read_ready(ready);
+  REQUIRE(ep.count("results"));
+  auto results = make_socket(ctx, zmq::socket_type::push, {});
+  results.connect(ep["results"]);
+  auto send = [&](const proto::Message& m) { results.send(zmq::buffer(proto::encode(m)), zmq::send_flags::none); };
+  send(proto::Job{1, 3});
+  send(done_result(1, 10, 100));
+  results.send(zmq::buffer(std::string("\x81\xa1v\x05")), zmq::send_flags::none); // malformed
+  send(done_result(1, 10, 100)); // duplicate
+  send(done_result(2, 10, 100));
+  CHECK(sink.wait_for(std::chrono::milliseconds(300)) == std::future_status::timeout);
+  send(failed_result(3, proto::Reason::http_client));
+  REQUIRE(sink.wait_for(std::chrono::seconds(10)) == std::future_status::ready);
+  CHECK(sink.get() == kExitSomeFailed);
+  std::multiset<std::uint64_t> acked;
+  for (int i = 0; i < 4; ++i) acked.insert(std::get<proto::Ack>(recv_message(acks)).id);
+  CHECK(acked == std::multiset<std::uint64_t>{1, 1, 2, 3});
+  std::filesystem::remove(ready);
+}
