@@ -1,0 +1,329 @@
+#include "tests/support/process.hpp"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <httplib.h>
+#include <sstream>
+#include <stdexcept>
+#include <system_error>
+#include <thread>
+
+extern char** environ;
+
+namespace trawl::testsupport {
+namespace {
+
+// posix_spawn's C objects, destroyed whatever happens.
+class SpawnActions {
+public:
+  SpawnActions() { check(posix_spawn_file_actions_init(&actions_), "file_actions_init"); }
+  ~SpawnActions() { posix_spawn_file_actions_destroy(&actions_); }
+  SpawnActions(const SpawnActions&) = delete;
+  SpawnActions& operator=(const SpawnActions&) = delete;
+
+  void open(int fd, const std::string& path, int flags) {
+    check(posix_spawn_file_actions_addopen(&actions_, fd, path.c_str(), flags, 0644),
+          "file_actions_addopen " + path);
+  }
+  posix_spawn_file_actions_t* get() noexcept { return &actions_; }
+
+  static void check(int rc, const std::string& what) {
+    if (rc != 0) {
+      throw std::system_error(rc, std::generic_category(), "posix_spawn: " + what);
+    }
+  }
+
+private:
+  posix_spawn_file_actions_t actions_{};
+};
+
+class SpawnAttr {
+public:
+  SpawnAttr() { SpawnActions::check(posix_spawnattr_init(&attr_), "attr_init"); }
+  ~SpawnAttr() { posix_spawnattr_destroy(&attr_); }
+  SpawnAttr(const SpawnAttr&) = delete;
+  SpawnAttr& operator=(const SpawnAttr&) = delete;
+  posix_spawnattr_t* get() noexcept { return &attr_; }
+
+private:
+  posix_spawnattr_t attr_{};
+};
+
+std::string env_key(const std::string& entry) { return entry.substr(0, entry.find('=')); }
+
+int decode_status(int status) {
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+  return -1;
+}
+
+} // namespace
+
+Child Child::spawn(std::vector<std::string> argv, std::vector<std::string> extra_env,
+                   std::string stdout_path, std::string stderr_path, std::string stdin_path) {
+  if (argv.empty()) {
+    throw std::invalid_argument("Child::spawn: empty argv");
+  }
+
+  // Environment: the inherited one minus the keys extra_env replaces, then extra_env.
+  std::vector<std::string> env;
+  for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
+    const std::string entry(*e);
+    bool replaced = false;
+    for (const auto& x : extra_env) {
+      replaced = replaced || env_key(x) == env_key(entry);
+    }
+    if (!replaced) env.push_back(entry);
+  }
+  env.insert(env.end(), extra_env.begin(), extra_env.end());
+
+  std::vector<char*> c_argv;
+  for (auto& a : argv) c_argv.push_back(a.data());
+  c_argv.push_back(nullptr);
+  std::vector<char*> c_env;
+  for (auto& e : env) c_env.push_back(e.data());
+  c_env.push_back(nullptr);
+
+  SpawnActions actions;
+  actions.open(STDIN_FILENO, stdin_path.empty() ? "/dev/null" : stdin_path, O_RDONLY);
+  if (!stdout_path.empty()) {
+    actions.open(STDOUT_FILENO, stdout_path, O_WRONLY | O_CREAT | O_TRUNC);
+  }
+  if (!stderr_path.empty()) {
+    actions.open(STDERR_FILENO, stderr_path, O_WRONLY | O_CREAT | O_TRUNC);
+  }
+
+  // The test runner may block or ignore signals; the child starts with the defaults.
+  SpawnAttr attr;
+  sigset_t none;
+  sigemptyset(&none);
+  sigset_t defaults;
+  sigemptyset(&defaults);
+  sigaddset(&defaults, SIGINT);
+  sigaddset(&defaults, SIGTERM);
+  sigaddset(&defaults, SIGPIPE);
+  SpawnActions::check(posix_spawnattr_setsigmask(attr.get(), &none), "setsigmask");
+  SpawnActions::check(posix_spawnattr_setsigdefault(attr.get(), &defaults), "setsigdefault");
+  SpawnActions::check(
+      posix_spawnattr_setflags(attr.get(), POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF),
+      "setflags");
+
+  pid_t pid = -1;
+  const int rc = posix_spawnp(&pid, c_argv[0], actions.get(), attr.get(), c_argv.data(),
+                              c_env.data());
+  if (rc != 0) {
+    throw std::system_error(rc, std::generic_category(), "cannot start " + argv[0]);
+  }
+  return Child(pid);
+}
+
+Child::Child(Child&& other) noexcept
+    : pid_(std::exchange(other.pid_, -1)), status_(std::exchange(other.status_, std::nullopt)) {}
+
+Child& Child::operator=(Child&& other) noexcept {
+  if (this != &other) {
+    kill_and_reap();
+    pid_ = std::exchange(other.pid_, -1);
+    status_ = std::exchange(other.status_, std::nullopt);
+  }
+  return *this;
+}
+
+Child::~Child() { kill_and_reap(); }
+
+bool Child::try_reap(bool block) noexcept {
+  if (pid_ <= 0 || status_) return true;
+  int status = 0;
+  for (;;) {
+    const pid_t r = ::waitpid(pid_, &status, block ? 0 : WNOHANG);
+    if (r == pid_) {
+      status_ = decode_status(status);
+      return true;
+    }
+    if (r == 0) return false;
+    if (errno == EINTR) continue;
+    // ECHILD: someone else reaped it; there is nothing left to wait for.
+    status_ = -1;
+    return true;
+  }
+}
+
+std::optional<int> Child::wait_for(std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  auto pause = std::chrono::microseconds(200);
+  while (!try_reap(false)) {
+    if (std::chrono::steady_clock::now() >= deadline) return std::nullopt;
+    std::this_thread::sleep_for(pause);
+    pause = std::min(pause * 2, std::chrono::microseconds(10000));
+  }
+  return status_;
+}
+
+void Child::signal(int sig) {
+  if (pid_ > 0 && !status_) {
+    ::kill(pid_, sig);
+  }
+}
+
+bool Child::running() { return pid_ > 0 && !try_reap(false); }
+
+void Child::kill_and_reap() noexcept {
+  if (pid_ > 0 && !status_) {
+    ::kill(pid_, SIGKILL);
+    try_reap(true);
+  }
+}
+
+std::map<std::string, std::string> wait_ready_file(const std::string& path,
+                                                   std::chrono::milliseconds timeout,
+                                                   Child* watch) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    std::ifstream in(path);
+    if (in) {
+      std::map<std::string, std::string> kv;
+      std::string line;
+      while (std::getline(in, line)) {
+        const auto eq = line.find('=');
+        if (eq != std::string::npos) {
+          kv[line.substr(0, eq)] = line.substr(eq + 1);
+        }
+      }
+      return kv;
+    }
+    if (watch != nullptr && !watch->running()) {
+      throw std::runtime_error("process " + std::to_string(watch->pid()) +
+                               " exited with status " +
+                               std::to_string(watch->wait_for(std::chrono::milliseconds(0))
+                                                  .value_or(-1)) +
+                               " before writing " + path);
+    }
+    if (std::chrono::steady_clock::now() >= deadline) {
+      throw std::runtime_error("timed out waiting for ready file " + path);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+}
+
+HttpResponse http_request(const std::string& url,
+                          const std::vector<std::pair<std::string, std::string>>& headers) {
+  const auto scheme_end = url.find("://");
+  if (scheme_end == std::string::npos) {
+    throw std::runtime_error("http_request: not an absolute URL: " + url);
+  }
+  const auto path_start = url.find('/', scheme_end + 3);
+  const std::string origin = url.substr(0, path_start);
+  const std::string path = path_start == std::string::npos ? "/" : url.substr(path_start);
+
+  httplib::Client client(origin);
+  client.set_connection_timeout(std::chrono::seconds(5));
+  client.set_read_timeout(std::chrono::seconds(30));
+  httplib::Headers h;
+  for (const auto& [k, v] : headers) h.emplace(k, v);
+  auto res = client.Get(path, h);
+  if (!res) {
+    throw std::runtime_error("GET " + url + " failed: " + httplib::to_string(res.error()));
+  }
+  HttpResponse out;
+  out.status = res->status;
+  out.body = std::move(res->body);
+  for (const auto& [k, v] : res->headers) out.headers.emplace(k, v);
+  return out;
+}
+
+std::string http_get(const std::string& url) {
+  auto res = http_request(url);
+  if (res.status != 200) {
+    throw std::runtime_error("GET " + url + " answered " + std::to_string(res.status));
+  }
+  return std::move(res.body);
+}
+
+TempDir::TempDir(const std::string& prefix) {
+  std::string templ = "/tmp/" + prefix + "-XXXXXX";
+  if (::mkdtemp(templ.data()) == nullptr) {
+    throw std::system_error(errno, std::generic_category(), "mkdtemp " + templ);
+  }
+  path_ = std::move(templ);
+}
+
+TempDir::TempDir(TempDir&& other) noexcept : path_(std::exchange(other.path_, std::string())) {}
+
+TempDir& TempDir::operator=(TempDir&& other) noexcept {
+  if (this != &other) {
+    remove();
+    path_ = std::exchange(other.path_, std::string());
+  }
+  return *this;
+}
+
+TempDir::~TempDir() { remove(); }
+
+void TempDir::remove() noexcept {
+  if (path_.empty() || std::getenv("TRAWL_KEEP_TMP") != nullptr) return;
+  std::error_code ec;
+  std::filesystem::remove_all(path_, ec);
+  path_.clear();
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    throw std::runtime_error("cannot read " + path);
+  }
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+bool pid_alive(pid_t pid) {
+  if (pid <= 0) return false;
+  return ::kill(pid, 0) == 0 || errno == EPERM;
+}
+
+std::string fixture_bin() { return TRAWL_FIXTURE_BIN; }
+
+FixtureServer FixtureServer::start(const std::vector<std::string>& args,
+                                   std::chrono::milliseconds timeout) {
+  FixtureServer s;
+  const std::string ready = s.dir_ / "ready";
+  std::vector<std::string> argv = {fixture_bin(), "--ready-file", ready};
+  argv.insert(argv.end(), args.begin(), args.end());
+  s.child_ = Child::spawn(argv, {}, s.dir_ / "fixture.out", s.log_path());
+  std::map<std::string, std::string> kv;
+  try {
+    kv = wait_ready_file(ready, timeout, &s.child_);
+  } catch (const std::runtime_error& e) {
+    std::string log;
+    try {
+      log = read_file(s.log_path());
+    } catch (const std::exception&) {
+    }
+    throw std::runtime_error(std::string("trawl-fixture did not start: ") + e.what() +
+                             "\n" + log);
+  }
+  s.url_ = kv["url"];
+  s.port_ = std::stoi(kv["port"]);
+  return s;
+}
+
+std::optional<int> FixtureServer::stop(std::chrono::milliseconds timeout) {
+  child_.signal(SIGTERM);
+  return child_.wait_for(timeout);
+}
+
+FixtureServer::~FixtureServer() {
+  if (child_.pid() > 0 && child_.running()) {
+    stop();
+  }
+}
+
+} // namespace trawl::testsupport
