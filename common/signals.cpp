@@ -30,4 +30,6 @@ bool stop_requested() noexcept { return g_stops.load(std::memory_order_relaxed) 
 
 void request_stop() noexcept { g_stops.fetch_add(1); }
 
+void reset_stop_for_tests() noexcept { g_stops.store(0); }
+
 } // namespace trawl

@@ -13,4 +13,7 @@ bool stop_requested() noexcept;
 // For tests and for actors that finish on their own.
 void request_stop() noexcept;
 
+// Tests only: forgets any stop request, so a test can run another loop in the same process.
+void reset_stop_for_tests() noexcept;
+
 } // namespace trawl

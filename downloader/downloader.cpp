@@ -1,0 +1,600 @@
+#include "downloader/downloader.hpp"
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <deque>
+#include <filesystem>
+#include <memory>
+#include <openssl/evp.h>
+#include <optional>
+#include <queue>
+#include <random>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+#include <zmq.hpp>
+
+#include "common/exit_codes.hpp"
+#include "common/names.hpp"
+#include "common/signals.hpp"
+#include "common/zmq_util.hpp"
+#include "downloader/curl_handles.hpp"
+#include "downloader/outcome.hpp"
+#include "downloader/transfer.hpp"
+#include "proto/messages.hpp"
+
+#ifndef TRAWL_VERSION
+#define TRAWL_VERSION "0"
+#endif
+
+namespace trawl::downloader {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using std::chrono::milliseconds;
+
+// How long the event loop sleeps at most: the stop flag is seen within this.
+constexpr milliseconds kPollCap{100};
+// While results wait for the sink, retry sending this often.
+constexpr milliseconds kUnsentRetry{10};
+// How long results may take to reach the sink at exit.
+constexpr milliseconds kFlushBudget{2000};
+// A small kernel buffer on the task socket, so tasks queue at the ventilator, not here.
+constexpr int kTaskKernelBuffer = 16 * 1024;
+
+// Temporary names are unique within the process, also across several run() calls (tests).
+std::atomic<std::uint64_t> g_temp_counter{0};
+
+std::string default_node() {
+  char host[256] = {};
+  if (gethostname(host, sizeof host - 1) != 0) std::strcpy(host, "node");
+  return std::string(host) + "-" + std::to_string(getpid());
+}
+
+struct Counters {
+  std::uint64_t tasks = 0;
+  std::uint64_t done = 0;
+  std::uint64_t failed = 0;
+  std::uint64_t bytes = 0;
+  std::uint64_t retries = 0;
+  std::uint64_t aborted = 0;
+  std::uint64_t bad_frames = 0;
+  std::uint64_t undelivered = 0;
+};
+
+// A task whose last attempt failed with a retryable reason, waiting for its next attempt.
+struct Waiting {
+  Clock::time_point due;
+  proto::Task task;
+  std::uint32_t attempts = 0; // made so far
+  proto::Reason last = proto::Reason::other;
+  std::string last_detail;
+};
+
+struct DueLater {
+  bool operator()(const Waiting& a, const Waiting& b) const { return a.due > b.due; }
+};
+
+int ms_until(Clock::time_point now, Clock::time_point t) {
+  if (t <= now) return 0;
+  const auto ms = std::chrono::ceil<milliseconds>(t - now).count();
+  return static_cast<int>(std::min<std::int64_t>(ms, kPollCap.count()));
+}
+
+// The event loop: one curl multi handle and the two sockets, served from one thread.
+class Worker {
+public:
+  Worker(const DownloadOptions& o, std::string out_dir, zmq::socket_t& tasks,
+         zmq::socket_t& results)
+      : opt_(o), out_(std::move(out_dir)), tasks_(tasks), results_(results),
+        node_(o.node.empty() ? default_node() : o.node),
+        sha256_(EVP_MD_fetch(nullptr, "SHA256", nullptr), &EVP_MD_free),
+        rng_(std::random_device{}()) {
+    if (!sha256_) throw std::runtime_error("OpenSSL has no SHA256");
+    settings_.connect_timeout_s = o.connect_timeout_s;
+    settings_.timeout_s = o.timeout_s;
+    settings_.low_speed_time_s = o.low_speed_time_s;
+    settings_.max_redirects = o.max_redirects;
+    settings_.max_size = o.max_size;
+    settings_.user_agent = o.user_agent.empty() ? "trawl/" TRAWL_VERSION : o.user_agent;
+
+    multi_.set_long(CURLMOPT_MAX_TOTAL_CONNECTIONS, o.concurrency);
+    if (o.per_host > 0) multi_.set_long(CURLMOPT_MAX_HOST_CONNECTIONS, o.per_host);
+    multi_.set_long(CURLMOPT_PIPELINING, CURLPIPE_MULTIPLEX);
+    zmq_fd_ = tasks_.get(zmq::sockopt::fd);
+  }
+
+  ~Worker() {
+    // Normally nothing is in flight here; after an exception this detaches every handle and
+    // removes every temporary file before the multi goes (slots_ is destroyed before multi_).
+    for (auto& t : slots_) {
+      multi_.remove(t->easy());
+      t->discard();
+    }
+  }
+
+  Worker(const Worker&) = delete;
+  Worker& operator=(const Worker&) = delete;
+
+  // Runs until stop_requested() and the in-flight transfers are finished or aborted.
+  void loop() {
+    bool stopping = false;
+    Clock::time_point stop_deadline{};
+    for (;;) {
+      const auto now = Clock::now();
+      if (!stopping && stop_requested()) {
+        stopping = true;
+        stop_deadline = now + opt_.grace;
+        spdlog::info("stopping: {} transfers in flight, waiting up to {} ms", active_,
+                     opt_.grace.count());
+        abandon_waiting();
+      }
+      flush_unsent();
+      if (stopping) {
+        if (active_ == 0) break;
+        if (now >= stop_deadline) {
+          abort_active();
+          break;
+        }
+      } else {
+        start_due_retries(now);
+        take_tasks();
+      }
+
+      // ZMQ_FD is edge-triggered and only worth watching while we would take a task: at the cap
+      // it would stay readable and the poll would spin. take_tasks() always drains to EAGAIN
+      // (or to the cap), so no edge is missed.
+      const bool watch_tasks = !stopping && can_take();
+      curl_waitfd extra{};
+      extra.fd = zmq_fd_;
+      extra.events = CURL_WAIT_POLLIN;
+      const int timeout = poll_timeout(now, stopping, stop_deadline);
+      CURLMcode mc = curl_multi_poll(multi_.get(), watch_tasks ? &extra : nullptr,
+                                     watch_tasks ? 1u : 0u, timeout, nullptr);
+      if (mc != CURLM_OK) throw CurlError(std::string("curl_multi_poll: ") + curl_multi_strerror(mc));
+      int running = 0;
+      mc = curl_multi_perform(multi_.get(), &running);
+      if (mc != CURLM_OK)
+        throw CurlError(std::string("curl_multi_perform: ") + curl_multi_strerror(mc));
+      drain_finished(stopping);
+    }
+  }
+
+  // Sends what is left for up to `budget`; returns how much of it is left.
+  milliseconds flush(milliseconds budget) {
+    const auto deadline = Clock::now() + budget;
+    flush_unsent();
+    while (!unsent_.empty()) {
+      const auto now = Clock::now();
+      if (now >= deadline) break;
+      zmq::pollitem_t item{results_.handle(), 0, ZMQ_POLLOUT, 0};
+      try {
+        zmq::poll(&item, 1, std::min(kUnsentRetry * 10, std::chrono::ceil<milliseconds>(deadline - now)));
+      } catch (const zmq::error_t& e) {
+        if (e.num() != EINTR) throw;
+      }
+      flush_unsent();
+    }
+    if (!unsent_.empty()) {
+      counters_.undelivered += unsent_.size();
+      spdlog::warn("{} results could not be delivered to the sink (their leases will expire)",
+                   unsent_.size());
+      unsent_.clear();
+    }
+    return std::max(milliseconds{0}, std::chrono::ceil<milliseconds>(deadline - Clock::now()));
+  }
+
+  const Counters& counters() const noexcept { return counters_; }
+
+private:
+  bool can_take() const noexcept {
+    const auto cap = static_cast<std::size_t>(opt_.concurrency);
+    return active_ + waiting_.size() < cap && unsent_.size() <= cap;
+  }
+
+  int poll_timeout(Clock::time_point now, bool stopping, Clock::time_point stop_deadline) const {
+    int ms = static_cast<int>(kPollCap.count());
+    if (!unsent_.empty()) ms = std::min(ms, static_cast<int>(kUnsentRetry.count()));
+    if (!waiting_.empty()) ms = std::min(ms, ms_until(now, waiting_.top().due));
+    if (stopping) ms = std::min(ms, ms_until(now, stop_deadline));
+    return ms;
+  }
+
+  void take_tasks() {
+    while (can_take()) {
+      std::optional<zmq::message_t> msg;
+      try {
+        msg = try_recv(tasks_);
+      } catch (const zmq::error_t& e) {
+        if (e.num() == EINTR) return;
+        throw;
+      }
+      if (!msg) return;
+      on_frame(*msg);
+    }
+  }
+
+  void on_frame(const zmq::message_t& msg) {
+    auto decoded = proto::decode(std::string_view(msg.data<char>(), msg.size()));
+    if (const auto* err = std::get_if<proto::DecodeError>(&decoded)) {
+      ++counters_.bad_frames;
+      spdlog::warn("dropped an undecodable frame of {} bytes ({} so far): {}", msg.size(),
+                   counters_.bad_frames, err->what);
+      return;
+    }
+    auto& m = std::get<proto::Message>(decoded);
+    auto* task = std::get_if<proto::Task>(&m);
+    if (!task) {
+      ++counters_.bad_frames;
+      spdlog::warn("dropped a '{}' frame on the task socket ({} so far)", proto::type_name(m),
+                   counters_.bad_frames);
+      return;
+    }
+    ++counters_.tasks;
+    start(std::move(*task), 1);
+  }
+
+  // Starts attempt `attempt` of `task`, or reports it failed when it cannot start.
+  void start(proto::Task task, std::uint32_t attempt) {
+    if (!is_safe_name(task.name)) {
+      report_failure(task, attempt, proto::Reason::bad_url,
+                     bounded("unsafe file name: " + task.name, proto::kMaxDetailBytes));
+      return;
+    }
+    if (task.url.find('\0') != std::string::npos) {
+      report_failure(task, attempt, proto::Reason::bad_url, "URL contains a NUL byte");
+      return;
+    }
+    Transfer* t = acquire();
+    std::string temp = out_ + "/.trawl-" + std::to_string(getpid()) + "-" +
+                       std::to_string(g_temp_counter.fetch_add(1)) + ".part";
+    proto::Reason reason = proto::Reason::io;
+    std::string err;
+    try {
+      err = t->begin(task, attempt, settings_, std::move(temp));
+      if (err.empty()) {
+        reason = proto::Reason::other;
+        multi_.add(t->easy());
+      }
+    } catch (const CurlError& e) {
+      reason = proto::Reason::other;
+      err = e.what();
+    }
+    if (!err.empty()) {
+      t->discard();
+      release(t);
+      report_failure(task, attempt, reason, err);
+      return;
+    }
+    ++active_;
+    spdlog::debug("task {} attempt {}: start {}", task.id, attempt, task.url);
+  }
+
+  Transfer* acquire() {
+    if (!idle_.empty()) {
+      Transfer* t = idle_.back();
+      idle_.pop_back();
+      return t;
+    }
+    slots_.push_back(std::make_unique<Transfer>(sha256_.get()));
+    return slots_.back().get();
+  }
+
+  void release(Transfer* t) { idle_.push_back(t); }
+
+  void drain_finished(bool stopping) {
+    int queued = 0;
+    while (CURLMsg* m = curl_multi_info_read(multi_.get(), &queued)) {
+      if (m->msg != CURLMSG_DONE) continue;
+      // Copy what we need: removing the handle invalidates m.
+      CURL* easy = m->easy_handle;
+      const CURLcode code = m->data.result;
+      char* priv = nullptr;
+      curl_easy_getinfo(easy, CURLINFO_PRIVATE, &priv);
+      auto* t = static_cast<Transfer*>(static_cast<void*>(priv));
+      multi_.remove(t->easy());
+      --active_;
+      complete(*t, code, stopping);
+    }
+  }
+
+  void complete(Transfer& t, CURLcode code, bool stopping) {
+    const Finished f = t.finish(code, out_ + "/" + t.task().name);
+    proto::Task task = t.task();
+    const std::uint32_t attempt = t.attempt();
+    release(&t);
+
+    if (f.reason != proto::Reason::none && !stopping && proto::is_retryable(f.reason) &&
+        attempt < 1 + static_cast<std::uint32_t>(std::max(opt_.retries, 0))) {
+      // Retry-After only means something on "come back later" answers.
+      const long retry_after =
+          (f.http_status == 429 || f.http_status == 503) ? f.retry_after_s : 0;
+      const auto delay = retry_delay(attempt, jitter_(rng_), retry_after);
+      spdlog::debug("task {} attempt {}: {} ({}), retry in {} ms", task.id, attempt,
+                    proto::reason_name(f.reason), f.detail, delay.count());
+      ++counters_.retries;
+      waiting_.push(Waiting{Clock::now() + delay, std::move(task), attempt, f.reason, f.detail});
+      return;
+    }
+
+    proto::Result r;
+    r.id = task.id;
+    r.url = std::move(task.url);
+    r.node = node_;
+    r.attempt = attempt;
+    r.http_code = f.http_status > 0 ? static_cast<std::uint32_t>(f.http_status) : 0;
+    r.ms = f.ms;
+    r.ttfb_ms = f.ttfb_ms;
+    r.reason = f.reason;
+    if (f.reason == proto::Reason::none) {
+      r.status = proto::Status::done;
+      r.path = f.path;
+      r.bytes = f.bytes;
+      r.sha256 = f.sha256;
+      ++counters_.done;
+      counters_.bytes += f.bytes;
+      spdlog::debug("task {} attempt {}: done, {} bytes in {} ms -> {}", r.id, attempt, r.bytes,
+                    r.ms, r.path);
+    } else {
+      r.status = proto::Status::failed;
+      r.detail = f.detail;
+      ++counters_.failed;
+      spdlog::debug("task {} attempt {}: failed, {} ({})", r.id, attempt,
+                    proto::reason_name(r.reason), r.detail);
+    }
+    send(proto::encode(r));
+  }
+
+  // A failure decided before or without a transfer (unsafe name, temp file, stop).
+  void report_failure(const proto::Task& task, std::uint32_t attempt, proto::Reason reason,
+                      std::string detail) {
+    proto::Result r;
+    r.id = task.id;
+    r.url = task.url;
+    r.node = node_;
+    r.attempt = attempt;
+    r.status = proto::Status::failed;
+    r.reason = reason;
+    r.detail = std::move(detail);
+    ++counters_.failed;
+    if (reason == proto::Reason::aborted) ++counters_.aborted;
+    spdlog::debug("task {} attempt {}: failed, {} ({}) {}", task.id, attempt,
+                  proto::reason_name(reason), r.detail, task.url);
+    send(proto::encode(r));
+  }
+
+  void start_due_retries(Clock::time_point now) {
+    while (!waiting_.empty() && waiting_.top().due <= now) {
+      Waiting w = waiting_.top();
+      waiting_.pop();
+      start(std::move(w.task), w.attempts + 1);
+    }
+  }
+
+  // At stop, tasks waiting for a retry will not get it: they are reported aborted at once.
+  void abandon_waiting() {
+    while (!waiting_.empty()) {
+      Waiting w = waiting_.top();
+      waiting_.pop();
+      report_failure(w.task, w.attempts, proto::Reason::aborted,
+                     bounded("stopped before retry; last attempt: " +
+                                 std::string(proto::reason_name(w.last)) + ": " + w.last_detail,
+                             proto::kMaxDetailBytes));
+    }
+  }
+
+  // Grace is over: every transfer still running is aborted and its temporary file removed.
+  void abort_active() {
+    for (auto& t : slots_) {
+      if (!t->easy().attached()) continue;
+      multi_.remove(t->easy());
+      t->discard();
+      --active_;
+      report_failure(t->task(), t->attempt(), proto::Reason::aborted,
+                     "stopped: still running after --grace-ms " +
+                         std::to_string(opt_.grace.count()));
+      release(t.get());
+    }
+  }
+
+  bool try_send_frame(const std::string& frame) {
+    try {
+      return try_send(results_, frame);
+    } catch (const zmq::error_t& e) {
+      if (e.num() == EINTR) return false;
+      throw;
+    }
+  }
+
+  // Results keep their order: nothing overtakes a result that is waiting for the sink.
+  void send(std::string frame) {
+    if (unsent_.empty() && try_send_frame(frame)) return;
+    unsent_.push_back(std::move(frame));
+  }
+
+  void flush_unsent() {
+    while (!unsent_.empty() && try_send_frame(unsent_.front())) unsent_.pop_front();
+  }
+
+  const DownloadOptions& opt_;
+  const std::string out_;
+  zmq::socket_t& tasks_;
+  zmq::socket_t& results_;
+  const std::string node_;
+  TransferSettings settings_;
+  std::unique_ptr<EVP_MD, decltype(&EVP_MD_free)> sha256_;
+  std::mt19937_64 rng_;
+  std::uniform_real_distribution<double> jitter_{0.0, 1.0};
+  zmq::fd_t zmq_fd_ = -1;
+
+  CurlMulti multi_; // declared before the slots: it must be freed after every easy handle
+  std::vector<std::unique_ptr<Transfer>> slots_; // at most `concurrency`, reused
+  std::vector<Transfer*> idle_;
+  std::size_t active_ = 0; // transfers added to the multi
+  std::priority_queue<Waiting, std::vector<Waiting>, DueLater> waiting_;
+  std::deque<std::string> unsent_; // encoded results the sink did not take yet
+  Counters counters_;
+};
+
+// Checks the options; returns an error message or "".
+std::string check_options(const DownloadOptions& o) {
+  if (o.connect.empty()) return "--connect: at least one ventilator endpoint is needed";
+  if (o.sink.empty()) return "--sink: at least one sink endpoint is needed";
+  if (o.concurrency < 1) return "--concurrency must be at least 1";
+  if (o.prefetch < 1) return "--prefetch must be at least 1";
+  if (o.retries < 0) return "--retries must not be negative";
+  if (o.max_redirects < 0) return "--max-redirects must not be negative";
+  if (o.max_size == 0) return "--max-size must be positive";
+  if (o.connect_timeout_s < 0 || o.timeout_s < 0 || o.low_speed_time_s < 0)
+    return "timeouts must not be negative";
+  if (o.grace.count() < 0) return "--grace-ms must not be negative";
+  if (o.per_host < 0) return "--per-host must not be negative";
+  if (o.node.size() > proto::kMaxNodeBytes)
+    return "--node is longer than " + std::to_string(proto::kMaxNodeBytes) + " bytes";
+  return {};
+}
+
+// Creates the output directory when missing; returns its absolute path, or nullopt after
+// logging why it cannot be used.
+std::optional<std::string> prepare_out_dir(const std::string& out) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  fs::create_directories(out, ec);
+  if (ec) {
+    spdlog::error("cannot create output directory {}: {}", out, ec.message());
+    return std::nullopt;
+  }
+  fs::path abs = fs::absolute(out, ec);
+  if (ec) {
+    spdlog::error("cannot resolve output directory {}: {}", out, ec.message());
+    return std::nullopt;
+  }
+  abs = abs.lexically_normal();
+  std::string s = abs.string();
+  while (s.size() > 1 && s.back() == '/') s.pop_back();
+  if (!fs::is_directory(s, ec)) {
+    spdlog::error("output path {} is not a directory", s);
+    return std::nullopt;
+  }
+  if (::access(s.c_str(), W_OK | X_OK) != 0) {
+    spdlog::error("output directory {} is not writable: {}", s, std::strerror(errno));
+    return std::nullopt;
+  }
+  return s;
+}
+
+} // namespace
+
+void add_options(CLI::App& cmd, DownloadOptions& o) {
+  cmd.add_option("--connect", o.connect,
+                 "ventilator endpoint to take tasks from (repeatable; e.g. tcp://host:5558)")
+      ->capture_default_str();
+  cmd.add_option("--sink", o.sink,
+                 "sink endpoint to send results to (repeatable; e.g. tcp://host:5559)")
+      ->capture_default_str();
+  cmd.add_option("--out", o.out, "directory the files are written to (created when missing)")
+      ->capture_default_str();
+  cmd.add_option("-j,--concurrency", o.concurrency,
+                 "transfers at once, including tasks waiting for a retry; also the total "
+                 "connection cap")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 100000));
+  cmd.add_option("--prefetch", o.prefetch,
+                 "tasks queued on this node beyond those running (small, so nodes do not hoard)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 100000));
+  cmd.add_option("--node", o.node, "name of this node in results (default hostname-pid)");
+  cmd.add_option("--connect-timeout", o.connect_timeout_s,
+                 "seconds allowed to connect (DNS, TCP and TLS)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  cmd.add_option("--timeout", o.timeout_s, "seconds allowed for a whole transfer, 0 = no limit")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  cmd.add_option("--low-speed-time", o.low_speed_time_s,
+                 "abort a transfer that receives nothing for this many seconds")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  cmd.add_option("--max-redirects", o.max_redirects, "redirects followed per transfer")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  cmd.add_option("--max-size", o.max_size,
+                 "largest body accepted, in bytes or with a unit (500k, 2G); larger fails as "
+                 "too-large")
+      ->capture_default_str()
+      ->transform(CLI::AsSizeValue(false));
+  cmd.add_option("--retries", o.retries,
+                 "further attempts after a retryable failure (timeout, connect, dns, truncated, "
+                 "429, 5xx), with exponential backoff")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  cmd.add_option_function<std::int64_t>(
+         "--grace-ms", [&o](const std::int64_t& ms) { o.grace = milliseconds(ms); },
+         "on SIGINT/SIGTERM, milliseconds running transfers may take to finish before they are "
+         "aborted")
+      ->default_str(std::to_string(o.grace.count()))
+      ->check(CLI::NonNegativeNumber);
+  cmd.add_option("--per-host", o.per_host, "connections per host at most, 0 = no cap")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  cmd.add_option("--user-agent", o.user_agent,
+                 "User-Agent header (default trawl/" TRAWL_VERSION ")");
+}
+
+int run(const DownloadOptions& o) {
+  if (const std::string err = check_options(o); !err.empty()) {
+    spdlog::error("{}", err);
+    return kExitUsage;
+  }
+  const auto out = prepare_out_dir(o.out);
+  if (!out) return kExitFatal;
+
+  try {
+    curl_global_once();
+    zmq::context_t ctx(1);
+
+    SocketOptions task_opt;
+    task_opt.rcvhwm = o.prefetch;
+    task_opt.kernel_buffer = kTaskKernelBuffer;
+    task_opt.linger = milliseconds{0}; // a PULL socket has nothing to deliver
+    zmq::socket_t tasks = make_socket(ctx, zmq::socket_type::pull, task_opt);
+
+    SocketOptions result_opt;
+    result_opt.immediate = true;
+    zmq::socket_t results = make_socket(ctx, zmq::socket_type::push, result_opt);
+
+    try {
+      connect_all(tasks, o.connect);
+      connect_all(results, o.sink);
+    } catch (const std::exception& e) {
+      spdlog::error("{}", e.what());
+      return kExitUsage;
+    }
+
+    Counters c;
+    {
+      Worker w(o, *out, tasks, results);
+      spdlog::info("downloading into {} with {} transfers from {}", *out, o.concurrency,
+                   fmt::join(o.connect, ", "));
+      w.loop();
+      const auto left = w.flush(kFlushBudget);
+      results.set(zmq::sockopt::linger, static_cast<int>(left.count()));
+      c = w.counters();
+    }
+    results.close();
+    tasks.close();
+    ctx.close();
+
+    spdlog::info("downloader summary: {} tasks, {} done, {} failed ({} aborted), {} bytes, {} "
+                 "retries, {} bad frames",
+                 c.tasks, c.done, c.failed, c.aborted, c.bytes, c.retries, c.bad_frames);
+    return c.aborted > 0 ? kExitInterrupted : kExitOk;
+  } catch (const std::exception& e) {
+    spdlog::error("downloader: {}", e.what());
+    return kExitFatal;
+  }
+}
+
+} // namespace trawl::downloader

@@ -1,0 +1,45 @@
+// `trawl download`: takes Tasks from the ventilator(s), downloads each URL with one libcurl multi
+// handle driving up to --concurrency transfers, streams every body to a temporary file in --out
+// while hashing it, renames it to the task's name when complete, and sends one Result per task to
+// the sink. Retryable failures are retried locally with backoff; only the final outcome is sent.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace CLI {
+class App;
+}
+
+namespace trawl::downloader {
+
+struct DownloadOptions {
+  std::vector<std::string> connect{"tcp://127.0.0.1:5558"}; // ventilator task endpoints
+  std::vector<std::string> sink{"tcp://127.0.0.1:5559"};    // sink result endpoints
+  std::string out = ".";
+  int concurrency = 64;
+  int prefetch = 4;
+  std::string node; // default hostname-pid
+  long connect_timeout_s = 15;
+  long timeout_s = 0; // total per transfer, 0 = none
+  long low_speed_time_s = 30;
+  int max_redirects = 10;
+  std::uint64_t max_size = 1ULL << 30;
+  int retries = 3;
+  std::chrono::milliseconds grace{10000};
+  int per_host = 0; // 0 = no cap
+  std::string user_agent; // default trawl/<version>
+};
+
+// Registers the download flags on `cmd`, writing into `o`.
+void add_options(CLI::App& cmd, DownloadOptions& o);
+
+// Runs until trawl::stop_requested(). Returns kExitOk after a clean stop, kExitInterrupted when
+// transfers had to be aborted (grace expired, or retries pending), kExitUsage for unusable
+// options or endpoints, kExitFatal when the output directory cannot be created or used or when
+// libcurl/ZeroMQ fail outside a transfer. Does not throw.
+int run(const DownloadOptions& o);
+
+} // namespace trawl::downloader

@@ -1,0 +1,186 @@
+#include "downloader/transfer.hpp"
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include "downloader/outcome.hpp"
+
+namespace trawl::downloader {
+namespace {
+
+// An error page is drained so its connection stays reusable, but not without bound.
+constexpr std::uint64_t kMaxDiscardBytes = 1 << 20;
+
+// libcurl's default read buffer is 16 KiB; a larger one means fewer write() calls per MB.
+constexpr long kBufferBytes = 64 * 1024;
+
+std::uint32_t to_ms(curl_off_t us) {
+  if (us <= 0) return 0;
+  const auto ms = us / 1000;
+  return ms > 0xFFFFFFFF ? 0xFFFFFFFFu : static_cast<std::uint32_t>(ms);
+}
+
+std::string hex(const unsigned char* p, unsigned n) {
+  static constexpr char digits[] = "0123456789abcdef";
+  std::string s(2 * std::size_t{n}, '0');
+  for (unsigned i = 0; i < n; ++i) {
+    s[2 * i] = digits[p[i] >> 4];
+    s[2 * i + 1] = digits[p[i] & 0x0F];
+  }
+  return s;
+}
+
+} // namespace
+
+Transfer::Transfer(const EVP_MD* sha256) : md_ctx_(EVP_MD_CTX_new(), &EVP_MD_CTX_free), sha256_(sha256) {
+  if (!md_ctx_) throw std::runtime_error("EVP_MD_CTX_new failed");
+}
+
+Transfer::~Transfer() { close_temp(); }
+
+std::string Transfer::begin(const proto::Task& task, std::uint32_t attempt,
+                            const TransferSettings& s, std::string temp_path) {
+  close_temp(); // a previous attempt always ends in finish()/discard(); this is a safety net
+  task_ = task;
+  attempt_ = attempt;
+  max_size_ = s.max_size;
+  bytes_ = 0;
+  discarded_ = 0;
+  local_ = proto::Reason::none;
+  local_detail_.clear();
+  errbuf_[0] = '\0';
+  if (EVP_DigestInit_ex(md_ctx_.get(), sha256_, nullptr) != 1)
+    throw std::runtime_error("EVP_DigestInit_ex failed");
+
+  easy_.reset();
+  easy_.set_ptr(CURLOPT_PRIVATE, this);
+  easy_.set_ptr(CURLOPT_ERRORBUFFER, errbuf_.data());
+  easy_.set_str(CURLOPT_URL, task_.url.c_str());
+  easy_.set_write_fn(CURLOPT_WRITEFUNCTION, &Transfer::on_body);
+  easy_.set_ptr(CURLOPT_WRITEDATA, this);
+  easy_.set_str(CURLOPT_PROTOCOLS_STR, "http,https");
+  easy_.set_str(CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+  easy_.set_long(CURLOPT_FOLLOWLOCATION, 1L);
+  easy_.set_long(CURLOPT_MAXREDIRS, s.max_redirects);
+  easy_.set_long(CURLOPT_CONNECTTIMEOUT, s.connect_timeout_s);
+  if (s.timeout_s > 0) easy_.set_long(CURLOPT_TIMEOUT, s.timeout_s);
+  // Abort a transfer that moves less than 1 byte/s for low_speed_time seconds (a stalled peer).
+  easy_.set_long(CURLOPT_LOW_SPEED_LIMIT, 1L);
+  easy_.set_long(CURLOPT_LOW_SPEED_TIME, s.low_speed_time_s);
+  easy_.set_long(CURLOPT_NOSIGNAL, 1L);
+  easy_.set_long(CURLOPT_HTTP_VERSION, CURL_HTTP_VERSION_2TLS);
+  easy_.set_long(CURLOPT_PIPEWAIT, 1L); // prefer a multiplexed stream over a new connection
+  // No CURLOPT_ACCEPT_ENCODING: bodies are stored exactly as the server sent them.
+  // libcurl checks a Content-Length against this; write_body() checks the bytes that arrive.
+  easy_.set_off(CURLOPT_MAXFILESIZE_LARGE, static_cast<curl_off_t>(
+                                               std::min<std::uint64_t>(s.max_size, INT64_MAX)));
+  easy_.set_long(CURLOPT_BUFFERSIZE, kBufferBytes);
+  easy_.set_str(CURLOPT_USERAGENT, s.user_agent.c_str());
+
+  const int fd = ::open(temp_path.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0644);
+  if (fd < 0) return bounded("cannot create " + temp_path + ": " + std::strerror(errno),
+                             proto::kMaxDetailBytes);
+  fd_ = fd;
+  temp_path_ = std::move(temp_path);
+  return {};
+}
+
+std::size_t Transfer::on_body(char* data, std::size_t size, std::size_t count, void* self) {
+  return static_cast<Transfer*>(self)->write_body(data, size * count);
+}
+
+std::size_t Transfer::write_body(const char* data, std::size_t n) {
+  // Only a 2xx body is kept; libcurl does not deliver the bodies of redirects it follows.
+  const long status = easy_.info_long(CURLINFO_RESPONSE_CODE);
+  if (status < 200 || status >= 300) {
+    discarded_ += n;
+    return discarded_ > kMaxDiscardBytes ? 0 : n; // classify() reports the status either way
+  }
+  // The server may announce no length, or a false one: count what actually arrives.
+  if (n > max_size_ - bytes_) {
+    local_ = proto::Reason::too_large;
+    local_detail_ = "body exceeds --max-size " + std::to_string(max_size_) + " bytes";
+    return 0;
+  }
+  if (EVP_DigestUpdate(md_ctx_.get(), data, n) != 1) {
+    local_ = proto::Reason::other;
+    local_detail_ = "EVP_DigestUpdate failed";
+    return 0;
+  }
+  std::size_t left = n;
+  while (left > 0) {
+    const ssize_t w = ::write(fd_, data, left);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      local_ = proto::Reason::io;
+      local_detail_ = "write " + temp_path_ + ": " + std::strerror(errno);
+      return 0;
+    }
+    data += w;
+    left -= static_cast<std::size_t>(w);
+  }
+  bytes_ += n;
+  return n;
+}
+
+Finished Transfer::finish(CURLcode code, const std::string& final_path) {
+  Finished f;
+  Outcome o;
+  o.code = code;
+  o.http_status = easy_.info_long(CURLINFO_RESPONSE_CODE);
+  o.local = local_;
+  o.local_detail = local_detail_;
+  o.content_length = easy_.info_off(CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, -1);
+  o.bytes = bytes_;
+
+  // close() can be where a delayed write error (NFS, quota) first shows up.
+  if (fd_ >= 0) {
+    const int rc = ::close(fd_);
+    fd_ = -1;
+    if (rc != 0 && o.local == proto::Reason::none) {
+      o.local = proto::Reason::io;
+      o.local_detail = "close " + temp_path_ + ": " + std::strerror(errno);
+    }
+  }
+
+  f.reason = classify(o);
+  f.detail = describe(o, f.reason, errbuf_.data());
+  if (f.reason == proto::Reason::none) {
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned len = 0;
+    if (EVP_DigestFinal_ex(md_ctx_.get(), md, &len) != 1) {
+      f.reason = proto::Reason::other;
+      f.detail = "EVP_DigestFinal_ex failed";
+    } else if (std::rename(temp_path_.c_str(), final_path.c_str()) != 0) {
+      f.reason = proto::Reason::io;
+      f.detail = bounded("rename to " + final_path + ": " + std::strerror(errno),
+                         proto::kMaxDetailBytes);
+    } else {
+      f.sha256 = hex(md, len);
+      f.path = final_path;
+      f.bytes = bytes_;
+      temp_path_.clear();
+    }
+  }
+  close_temp(); // removes the temporary file unless it was renamed
+
+  f.http_status = o.http_status;
+  f.ms = to_ms(easy_.info_off(CURLINFO_TOTAL_TIME_T));
+  f.ttfb_ms = to_ms(easy_.info_off(CURLINFO_STARTTRANSFER_TIME_T));
+  f.retry_after_s = static_cast<long>(easy_.info_off(CURLINFO_RETRY_AFTER));
+  return f;
+}
+
+void Transfer::discard() noexcept { close_temp(); }
+
+void Transfer::close_temp() noexcept {
+  if (fd_ >= 0) ::close(fd_);
+  fd_ = -1;
+  if (!temp_path_.empty()) ::unlink(temp_path_.c_str());
+  temp_path_.clear();
+}
+
+} // namespace trawl::downloader
