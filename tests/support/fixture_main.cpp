@@ -56,6 +56,9 @@ struct Options {
 // repeated requests cost a lookup; they are shared (not copied) with the responses in flight.
 class FileStore {
 public:
+  static constexpr std::uint64_t kCacheCapBytes = std::uint64_t{1} << 30;
+
+
   explicit FileStore(std::vector<ts::Item> items) : items_(std::move(items)) {
     for (const auto& f : ts::files_of(items_, true)) {
       sizes_.emplace(f.name, f.size);
@@ -85,7 +88,12 @@ public:
     // Generated outside the lock: two threads may both build the same file; one result wins.
     auto bytes = std::make_shared<const std::string>(ts::file_bytes(name, size->second));
     std::lock_guard lock(mutex_);
-    return cache_.emplace(name, std::move(bytes)).first->second;
+    // Past the cap (a huge benchmark corpus) files are generated per request instead: about
+    // 1 ms per MB, cheaper than running out of memory.
+    if (cached_bytes_ + bytes->size() > kCacheCapBytes) return bytes;
+    const auto [it, inserted] = cache_.emplace(name, std::move(bytes));
+    if (inserted) cached_bytes_ += it->second->size();
+    return it->second;
   }
 
   const ts::Item* album(const std::string& id) const {
@@ -104,6 +112,7 @@ private:
   std::unordered_map<std::string, const ts::Item*> albums_;
   std::mutex mutex_;
   std::unordered_map<std::string, std::shared_ptr<const std::string>> cache_;
+  std::uint64_t cached_bytes_ = 0;
   std::once_flag manifest_once_;
   std::string manifest_;
 };
@@ -211,7 +220,8 @@ void install_routes(httplib::Server& svr, const Options& opt, FileStore& store, 
     if (!opt.require_client_id.empty() &&
         req.get_header_value("Authorization") != "Client-ID " + opt.require_client_id) {
       nlohmann::ordered_json err;
-      err["data"] = {{"error", "Authentication required"}, {"request", req.path}, {"method", "GET"}};
+      err["data"] = {
+          {"error", "Authentication required"}, {"request", req.path}, {"method", "GET"}};
       err["success"] = false;
       err["status"] = 401;
       res.status = 401;

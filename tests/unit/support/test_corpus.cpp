@@ -21,7 +21,8 @@ using namespace std::chrono_literals;
 namespace {
 
 bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+  return s.size() >= suffix.size() &&
+         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
 bool is_alnum_id(const std::string& id) {
@@ -32,8 +33,10 @@ bool is_alnum_id(const std::string& id) {
   return true;
 }
 
-std::map<std::string, std::pair<std::uint64_t, std::string>> parse_manifest(const std::string& tsv) {
-  std::map<std::string, std::pair<std::uint64_t, std::string>> out;
+using Manifest = std::map<std::string, std::pair<std::uint64_t, std::string>>;
+
+Manifest parse_manifest(const std::string& tsv) {
+  Manifest out;
   std::istringstream in(tsv);
   std::string line;
   while (std::getline(in, line)) {
