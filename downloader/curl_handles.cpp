@@ -40,25 +40,27 @@ void CurlEasy::close() noexcept {
 }
 
 namespace {
-void check(CURLcode rc, const char* what) {
-  if (rc != CURLE_OK) throw CurlError(std::string(what) + ": " + curl_easy_strerror(rc));
+void check(CURLcode rc, CURLoption opt) {
+  if (rc != CURLE_OK)
+    throw CurlError("curl_easy_setopt(option " + std::to_string(static_cast<int>(opt)) +
+                    "): " + curl_easy_strerror(rc));
 }
 } // namespace
 
 void CurlEasy::set_long(CURLoption opt, long v) {
-  check(curl_easy_setopt(h_, opt, v), "curl_easy_setopt");
+  check(curl_easy_setopt(h_, opt, v), opt);
 }
 void CurlEasy::set_off(CURLoption opt, curl_off_t v) {
-  check(curl_easy_setopt(h_, opt, v), "curl_easy_setopt");
+  check(curl_easy_setopt(h_, opt, v), opt);
 }
 void CurlEasy::set_str(CURLoption opt, const char* v) {
-  check(curl_easy_setopt(h_, opt, v), "curl_easy_setopt");
+  check(curl_easy_setopt(h_, opt, v), opt);
 }
 void CurlEasy::set_ptr(CURLoption opt, void* v) {
-  check(curl_easy_setopt(h_, opt, v), "curl_easy_setopt");
+  check(curl_easy_setopt(h_, opt, v), opt);
 }
 void CurlEasy::set_write_fn(CURLoption opt, curl_write_callback fn) {
-  check(curl_easy_setopt(h_, opt, fn), "curl_easy_setopt");
+  check(curl_easy_setopt(h_, opt, fn), opt);
 }
 
 long CurlEasy::info_long(CURLINFO info, long fallback) const noexcept {

@@ -1,5 +1,6 @@
 #include "downloader/transfer.hpp"
 
+#include <cctype>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -14,13 +15,17 @@ namespace {
 // An error page is drained so its connection stays reusable, but not without bound.
 constexpr std::uint64_t kMaxDiscardBytes = 1 << 20;
 
-// libcurl's default read buffer is 16 KiB; a larger one means fewer write() calls per MB.
-constexpr long kBufferBytes = 64 * 1024;
-
 std::uint32_t to_ms(curl_off_t us) {
   if (us <= 0) return 0;
   const auto ms = us / 1000;
   return ms > 0xFFFFFFFF ? 0xFFFFFFFFu : static_cast<std::uint32_t>(ms);
+}
+
+bool starts_with_nocase(std::string_view s, std::string_view prefix) {
+  if (s.size() < prefix.size()) return false;
+  for (std::size_t i = 0; i < prefix.size(); ++i)
+    if (std::tolower(static_cast<unsigned char>(s[i])) != prefix[i]) return false;
+  return true;
 }
 
 std::string hex(const unsigned char* p, unsigned n) {
@@ -72,12 +77,17 @@ std::string Transfer::begin(const proto::Task& task, std::uint32_t attempt,
   easy_.set_long(CURLOPT_LOW_SPEED_TIME, s.low_speed_time_s);
   easy_.set_long(CURLOPT_NOSIGNAL, 1L);
   easy_.set_long(CURLOPT_HTTP_VERSION, CURL_HTTP_VERSION_2TLS);
-  easy_.set_long(CURLOPT_PIPEWAIT, 1L); // prefer a multiplexed stream over a new connection
+  // Over TLS, wait for the first connection's ALPN and multiplex on it rather than open one
+  // connection per transfer. Not over plain http (never HTTP/2 with 2TLS): there libcurl 7.88
+  // can park a transfer behind a busy HTTP/1.1 connection until that transfer completes.
+  if (starts_with_nocase(task_.url, "https://")) easy_.set_long(CURLOPT_PIPEWAIT, 1L);
   // No CURLOPT_ACCEPT_ENCODING: bodies are stored exactly as the server sent them.
   // libcurl checks a Content-Length against this; write_body() checks the bytes that arrive.
   easy_.set_off(CURLOPT_MAXFILESIZE_LARGE, static_cast<curl_off_t>(
                                                std::min<std::uint64_t>(s.max_size, INT64_MAX)));
-  easy_.set_long(CURLOPT_BUFFERSIZE, kBufferBytes);
+  // No CURLOPT_BUFFERSIZE: libcurl 7.88 refuses to resize the buffer of a handle that was reset
+  // after a transfer (CURLE_BAD_FUNCTION_ARGUMENT), and reuse is worth more than the fewer
+  // write() calls.
   easy_.set_str(CURLOPT_USERAGENT, s.user_agent.c_str());
 
   const int fd = ::open(temp_path.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0644);

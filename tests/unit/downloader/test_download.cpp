@@ -13,6 +13,9 @@
 #include <mutex>
 #include <openssl/evp.h>
 #include <thread>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <zmq.hpp>
 
 #include "common/exit_codes.hpp"
@@ -70,6 +73,20 @@ struct TempDir {
     fs::remove_all(path, ec);
   }
 };
+
+// A loopback port with nothing listening: bound without listen(), noted, closed.
+int closed_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  REQUIRE(fd >= 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof addr;
+  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&addr), len) == 0);
+  REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
+  ::close(fd);
+  return ntohs(addr.sin_port);
+}
 
 std::vector<std::string> part_files(const fs::path& dir) {
   std::vector<std::string> found;
@@ -313,4 +330,137 @@ TEST_CASE("downloader: files, failures, a retry, redirects and the size cap", "[
   CHECK(h.collect(1, 300ms).empty());
   CHECK(h.stop() == trawl::kExitOk);
   CHECK(part_files(tmp.path).empty());
+}
+
+TEST_CASE("downloader: stop aborts what outlives the grace period, leaving no temporary file",
+          "[downloader]") {
+  TempDir tmp;
+  Server server;
+  std::atomic<bool> quit{false};
+  std::atomic<int> slow_hits{0};
+  std::atomic<int> busy_hits{0};
+  auto& svr = server.svr();
+  svr.Get("/slow", [&](const httplib::Request&, httplib::Response& res) {
+    ++slow_hits;
+    res.set_chunked_content_provider("application/octet-stream",
+                                     [&](std::size_t, httplib::DataSink& sink) {
+                                       std::this_thread::sleep_for(20ms);
+                                       if (quit || !sink.is_writable()) return false;
+                                       const std::string chunk(1024, 'z');
+                                       return sink.write(chunk.data(), chunk.size());
+                                     });
+  });
+  svr.Get("/busy", [&](const httplib::Request&, httplib::Response& res) {
+    ++busy_hits;
+    res.status = 503;
+    res.set_header("Retry-After", "30");
+    res.set_content("busy", "text/plain");
+  });
+  server.start();
+
+  trawl::downloader::DownloadOptions o;
+  o.out = tmp.path.string();
+  o.grace = 300ms;
+  Harness h(o);
+  const Task slow{1, server.url("/slow"), "slow.bin", 1};
+  const Task busy{2, server.url("/busy"), "busy.bin", 1};
+  h.send(slow);
+  h.send(busy);
+
+  // Wait until the slow body is being streamed into a temporary file and the busy task waits
+  // for its retry.
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  while ((part_files(tmp.path).empty() || busy_hits == 0) &&
+         std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(10ms);
+  REQUIRE(busy_hits == 1);
+  REQUIRE(part_files(tmp.path).size() == 1);
+
+  const auto t0 = std::chrono::steady_clock::now();
+  CHECK(h.stop() == trawl::kExitInterrupted);
+  const auto took = std::chrono::steady_clock::now() - t0;
+  CHECK(took >= 250ms);
+  CHECK(took < 3s);
+
+  auto results = h.collect(2, 5s);
+  REQUIRE(results.size() == 2);
+  check_failed(results[1], slow, tmp.path, Reason::aborted, 0);
+  CHECK(results[1].detail.find("grace") != std::string::npos);
+  check_failed(results[2], busy, tmp.path, Reason::aborted, 0);
+  CHECK(results[2].detail.rfind("stopped before retry; last attempt: http-5xx", 0) == 0);
+  CHECK(busy_hits == 1);
+  CHECK(part_files(tmp.path).empty());
+  quit = true;
+}
+
+TEST_CASE("downloader: retries stop after 1 + --retries attempts and honour Retry-After",
+          "[downloader]") {
+  TempDir tmp;
+  Server server;
+  std::mutex mu;
+  std::vector<std::chrono::steady_clock::time_point> busy_at;
+  std::atomic<int> gone_hits{0};
+  auto& svr = server.svr();
+  svr.Get("/busy", [&](const httplib::Request&, httplib::Response& res) {
+    {
+      std::lock_guard lock(mu);
+      busy_at.push_back(std::chrono::steady_clock::now());
+    }
+    res.status = 429;
+    res.set_header("Retry-After", "1");
+    res.set_content("slow down", "text/plain");
+  });
+  svr.Get("/gone", [&](const httplib::Request&, httplib::Response& res) {
+    ++gone_hits;
+    res.status = 410;
+  });
+  server.start();
+
+  const std::string refused_url = "http://127.0.0.1:" + std::to_string(closed_port()) + "/x";
+
+  trawl::downloader::DownloadOptions o;
+  o.out = tmp.path.string();
+  o.retries = 1;
+  Harness h(o);
+  const std::vector<Task> tasks = {
+      {1, server.url("/busy"), "busy.bin", 1},
+      {2, refused_url, "refused.bin", 1},
+      {3, server.url("/gone"), "gone.bin", 1},
+      {4, "notascheme://x/y", "weird.bin", 1},
+  };
+  for (const auto& t : tasks) h.send(t);
+  auto results = h.collect(tasks.size(), 10s);
+  REQUIRE(results.size() == tasks.size());
+
+  check_failed(results[1], tasks[0], tmp.path, Reason::rate_limited, 429, 2);
+  {
+    std::lock_guard lock(mu);
+    REQUIRE(busy_at.size() == 2);
+    CHECK(busy_at[1] - busy_at[0] >= 950ms); // Retry-After: 1 beats the 250-500 ms backoff
+  }
+  check_failed(results[2], tasks[1], tmp.path, Reason::connect, 0, 2);
+  check_failed(results[3], tasks[2], tmp.path, Reason::http_client, 410, 1); // not retried
+  CHECK(gone_hits == 1);
+  check_failed(results[4], tasks[3], tmp.path, Reason::scheme, 0, 1);
+
+  CHECK(h.stop() == trawl::kExitOk);
+  CHECK(part_files(tmp.path).empty());
+}
+
+TEST_CASE("downloader: unusable output directory or options end run() at once", "[downloader]") {
+  TempDir tmp;
+  const fs::path file = tmp.path / "a-file";
+  std::ofstream(file) << "x";
+
+  trawl::downloader::DownloadOptions o;
+  o.out = (file / "sub").string(); // a directory inside a regular file cannot exist
+  CHECK(trawl::downloader::run(o) == trawl::kExitFatal);
+
+  o.out = tmp.path.string();
+  o.concurrency = 0;
+  CHECK(trawl::downloader::run(o) == trawl::kExitUsage);
+
+  o.concurrency = 4;
+  o.connect = {"nonsense://endpoint"};
+  CHECK(trawl::downloader::run(o) == trawl::kExitUsage);
 }
