@@ -325,10 +325,12 @@ std::string file_bytes(const std::string& name, std::uint64_t size) {
   } else if (ext == ".mp4") {
     head = std::string_view("\x00\x00\x00\x20" "ftypisom", 12);
   }
-  if (out.size() >= head.size() + tail.size()) {
+  if (!tail.empty() && out.size() >= head.size() + tail.size()) {
     std::memcpy(out.data() + out.size() - tail.size(), tail.data(), tail.size());
   }
-  std::memcpy(out.data(), head.data(), std::min(head.size(), out.size()));
+  if (!head.empty() && !out.empty()) {
+    std::memcpy(out.data(), head.data(), std::min(head.size(), out.size()));
+  }
   return out;
 }
 
