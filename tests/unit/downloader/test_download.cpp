@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <ctime>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -463,4 +464,150 @@ TEST_CASE("downloader: unusable output directory or options end run() at once", 
   o.concurrency = 4;
   o.connect = {"nonsense://endpoint"};
   CHECK(trawl::downloader::run(o) == trawl::kExitUsage);
+}
+
+TEST_CASE("downloader: the event loop does not spin, idle or at its cap", "[downloader]") {
+  TempDir tmp;
+  Server server;
+  std::atomic<bool> quit{false};
+  std::atomic<int> hits{0};
+  server.svr().Get("/stall", [&](const httplib::Request&, httplib::Response& res) {
+    ++hits;
+    for (int i = 0; i < 200 && !quit; ++i) std::this_thread::sleep_for(10ms);
+    res.set_content("late", "text/plain");
+  });
+  server.start();
+
+  trawl::downloader::DownloadOptions o;
+  o.out = tmp.path.string();
+  o.concurrency = 1;
+  o.grace = 0ms;
+  Harness h(o);
+  const auto cpu_during = [](std::chrono::milliseconds wall) {
+    const std::clock_t c0 = std::clock();
+    std::this_thread::sleep_for(wall);
+    return 1000.0 * static_cast<double>(std::clock() - c0) / CLOCKS_PER_SEC;
+  };
+  CHECK(cpu_during(400ms) < 120.0); // idle: polls with a timeout
+
+  // At the cap with more tasks arriving, the task socket is not read; its ZMQ_FD must not make
+  // the poll return at once, again and again.
+  h.send(Task{1, server.url("/stall"), "stall1", 1});
+  const auto deadline = std::chrono::steady_clock::now() + 5s;
+  while (hits == 0 && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(5ms);
+  REQUIRE(hits == 1);
+  h.send(Task{2, server.url("/stall"), "stall2", 1});
+  h.send(Task{3, server.url("/stall"), "stall3", 1});
+  CHECK(cpu_during(400ms) < 120.0);
+  CHECK(hits == 1); // the cap holds
+
+  CHECK(h.stop() == trawl::kExitInterrupted);
+  quit = true;
+  auto results = h.collect(1, 2s);
+  REQUIRE(results.size() == 1);
+  CHECK(results[1].reason == Reason::aborted);
+  CHECK(part_files(tmp.path).empty());
+}
+
+// Figures, not checks: run with  trawl_unit_tests '[.downloader-bench]' -s
+TEST_CASE("downloader bench: throughput against a loopback server", "[.downloader-bench]") {
+  TempDir tmp;
+  Server server;
+  const std::string body = pattern_body(16 * 1024, 7);
+  server.svr().Get(R"(/f/(\d+))", [&](const httplib::Request&, httplib::Response& res) {
+    res.set_content(body, "application/octet-stream");
+  });
+  server.svr().set_tcp_nodelay(true);
+  server.svr().new_task_queue = [] { return new httplib::ThreadPool(40); };
+  server.start();
+
+  trawl::downloader::DownloadOptions o;
+  o.out = tmp.path.string();
+  o.concurrency = 32;
+  Harness h(o);
+  const int n = 3000;
+  const auto t0 = std::chrono::steady_clock::now();
+  std::thread feeder([&] {
+    for (int i = 1; i <= n; ++i)
+      h.send(Task{static_cast<std::uint64_t>(i), server.url("/f/" + std::to_string(i)),
+                  "f" + std::to_string(i) + ".bin", 1});
+  });
+  auto results = h.collect(n, 120s);
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  feeder.join();
+  REQUIRE(results.size() == static_cast<std::size_t>(n));
+  std::size_t done = 0;
+  for (const auto& [id, r] : results) done += r.status == Status::done;
+  CHECK(done == static_cast<std::size_t>(n));
+  WARN(n << " files of 16 KiB, concurrency 32: " << s << " s, " << n / s << " files/s, "
+         << n * 16.0 / 1024 / s << " MiB/s");
+  CHECK(h.stop() == trawl::kExitOk);
+}
+
+TEST_CASE("downloader bench: a slow node does not hoard tasks", "[.downloader-bench]") {
+  TempDir tmp;
+  Server server;
+  server.svr().Get(R"(/f/(\d+))", [&](const httplib::Request&, httplib::Response& res) {
+    std::this_thread::sleep_for(50ms);
+    res.set_content("x", "text/plain");
+  });
+  server.svr().new_task_queue = [] { return new httplib::ThreadPool(16); };
+  server.start();
+  trawl::reset_stop_for_tests();
+
+  zmq::context_t ctx(1);
+  zmq::socket_t push(ctx, zmq::socket_type::push);
+  zmq::socket_t pull(ctx, zmq::socket_type::pull);
+  push.set(zmq::sockopt::sndhwm, 1); // what a ventilator with a small HWM does
+  push.set(zmq::sockopt::linger, 0);
+  push.bind("tcp://127.0.0.1:*");
+  pull.bind("tcp://127.0.0.1:*");
+  auto node = [&](const std::string& name, int concurrency) {
+    trawl::downloader::DownloadOptions o;
+    o.out = (tmp.path / name).string();
+    o.node = name;
+    o.concurrency = concurrency;
+    o.prefetch = 1;
+    o.connect = {push.get(zmq::sockopt::last_endpoint)};
+    o.sink = {pull.get(zmq::sockopt::last_endpoint)};
+    return std::async(std::launch::async, [o] { return trawl::downloader::run(o); });
+  };
+  auto slow = node("slow", 1);
+  auto fast = node("fast", 8);
+  // Both connected before the first task (else the first to connect gets everything): a bench
+  // may sleep, a test may not.
+  std::this_thread::sleep_for(200ms);
+  const int n = 180;
+  std::thread feeder([&] {
+    for (int i = 1; i <= n; ++i) {
+      const auto frame = trawl::proto::encode(Task{static_cast<std::uint64_t>(i),
+                                                   server.url("/f/" + std::to_string(i)),
+                                                   "f" + std::to_string(i), 1});
+      push.send(zmq::buffer(frame), zmq::send_flags::none);
+    }
+  });
+  std::map<std::string, int> per_node;
+  const auto t0 = std::chrono::steady_clock::now();
+  int got = 0;
+  while (got < n && std::chrono::steady_clock::now() - t0 < 60s) {
+    zmq::message_t msg;
+    zmq::pollitem_t item{pull.handle(), 0, ZMQ_POLLIN, 0};
+    zmq::poll(&item, 1, 100ms);
+    while (pull.recv(msg, zmq::recv_flags::dontwait)) {
+      auto m = std::get<trawl::proto::Message>(
+          trawl::proto::decode(std::string_view(msg.data<char>(), msg.size())));
+      ++per_node[std::get<Result>(m).node];
+      ++got;
+    }
+  }
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  feeder.join();
+  trawl::request_stop();
+  slow.wait();
+  fast.wait();
+  trawl::reset_stop_for_tests();
+  WARN(n << " tasks of 50 ms, node slow (-j1) " << per_node["slow"] << ", node fast (-j8) "
+         << per_node["fast"] << " in " << s << " s (ideal: " << n / 9 << " / " << n * 8 / 9
+         << " in " << n / 9 * 0.05 << " s)");
+  CHECK(got == n);
 }
