@@ -24,6 +24,7 @@ bool HashSet64::insert(std::uint64_t h) {
 }
 
 bool HashSet64::contains(std::uint64_t h) const noexcept {
+  if (h == 0) return false; // 0 marks an empty slot; it is never a member
   const std::size_t mask = slots_.size() - 1;
   for (std::size_t i = h & mask;; i = (i + 1) & mask) {
     if (slots_[i] == h) return true;

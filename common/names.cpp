@@ -121,6 +121,9 @@ std::string sanitize_name(std::string_view raw) {
   const std::string_view ext = v.substr(ext_at);
   std::string out(cut_utf8(v.substr(0, ext_at), kMaxFileNameBytes - ext.size()));
   out.append(ext);
+  // Without an extension the cut may end on a dot or space, which sanitize_name itself strips:
+  // drop them so the result passes is_safe_name.
+  while (out.back() == '.' || out.back() == ' ') out.pop_back();
   return out;
 }
 
