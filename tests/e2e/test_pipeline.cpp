@@ -161,9 +161,14 @@ TEST_CASE("SIGINT stops the whole pipeline and leaves no temporary file", "[e2e]
                              "none", "--source", fixture.url() + "/list.txt", "--out", out,
                              "--concurrency", "8"},
                             {}, dir / "stdout", dir / "stderr");
-  // Wait until some files have landed, then interrupt.
-  for (int i = 0; i < 300 && (!fs::exists(out) || fs::is_empty(out)); ++i)
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  // Wait until some files have landed (not just temporary ones), then interrupt.
+  auto landed = [&] {
+    if (!fs::exists(out)) return false;
+    for (const auto& e : fs::directory_iterator(out))
+      if (!e.path().filename().string().ends_with(".part")) return true;
+    return false;
+  };
+  for (int i = 0; i < 300 && !landed(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
   child.signal(SIGINT);
   auto status = child.wait_for(std::chrono::seconds(30));
   INFO("stderr:\n" << read_file(dir / "stderr"));
