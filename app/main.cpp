@@ -12,6 +12,7 @@
 #include "common/signals.hpp"
 #include "downloader/downloader.hpp"
 #include "fetcher/fetch.hpp"
+#include "proto/messages.hpp"
 
 namespace {
 
