@@ -113,6 +113,7 @@ std::string read_bounded(std::istream& in, std::uint64_t max_bytes, const std::s
 
 ListSource::ListSource(std::istream& in) : buf_(in.rdbuf()) {
   if (buf_ == nullptr) throw SourceError("the URL list stream has no buffer");
+  line_.reserve(256);
 }
 
 ListSource::ListSource(std::unique_ptr<std::istream> in) : ListSource(*in) {
