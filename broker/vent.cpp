@@ -3,6 +3,7 @@
 #include <CLI/CLI.hpp>
 #include <chrono>
 #include <deque>
+#include <map>
 #include <optional>
 #include <thread>
 #include <spdlog/spdlog.h>
@@ -30,10 +31,11 @@ void add_options(CLI::App& cmd, VentOptions& o) {
       ->capture_default_str();
   cmd.add_option("--ready-file", o.ready_file,
                  "Write the bound endpoints (links=, tasks=, acks=) to this file once listening");
-  cmd.add_option("--task-hwm", o.task_hwm,
-                 "Tasks queued per connected downloader before the ventilator waits")
-      ->capture_default_str()
-      ->check(CLI::Range(1, 10000));
+  cmd.add_option_function<int>(
+         "--peer-timeout-ms", [&o](const int& ms) { o.peer_timeout = std::chrono::milliseconds(ms); },
+         "A downloader that sends no ready/heartbeat for this long is considered gone")
+      ->default_str(std::to_string(o.peer_timeout.count()))
+      ->check(CLI::Range(100, 3600000));
 }
 
 namespace {
@@ -45,14 +47,33 @@ std::int64_t unix_ms_now() {
 }
 
 
+// A downloader connected to the task socket, known by its ROUTER routing id.
+struct Peer {
+  std::string node;
+  std::uint32_t capacity = 0;
+  std::uint32_t held = 0;
+  std::uint64_t received = 0; // as last reported
+  std::uint64_t sent = 0;     // by us, counted on the same basis as `received`
+  std::chrono::steady_clock::time_point last_seen;
+
+  // Tasks this peer may still be sent: its capacity less what it holds and what is on the way.
+  std::uint64_t credit() const {
+    const std::uint64_t in_transit = sent > received ? sent - received : 0;
+    const std::uint64_t used = held + in_transit;
+    return used >= capacity ? 0 : capacity - used;
+  }
+};
+
 class Vent {
 public:
   explicit Vent(const VentOptions& o)
       : links_(make_socket(ctx_, zmq::socket_type::pull, {.sndhwm = 1000, .rcvhwm = 1000})),
-        tasks_(make_socket(ctx_, zmq::socket_type::push,
-                           {.sndhwm = o.task_hwm, .rcvhwm = o.task_hwm, .kernel_buffer = 16384})),
+        tasks_(make_socket(ctx_, zmq::socket_type::router, {})),
         acks_(make_socket(ctx_, zmq::socket_type::pull, {})),
-        sink_(make_socket(ctx_, zmq::socket_type::push, {})) {
+        sink_(make_socket(ctx_, zmq::socket_type::push, {})),
+        peer_timeout_(o.peer_timeout) {
+    // A task for a peer that has gone is an error we see, not a message silently dropped.
+    tasks_.set(zmq::sockopt::router_mandatory, 1);
     auto links = bind_all(links_, o.links_bind);
     auto tasks = bind_all(tasks_, o.tasks_bind);
     auto acks = bind_all(acks_, o.acks_bind);
@@ -75,24 +96,25 @@ public:
         flush_sink(std::chrono::seconds(2));
         return kExitOk;
       }
+      Peer* target = pending_ ? best_peer() : nullptr;
       zmq::pollitem_t items[] = {
           {links_.handle(), 0, static_cast<short>(want_link() ? ZMQ_POLLIN : 0), 0},
-          {tasks_.handle(), 0, static_cast<short>(pending_ ? ZMQ_POLLOUT : 0), 0},
+          {tasks_.handle(), 0, ZMQ_POLLIN, 0},
           {acks_.handle(), 0, ZMQ_POLLIN, 0},
           {sink_.handle(), 0, static_cast<short>(to_sink_.empty() ? 0 : ZMQ_POLLOUT), 0},
       };
       try {
-        zmq::poll(items, 4, std::chrono::milliseconds(200));
+        // With a task ready and a peer to take it, do not sleep.
+        zmq::poll(items, 4, std::chrono::milliseconds(target ? 0 : 200));
       } catch (const zmq::error_t& e) {
         if (e.num() == EINTR) continue;
         throw;
       }
+      if (items[1].revents & ZMQ_POLLIN) drain_ready();
       if (items[2].revents & ZMQ_POLLIN) drain_acks();
       if (items[0].revents & ZMQ_POLLIN) take_link();
-      if (pending_ && try_send(tasks_, *pending_)) {
-        pending_.reset();
-        ++dispatched_;
-      }
+      dispatch();
+      expire_peers();
       while (!to_sink_.empty() && try_send(sink_, to_sink_.front())) to_sink_.pop_front();
     }
     spdlog::warn("stopped: {} links received, {} tasks dispatched, {} acknowledged", received_,
@@ -101,15 +123,110 @@ public:
   }
 
 private:
-  bool want_link() const { return !pending_ && !links_ended_; }
+  // A link is read only when a downloader has room for it: the backlog stays upstream.
+  bool want_link() const { return !pending_ && !links_ended_ && has_credit(); }
+
+  bool has_credit() const {
+    for (const auto& [id, p] : peers_)
+      if (p.credit() > 0) return true;
+    return false;
+  }
+
+  // The peer with the most room: a node that just joined gets work first.
+  Peer* best_peer() {
+    Peer* best = nullptr;
+    std::string_view best_id;
+    for (auto& [id, p] : peers_)
+      if (p.credit() > 0 && (!best || p.credit() > best->credit())) {
+        best = &p;
+        best_id = id;
+      }
+    best_id_ = best_id;
+    return best;
+  }
 
   bool complete() const {
     return links_ended_ && !pending_ && acked_ >= received_ && to_sink_.empty();
   }
 
+  void dispatch() {
+    while (pending_) {
+      Peer* p = best_peer();
+      if (!p) return;
+      const std::string id(best_id_);
+      try {
+        tasks_.send(zmq::buffer(id), zmq::send_flags::sndmore | zmq::send_flags::dontwait);
+        auto sent = tasks_.send(zmq::buffer(*pending_), zmq::send_flags::dontwait);
+        if (!sent) return; // its queue is full: try again next turn
+      } catch (const zmq::error_t& e) {
+        if (e.num() != EHOSTUNREACH) throw;
+        spdlog::info("downloader {} is gone", p->node);
+        peers_.erase(id);
+        continue;
+      }
+      ++p->sent;
+      ++dispatched_;
+      pending_.reset();
+      take_link(); // the next one, if the fetcher has it queued
+    }
+  }
+
+  void drain_ready() {
+    for (;;) {
+      zmq::message_t routing, body;
+      if (!tasks_.recv(routing, zmq::recv_flags::dontwait)) return;
+      if (!routing.more() || !tasks_.recv(body, zmq::recv_flags::dontwait)) {
+        drop("tasks", "a frame without a body");
+        continue;
+      }
+      while (body.more()) { // a DEALER speaks one frame at a time: anything more is noise
+        zmq::message_t extra;
+        if (!tasks_.recv(extra, zmq::recv_flags::dontwait)) break;
+        body.swap(extra);
+        drop("tasks", "a multi-part message");
+      }
+      auto decoded = proto::decode(body.to_string_view());
+      if (auto* err = std::get_if<proto::DecodeError>(&decoded)) {
+        drop("tasks", err->what);
+        continue;
+      }
+      auto* ready = std::get_if<proto::Ready>(&std::get<proto::Message>(decoded));
+      if (!ready) {
+        drop("tasks", "not a ready message");
+        continue;
+      }
+      const std::string id(routing.to_string_view());
+      auto [it, fresh] = peers_.try_emplace(id);
+      Peer& p = it->second;
+      if (fresh) {
+        // What it received before we knew it (from an earlier ventilator) is not ours.
+        p.sent = ready->received;
+        spdlog::info("downloader {} joined (capacity {})", ready->node, ready->capacity);
+      }
+      p.node = ready->node;
+      p.capacity = ready->capacity;
+      p.held = ready->held;
+      p.received = ready->received;
+      p.last_seen = std::chrono::steady_clock::now();
+    }
+  }
+
+  void expire_peers() {
+    const auto now = std::chrono::steady_clock::now();
+    for (auto it = peers_.begin(); it != peers_.end();) {
+      if (now - it->second.last_seen > peer_timeout_) {
+        spdlog::warn("downloader {} silent for {} ms: dropped", it->second.node,
+                     peer_timeout_.count());
+        it = peers_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+
   void take_link() {
-    // Read frames until one link becomes the pending task: the task socket was not asked yet.
-    while (want_link()) {
+    // Read frames until one link becomes the pending task.
+    while (!pending_ && !links_ended_) {
       auto msg = try_recv(links_);
       if (!msg) return;
       auto decoded = proto::decode(msg->to_string_view());
@@ -175,6 +292,9 @@ private:
 
   zmq::context_t ctx_{1};
   zmq::socket_t links_, tasks_, acks_, sink_;
+  std::chrono::milliseconds peer_timeout_;
+  std::map<std::string, Peer> peers_;
+  std::string_view best_id_;
   NameAssigner names_;
   HashSet64 acked_ids_;
   std::optional<std::string> pending_;

@@ -3,10 +3,14 @@
 // fetcher is done, how many links it has; retires tasks as the sink acknowledges them and exits
 // when every task of the job is acknowledged.
 //
-// Flow control: a link is read from the fetcher only when the task socket can take it, so the
-// backlog stays in the fetcher's bounded queue (and the fetcher's source), never in this process.
+// Flow control: downloaders connect to a ROUTER and announce their credit (proto::Ready); a task
+// goes only to a downloader with room for it, the one with the most room first, and a link is
+// read from the fetcher only when some downloader has room. So no node holds more than its
+// concurrency plus prefetch, a node that joins gets work at once, and the backlog stays in the
+// fetcher's bounded queue (and the fetcher's source), never in this process.
 #pragma once
 
+#include <chrono>
 #include <string>
 #include <vector>
 
@@ -22,7 +26,7 @@ struct VentOptions {
   std::vector<std::string> acks_bind{"tcp://127.0.0.1:5560"};
   std::vector<std::string> sink{"tcp://127.0.0.1:5559"};
   std::string ready_file;
-  int task_hwm = 4;
+  std::chrono::milliseconds peer_timeout{5000};
 };
 
 void add_options(CLI::App& cmd, VentOptions& o);

@@ -41,8 +41,8 @@ constexpr milliseconds kPollCap{100};
 constexpr milliseconds kUnsentRetry{10};
 // How long results may take to reach the sink at exit.
 constexpr milliseconds kFlushBudget{2000};
-// A small kernel buffer on the task socket, so tasks queue at the ventilator, not here.
-constexpr int kTaskKernelBuffer = 16 * 1024;
+// The ventilator hears from us at least this often (credit and heartbeat in one message).
+constexpr milliseconds kReadyInterval{1000};
 
 // Temporary names are unique within the process, also across several run() calls (tests).
 std::atomic<std::uint64_t> g_temp_counter{0};
@@ -132,6 +132,7 @@ public:
         abandon_waiting();
       }
       flush_unsent();
+      send_ready(now, stopping);
       if (stopping) {
         if (active_ == 0) break;
         if (now >= stop_deadline) {
@@ -202,6 +203,27 @@ private:
     return ms;
   }
 
+  // Tells the ventilator how many tasks we can take (capacity - held - in transit): when what we
+  // hold changed, and every kReadyInterval as a heartbeat. At stop we ask for nothing more.
+  void send_ready(Clock::time_point now, bool stopping) {
+    const auto held = static_cast<std::uint32_t>(active_ + waiting_.size());
+    const std::uint32_t capacity =
+        stopping ? 0 : static_cast<std::uint32_t>(opt_.concurrency + opt_.prefetch);
+    if (held == last_held_ && capacity == last_capacity_ && now - last_ready_ < kReadyInterval)
+      return;
+    proto::Ready r{node_, capacity, held, received_};
+    bool sent = false;
+    try {
+      sent = try_send(tasks_, proto::encode(r));
+    } catch (const zmq::error_t& e) {
+      if (e.num() != EINTR) throw;
+    }
+    if (!sent) return; // not connected yet: the next turn tries again
+    last_held_ = held;
+    last_capacity_ = capacity;
+    last_ready_ = now;
+  }
+
   void take_tasks() {
     while (can_take()) {
       std::optional<zmq::message_t> msg;
@@ -212,6 +234,7 @@ private:
         throw;
       }
       if (!msg) return;
+      ++received_;
       on_frame(*msg);
     }
   }
@@ -428,6 +451,9 @@ private:
   std::mt19937_64 rng_;
   std::uniform_real_distribution<double> jitter_{0.0, 1.0};
   zmq::fd_t zmq_fd_ = -1;
+  std::uint64_t received_ = 0; // task frames received on the task socket
+  std::uint32_t last_held_ = UINT32_MAX, last_capacity_ = 0;
+  Clock::time_point last_ready_{};
 
   CurlMulti multi_; // declared before the slots: it must be freed after every easy handle
   std::vector<std::unique_ptr<Transfer>> slots_; // at most `concurrency`, reused
@@ -556,10 +582,11 @@ int run(const DownloadOptions& o) {
     zmq::context_t ctx(1);
 
     SocketOptions task_opt;
-    task_opt.rcvhwm = o.prefetch;
-    task_opt.kernel_buffer = kTaskKernelBuffer;
-    task_opt.linger = milliseconds{0}; // a PULL socket has nothing to deliver
-    zmq::socket_t tasks = make_socket(ctx, zmq::socket_type::pull, task_opt);
+    // The ventilator sends only what our credit allows, so the queue never holds more.
+    task_opt.rcvhwm = o.concurrency + o.prefetch;
+    task_opt.immediate = true; // a ready message goes to a connected ventilator or waits
+    task_opt.linger = milliseconds{0};
+    zmq::socket_t tasks = make_socket(ctx, zmq::socket_type::dealer, task_opt);
 
     SocketOptions result_opt;
     result_opt.immediate = true;

@@ -161,13 +161,21 @@ std::variant<Message, DecodeError> decode_fields(std::string_view type, Fields& 
     m.status = static_cast<Status>(status);
     return m;
   }
+  if (type == "ready") {
+    Ready m;
+    if (!f.str("node", kMaxNodeBytes, m.node) || !f.u32("cap", m.capacity) ||
+        !f.u32("held", m.held) ||
+        !f.uint("recv", std::numeric_limits<std::uint64_t>::max(), m.received))
+      return bad(type);
+    return m;
+  }
   return DecodeError{"unknown message type '" + std::string(type.substr(0, 32)) + "'"};
 }
 
 } // namespace
 
 std::string_view type_name(const Message& m) noexcept {
-  static constexpr std::string_view names[] = {"link", "end", "task", "result", "job", "ack"};
+  static constexpr std::string_view names[] = {"link", "end", "task", "result", "job", "ack", "ready"};
   return names[m.index()];
 }
 
@@ -238,6 +246,17 @@ std::string encode(const Message& m) {
                    pk.pack_uint64(a.id);
                    put_str(pk, "st");
                    pk.pack_uint8(static_cast<std::uint8_t>(a.status));
+                 },
+                 [&](const Ready& r) {
+                   put_header(pk, 4, "ready");
+                   put_str(pk, "node");
+                   put_str(pk, r.node);
+                   put_str(pk, "cap");
+                   pk.pack_uint32(r.capacity);
+                   put_str(pk, "held");
+                   pk.pack_uint32(r.held);
+                   put_str(pk, "recv");
+                   pk.pack_uint64(r.received);
                  },
              },
              m);

@@ -83,7 +83,18 @@ struct Ack {
   friend bool operator==(const Ack&, const Ack&) = default;
 };
 
-using Message = std::variant<Link, LinksEnd, Task, Result, Job, Ack>;
+// downloader -> ventilator, on the task socket: credit and heartbeat in one. Absolute figures,
+// so a lost or repeated frame does no harm: the ventilator may have at most
+// capacity - held - (tasks it sent - received) more tasks in flight to this node.
+struct Ready {
+  std::string node;
+  std::uint32_t capacity = 0; // concurrency + prefetch
+  std::uint32_t held = 0;     // tasks the node holds now (running, queued, waiting for a retry)
+  std::uint64_t received = 0; // tasks received on this connection since it was made
+  friend bool operator==(const Ready&, const Ready&) = default;
+};
+
+using Message = std::variant<Link, LinksEnd, Task, Result, Job, Ack, Ready>;
 
 std::string_view type_name(const Message& m) noexcept;
 

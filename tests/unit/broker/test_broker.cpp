@@ -143,15 +143,31 @@ TEST_CASE("vent: numbers tasks, names them uniquely, announces the total, ends o
   for (const auto& u : urls) links.send(zmq::buffer(proto::encode(proto::Link{u})), zmq::send_flags::none);
   links.send(zmq::buffer(proto::encode(proto::LinksEnd{3})), zmq::send_flags::none);
 
-  auto tasks = make_socket(ctx, zmq::socket_type::pull, {});
+  // A downloader with room for two tasks gets two, and the third only once it says it has room.
+  auto tasks = make_socket(ctx, zmq::socket_type::dealer, {});
   tasks.connect(ep["tasks"]);
+  auto say_ready = [&](std::uint32_t held, std::uint64_t received) {
+    tasks.send(zmq::buffer(proto::encode(proto::Ready{"test-node", 2, held, received})),
+               zmq::send_flags::none);
+  };
+  say_ready(0, 0);
   std::set<std::string> names;
-  for (std::uint64_t i = 1; i <= 3; ++i) {
+  for (std::uint64_t i = 1; i <= 2; ++i) {
     auto t = std::get<proto::Task>(recv_message(tasks));
     CHECK(t.id == i);
     CHECK(t.url == urls[i - 1]);
     CHECK(names.insert(t.name).second);
   }
+  tasks.set(zmq::sockopt::rcvtimeo, 300);
+  zmq::message_t none;
+  CHECK_FALSE(tasks.recv(none)); // no credit left: nothing more comes
+  tasks.set(zmq::sockopt::rcvtimeo, -1);
+  tasks.send(zmq::buffer(std::string("garbage")), zmq::send_flags::none); // dropped, counted
+  say_ready(1, 2);
+  auto third = std::get<proto::Task>(recv_message(tasks));
+  CHECK(third.id == 3);
+  CHECK(third.url == urls[2]);
+  CHECK(names.insert(third.name).second);
   CHECK(names.count("1.jpg"));
   CHECK(names.count("2.jpg"));
 

@@ -67,6 +67,8 @@ TEST_CASE("every message survives a round trip", "[proto]") {
   CHECK(std::get<Job>(round_trip(Job{5, -1})).total == -1);
   const Ack a{77, Status::done};
   CHECK(std::get<Ack>(round_trip(a)) == a);
+  const Ready ready{"host-1", 68, 12, 1000};
+  CHECK(std::get<Ready>(round_trip(ready)) == ready);
 }
 
 TEST_CASE("link has a stable golden encoding", "[proto]") {
