@@ -14,6 +14,8 @@ namespace trawl::broker {
 class NameAssigner {
 public:
   std::string assign(std::string_view url);
+  // Marks a name as taken (names already given in an earlier run, from the ledger).
+  void reserve_name(const std::string& name) { take(name); }
 
 private:
   bool take(const std::string& name);

@@ -22,7 +22,8 @@ void add_options(CLI::App& cmd, SinkOptions& o) {
                  "ventilator (PULL)")
       ->capture_default_str();
   cmd.add_option("--acks", o.acks,
-                 "The ventilator's acknowledgement endpoint(s) to connect to (PUSH); \"\" for none")
+                 "The ventilator's acknowledgement endpoint(s) to connect to (PUSH): every result "
+                 "is forwarded there; \"\" for none")
       ->capture_default_str();
   cmd.add_option("--ready-file", o.ready_file,
                  "Write the bound endpoints (results=...) to this file once listening");
@@ -87,6 +88,8 @@ public:
         next_progress = now + interval_;
       }
     }
+    // Stopped or complete: what has arrived is still recorded and acknowledged.
+    drain_results();
     if (mode_ == "bar") {
       show_progress(JobStats::Clock::now());
       std::fputc('\n', stderr);
@@ -125,7 +128,8 @@ private:
           spdlog::debug("duplicate result for task {} ignored", r->id);
         else if (r->status == proto::Status::failed)
           spdlog::warn("failed: {} ({}: {})", r->url, proto::reason_name(r->reason), r->detail);
-        if (send_acks_) pending_acks_.push_back(proto::encode(proto::Ack{r->id, r->status}));
+        // The result itself is the acknowledgement: the ventilator records it in its ledger.
+        if (send_acks_) pending_acks_.emplace_back(msg->to_string_view());
       } else if (auto* j = std::get_if<proto::Job>(&m)) {
         stats_.set_job(*j);
       } else {

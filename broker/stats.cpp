@@ -64,6 +64,11 @@ bool JobStats::add(const proto::Result& r, std::int64_t now_unix_ms, Clock::time
 void JobStats::set_job(const proto::Job& j) {
   if (j.started_unix_ms > 0) started_unix_ms_ = j.started_unix_ms;
   if (j.total >= 0) total_ = j.total;
+  job_counts_ = true;
+  job_done_ = j.done;
+  job_failed_ = j.failed;
+  job_skipped_ = j.skipped;
+  job_complete_ = j.complete;
 }
 
 double JobStats::wall_seconds() const {
@@ -95,16 +100,17 @@ std::string JobStats::progress_line(Clock::time_point now, bool bar) {
   std::string total = total_ >= 0 ? std::to_string(total_) : "?";
   std::string eta = "?";
   if (total_ >= 0 && files_s > 0)
-    eta = format_duration(static_cast<double>(static_cast<std::uint64_t>(total_) - std::min<std::uint64_t>(finished(), total_)) / files_s);
+    eta = format_duration(static_cast<double>(static_cast<std::uint64_t>(total_) -
+                                              std::min<std::uint64_t>(done() + failed(), total_)) / files_s);
   std::string line;
   if (bar && total_ > 0) {
     const int width = 24;
-    const int filled = static_cast<int>(width * static_cast<double>(finished()) / static_cast<double>(total_));
+    const int filled = static_cast<int>(width * static_cast<double>(done() + failed()) / static_cast<double>(total_));
     line = "[" + std::string(std::clamp(filled, 0, width), '#') + std::string(width - std::clamp(filled, 0, width), '.') + "] ";
   }
-  line += format("%llu/%s done", static_cast<unsigned long long>(done_), total.c_str());
+  line += format("%llu/%s done", static_cast<unsigned long long>(done()), total.c_str());
   line += format(", %llu failed, %.1f files/s, %s/s, %s, ETA %s",
-                 static_cast<unsigned long long>(failed_), files_s, human_bytes(bytes_s).c_str(),
+                 static_cast<unsigned long long>(failed()), files_s, human_bytes(bytes_s).c_str(),
                  human_bytes(static_cast<double>(bytes_)).c_str(), eta.c_str());
   return line;
 }
@@ -113,9 +119,16 @@ std::string JobStats::summary() const {
   const double wall = wall_seconds();
   const double per_s = wall > 0 ? 1.0 / wall : 0;
   std::string s;
-  s += format("trawl: %llu links: %llu done, %llu failed\n",
-              static_cast<unsigned long long>(total_ >= 0 ? static_cast<std::uint64_t>(total_) : finished()),
-              static_cast<unsigned long long>(done_), static_cast<unsigned long long>(failed_));
+  // The ventilator's ledger is the authority on counts (it survives restarts of the sink); the
+  // bytes, rates and latencies are those of the results this sink received.
+  const std::uint64_t done = this->done();
+  const std::uint64_t failed = this->failed();
+  s += format("trawl: %llu links: %llu done, %llu failed",
+              static_cast<unsigned long long>(total_ >= 0 ? static_cast<std::uint64_t>(total_) : done + failed),
+              static_cast<unsigned long long>(done), static_cast<unsigned long long>(failed));
+  if (job_skipped_ > 0)
+    s += format(" (%llu skipped: done in an earlier run)", static_cast<unsigned long long>(job_skipped_));
+  s += "\n";
   s += format("  bytes       %s (%llu)\n", human_bytes(static_cast<double>(bytes_)).c_str(),
               static_cast<unsigned long long>(bytes_));
   s += format("  took        %.2f s (first link to last result)\n", wall);

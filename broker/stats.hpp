@@ -32,10 +32,15 @@ public:
   bool add(const proto::Result& r, std::int64_t now_unix_ms, Clock::time_point now);
   void set_job(const proto::Job& j);
 
-  bool complete() const { return total_ >= 0 && finished() >= static_cast<std::uint64_t>(total_); }
+  // Complete when the ventilator says so (it knows from its ledger), or, without a ventilator's
+  // word, when a result arrived for every link of the announced total.
+  bool complete() const {
+    return job_complete_ || (total_ >= 0 && !job_counts_ && finished() >= static_cast<std::uint64_t>(total_));
+  }
   std::uint64_t finished() const { return done_ + failed_; }
-  std::uint64_t done() const { return done_; }
-  std::uint64_t failed() const { return failed_; }
+  // Done and failed links of the job: the ventilator's figures once it sent them, else ours.
+  std::uint64_t done() const { return job_counts_ ? job_done_ : done_; }
+  std::uint64_t failed() const { return job_counts_ ? job_failed_ : failed_; }
   std::uint64_t bytes() const { return bytes_; }
   std::int64_t total() const { return total_; }
   std::uint64_t duplicates() const { return duplicates_; }
@@ -61,6 +66,9 @@ private:
 
   HashSet64 seen_;
   std::int64_t total_ = -1;
+  bool job_complete_ = false;
+  bool job_counts_ = false; // the ventilator sent its figures (done/failed/skipped)
+  std::uint64_t job_done_ = 0, job_failed_ = 0, job_skipped_ = 0;
   std::int64_t started_unix_ms_ = 0;
   std::int64_t first_result_start_ms_ = 0;
   std::int64_t last_result_unix_ms_ = 0;

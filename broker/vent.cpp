@@ -5,12 +5,14 @@
 #include <deque>
 #include <map>
 #include <optional>
-#include <thread>
 #include <spdlog/spdlog.h>
+#include <thread>
+#include <unordered_map>
+#include <unordered_set>
 
+#include "broker/ledger.hpp"
 #include "broker/names.hpp"
 #include "common/exit_codes.hpp"
-#include "common/hash_set.hpp"
 #include "common/signals.hpp"
 #include "common/zmq_util.hpp"
 #include "proto/messages.hpp"
@@ -18,34 +20,52 @@
 namespace trawl::broker {
 
 void add_options(CLI::App& cmd, VentOptions& o) {
-  cmd.add_option("--links", o.links_bind,
-                 "Endpoint(s) to bind for links from the fetcher (PULL)")
+  cmd.add_option("--links", o.links_bind, "Endpoint(s) to bind for links from the fetcher (PULL)")
       ->capture_default_str();
   cmd.add_option("--bind,--tasks", o.tasks_bind,
-                 "Endpoint(s) to bind for downloaders to take tasks from (PUSH)")
+                 "Endpoint(s) to bind for downloaders to take tasks from (ROUTER)")
       ->capture_default_str();
   cmd.add_option("--acks", o.acks_bind,
-                 "Endpoint(s) to bind for the sink's acknowledgements (PULL)")
+                 "Endpoint(s) to bind for the results the sink forwards as acknowledgements (PULL)")
       ->capture_default_str();
   cmd.add_option("--sink", o.sink, "The sink's results endpoint(s) to connect to (PUSH)")
       ->capture_default_str();
   cmd.add_option("--ready-file", o.ready_file,
                  "Write the bound endpoints (links=, tasks=, acks=) to this file once listening");
-  cmd.add_option_function<int>(
-         "--peer-timeout-ms", [&o](const int& ms) { o.peer_timeout = std::chrono::milliseconds(ms); },
-         "A downloader that sends no ready/heartbeat for this long is considered gone")
-      ->default_str(std::to_string(o.peer_timeout.count()))
-      ->check(CLI::Range(100, 3600000));
+  cmd.add_option("--state", o.state_dir,
+                 "Directory of the job's ledger (ledger.sqlite); the same --state resumes the job")
+      ->capture_default_str();
+  cmd.add_flag("--fresh", o.fresh, "Forget the ledger in --state and start the job over");
+  cmd.add_option("--run-id", o.run_id,
+                 "Names this run of the job: a ventilator restarted with the same id continues the "
+                 "run; a new id starts a new run (failed links are retried, done ones skipped). "
+                 "Without it, a new run starts when the ledger's job is complete");
+  auto ms_option = [&cmd](const char* name, std::chrono::milliseconds& target, const char* help) {
+    cmd.add_option_function<int>(
+           name, [&target](const int& ms) { target = std::chrono::milliseconds(ms); }, help)
+        ->default_str(std::to_string(target.count()))
+        ->check(CLI::Range(100, 3600000));
+  };
+  ms_option("--peer-timeout-ms", o.peer_timeout,
+            "A downloader silent for this long is gone: its tasks are dispatched again");
+  ms_option("--ack-timeout-ms", o.ack_timeout,
+            "A task its downloader no longer holds, without a result after this long, is "
+            "dispatched again (the result was lost)");
+  cmd.add_option("--max-dispatch", o.max_dispatch,
+                 "A task dispatched this many times without a result fails (reason aborted)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1000));
 }
 
 namespace {
+
+using Clock = std::chrono::steady_clock;
 
 std::int64_t unix_ms_now() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
              std::chrono::system_clock::now().time_since_epoch())
       .count();
 }
-
 
 // A downloader connected to the task socket, known by its ROUTER routing id.
 struct Peer {
@@ -54,7 +74,7 @@ struct Peer {
   std::uint32_t held = 0;
   std::uint64_t received = 0; // as last reported
   std::uint64_t sent = 0;     // by us, counted on the same basis as `received`
-  std::chrono::steady_clock::time_point last_seen;
+  Clock::time_point last_seen;
 
   // Tasks this peer may still be sent: its capacity less what it holds and what is on the way.
   std::uint64_t credit() const {
@@ -64,14 +84,25 @@ struct Peer {
   }
 };
 
+// A dispatched task waiting for its result.
+struct Lease {
+  std::string peer;              // routing id; empty for a lease found in the ledger at start
+  std::uint64_t seq = 0;         // the peer's `sent` count when it was sent
+  Clock::time_point deadline{};  // set once the node no longer holds it (or at start)
+};
+
+constexpr std::chrono::milliseconds kCommitEvery{50};
+constexpr std::chrono::milliseconds kJobEvery{1000};
+
 class Vent {
 public:
   explicit Vent(const VentOptions& o)
-      : links_(make_socket(ctx_, zmq::socket_type::pull, {.sndhwm = 1000, .rcvhwm = 1000})),
+      : opt_(o), ledger_(o.state_dir, o.fresh),
+        links_(make_socket(ctx_, zmq::socket_type::pull, {.sndhwm = 1000, .rcvhwm = 1000})),
         tasks_(make_socket(ctx_, zmq::socket_type::router, {})),
-        acks_(make_socket(ctx_, zmq::socket_type::pull, {})),
-        sink_(make_socket(ctx_, zmq::socket_type::push, {})),
-        peer_timeout_(o.peer_timeout) {
+        acks_(make_socket(ctx_, zmq::socket_type::pull, {.sndhwm = 1000, .rcvhwm = 10000})),
+        sink_(make_socket(ctx_, zmq::socket_type::push, {})) {
+    open_run();
     // A task for a peer that has gone is an error we see, not a message silently dropped.
     tasks_.set(zmq::sockopt::router_mandatory, 1);
     auto links = bind_all(links_, o.links_bind);
@@ -90,100 +121,204 @@ public:
   }
 
   int run() {
+    auto next_commit = Clock::now() + kCommitEvery;
+    auto next_job = Clock::now();
     while (!stop_requested()) {
+      const auto now = Clock::now();
       if (complete()) {
-        spdlog::info("job complete: {} tasks dispatched and acknowledged", dispatched_);
+        ledger_.commit();
+        spdlog::info("job complete: {} done ({} skipped, done before), {} failed; ledger {}",
+                     counts_.done, skipped_, counts_.failed, ledger_.path());
+        send_job();
         flush_sink(std::chrono::seconds(2));
         return kExitOk;
       }
-      Peer* target = pending_ ? best_peer() : nullptr;
+      const bool busy = can_dispatch();
       zmq::pollitem_t items[] = {
-          {links_.handle(), 0, static_cast<short>(want_link() ? ZMQ_POLLIN : 0), 0},
+          {links_.handle(), 0, ZMQ_POLLIN, 0},
           {tasks_.handle(), 0, ZMQ_POLLIN, 0},
           {acks_.handle(), 0, ZMQ_POLLIN, 0},
           {sink_.handle(), 0, static_cast<short>(to_sink_.empty() ? 0 : ZMQ_POLLOUT), 0},
       };
       try {
-        // With a task ready and a peer to take it, do not sleep.
-        zmq::poll(items, 4, std::chrono::milliseconds(target ? 0 : 200));
+        zmq::poll(items, 4, std::chrono::milliseconds(busy ? 0 : 50));
       } catch (const zmq::error_t& e) {
         if (e.num() == EINTR) continue;
         throw;
       }
-      if (items[1].revents & ZMQ_POLLIN) drain_ready();
+      if (items[1].revents & ZMQ_POLLIN) drain_ready(now);
       if (items[2].revents & ZMQ_POLLIN) drain_acks();
-      if (items[0].revents & ZMQ_POLLIN) take_link();
-      dispatch();
-      expire_peers();
+      if (items[0].revents & ZMQ_POLLIN) drain_links();
+      dispatch(now);
+      expire(now);
+      if (now >= next_commit) {
+        ledger_.commit();
+        next_commit = now + kCommitEvery;
+      }
+      if (now >= next_job || job_changed_) {
+        send_job();
+        next_job = now + kJobEvery;
+      }
       while (!to_sink_.empty() && try_send(sink_, to_sink_.front())) to_sink_.pop_front();
     }
-    spdlog::warn("stopped: {} links received, {} tasks dispatched, {} acknowledged", received_,
-                 dispatched_, acked_);
+    drain_acks(); // results the sink forwarded before it stopped are kept
+    ledger_.commit();
+    spdlog::warn("stopped: {} done, {} failed, {} pending, {} leased; ledger {} (run again to resume)",
+                 counts_.done, counts_.failed, counts_.pending, counts_.leased, ledger_.path());
     return kExitInterrupted;
   }
 
 private:
-  // A link is read only when a downloader has room for it: the backlog stays upstream.
-  bool want_link() const { return !pending_ && !links_ended_ && has_credit(); }
+  // Decides whether this process continues a run or starts a new one, and loads the ledger.
+  void open_run() {
+    const std::string prev_run = ledger_.meta("run_id");
+    counts_ = ledger_.counts();
+    links_ended_ = ledger_.meta("links_ended") == "1";
+    const bool job_complete = links_ended_ && counts_.pending == 0 && counts_.leased == 0;
+    const bool new_run = opt_.run_id.empty() ? (job_complete || counts_.total() == 0)
+                                             : opt_.run_id != prev_run;
+    if (new_run) {
+      ledger_.reset_for_new_run();
+      ledger_.set_meta("run_id", opt_.run_id);
+      ledger_.set_meta("links_ended", "0");
+      ledger_.set_meta("started_ms", "0");
+      ledger_.commit();
+      links_ended_ = false;
+      counts_ = ledger_.counts();
+      skip_known_done_ = true;
+    }
+    started_ms_ = std::stoll(ledger_.meta("started_ms", "0"));
+    ledger_.load_names(names_);
+    // Leases of an earlier ventilator: their results may still arrive; give them time.
+    const auto deadline = Clock::now() + opt_.ack_timeout;
+    for (auto id : ledger_.ids_in_state(LinkState::leased)) leases_[id] = Lease{"", 0, deadline};
+    spdlog::info("ledger {}: {} links ({} done, {} failed, {} pending, {} leased); {} run{}",
+                 ledger_.path(), counts_.total(), counts_.done, counts_.failed, counts_.pending,
+                 counts_.leased, new_run ? "new" : "continuing the",
+                 links_ended_ ? ", all links known" : "");
+  }
 
-  bool has_credit() const {
+  bool complete() const {
+    return links_ended_ && counts_.pending == 0 && counts_.leased == 0 && to_sink_.empty();
+  }
+
+  bool can_dispatch() {
+    if (counts_.pending == 0) return false;
     for (const auto& [id, p] : peers_)
       if (p.credit() > 0) return true;
     return false;
   }
 
   // The peer with the most room: a node that just joined gets work first.
-  Peer* best_peer() {
-    Peer* best = nullptr;
-    std::string_view best_id;
-    for (auto& [id, p] : peers_)
-      if (p.credit() > 0 && (!best || p.credit() > best->credit())) {
-        best = &p;
-        best_id = id;
-      }
-    best_id_ = best_id;
+  std::map<std::string, Peer>::iterator best_peer() {
+    auto best = peers_.end();
+    for (auto it = peers_.begin(); it != peers_.end(); ++it)
+      if (it->second.credit() > 0 && (best == peers_.end() || it->second.credit() > best->second.credit()))
+        best = it;
     return best;
   }
 
-  bool complete() const {
-    return links_ended_ && !pending_ && acked_ >= received_ && to_sink_.empty();
+  // The next pending task: first those sent back (lost leases), then the ledger in id order.
+  std::optional<TaskRow> next_task() {
+    while (!requeued_.empty()) {
+      const auto id = requeued_.front();
+      requeued_.pop_front();
+      auto rec = ledger_.record(id);
+      if (!rec || rec->state != LinkState::pending || leases_.count(id)) continue;
+      return ledger_.task(id);
+    }
+    if (batch_.empty()) {
+      auto rows = ledger_.pending_after(cursor_, 512);
+      if (rows.empty()) return std::nullopt;
+      cursor_ = rows.back().id;
+      batch_.assign(std::make_move_iterator(rows.begin()), std::make_move_iterator(rows.end()));
+    }
+    TaskRow t = std::move(batch_.front());
+    batch_.pop_front();
+    return t;
   }
 
-  void dispatch() {
-    while (pending_) {
-      Peer* p = best_peer();
-      if (!p) return;
-      const std::string id(best_id_);
-      try {
-        tasks_.send(zmq::buffer(id), zmq::send_flags::sndmore | zmq::send_flags::dontwait);
-        auto sent = tasks_.send(zmq::buffer(*pending_), zmq::send_flags::dontwait);
-        if (!sent) return; // its queue is full: try again next turn
-      } catch (const zmq::error_t& e) {
-        if (e.num() != EHOSTUNREACH) throw;
-        spdlog::info("downloader {} is gone", p->node);
-        peers_.erase(id);
+  void dispatch(Clock::time_point now) {
+    while (counts_.pending > 0) {
+      auto peer = best_peer();
+      if (peer == peers_.end()) return;
+      auto task = next_task();
+      if (!task) return;
+      if (leases_.count(task->id)) continue; // already out (a stale batch entry)
+      if (task->attempts >= static_cast<std::uint32_t>(opt_.max_dispatch)) {
+        give_up(task->id, task->attempts);
         continue;
       }
-      ++p->sent;
+      const std::string frame = proto::encode(proto::Task{task->id, task->url, task->name, task->attempts + 1});
+      try {
+        tasks_.send(zmq::buffer(peer->first), zmq::send_flags::sndmore | zmq::send_flags::dontwait);
+        if (!tasks_.send(zmq::buffer(frame), zmq::send_flags::dontwait)) {
+          requeued_.push_front(task->id);
+          return; // its queue is full: next turn
+        }
+      } catch (const zmq::error_t& e) {
+        if (e.num() != EHOSTUNREACH) throw;
+        spdlog::info("downloader {} is gone", peer->second.node);
+        requeued_.push_front(task->id);
+        drop_peer(peer, now);
+        continue;
+      }
+      ++peer->second.sent;
+      ledger_.lease(task->id, peer->second.node, unix_ms_now());
+      leases_[task->id] = Lease{peer->first, peer->second.sent, {}};
+      --counts_.pending;
+      ++counts_.leased;
       ++dispatched_;
-      pending_.reset();
-      take_link(); // the next one, if the fetcher has it queued
     }
   }
 
-  void drain_ready() {
-    for (;;) {
+  void give_up(std::uint64_t id, std::uint32_t attempts) {
+    const std::string why = "dispatched " + std::to_string(attempts) + " times without a result";
+    spdlog::warn("task {}: {}; failing it", id, why);
+    ledger_.fail(id, proto::Reason::aborted, why);
+    --counts_.pending;
+    ++counts_.failed;
+    job_changed_ = true;
+  }
+
+  // Sends a leased task back to pending (its node died or its result was lost).
+  void requeue(std::uint64_t id, const char* why) {
+    leases_.erase(id);
+    ledger_.release(id);
+    --counts_.leased;
+    ++counts_.pending;
+    requeued_.push_back(id);
+    ++requeued_count_;
+    spdlog::info("task {}: dispatched again ({})", id, why);
+  }
+
+  void drop_peer(std::map<std::string, Peer>::iterator peer, Clock::time_point) {
+    const std::string id = peer->first;
+    std::vector<std::uint64_t> lost;
+    for (const auto& [task, lease] : leases_)
+      if (lease.peer == id) lost.push_back(task);
+    for (auto task : lost) requeue(task, "its downloader is gone");
+    peers_.erase(peer);
+  }
+
+  void drain_ready(Clock::time_point now) {
+    for (int budget = 0; budget < 10000; ++budget) {
       zmq::message_t routing, body;
       if (!tasks_.recv(routing, zmq::recv_flags::dontwait)) return;
       if (!routing.more() || !tasks_.recv(body, zmq::recv_flags::dontwait)) {
         drop("tasks", "a frame without a body");
         continue;
       }
+      bool extra = false;
       while (body.more()) { // a DEALER speaks one frame at a time: anything more is noise
-        zmq::message_t extra;
-        if (!tasks_.recv(extra, zmq::recv_flags::dontwait)) break;
-        body.swap(extra);
+        zmq::message_t rest;
+        if (!tasks_.recv(rest, zmq::recv_flags::dontwait)) break;
+        body.swap(rest);
+        extra = true;
+      }
+      if (extra) {
         drop("tasks", "a multi-part message");
+        continue;
       }
       auto decoded = proto::decode(body.to_string_view());
       if (auto* err = std::get_if<proto::DecodeError>(&decoded)) {
@@ -195,38 +330,61 @@ private:
         drop("tasks", "not a ready message");
         continue;
       }
-      const std::string id(routing.to_string_view());
-      auto [it, fresh] = peers_.try_emplace(id);
-      Peer& p = it->second;
-      if (fresh) {
-        // What it received before we knew it (from an earlier ventilator) is not ours.
-        p.sent = ready->received;
-        spdlog::info("downloader {} joined (capacity {})", ready->node, ready->capacity);
-      }
-      p.node = ready->node;
-      p.capacity = ready->capacity;
-      p.held = ready->held;
-      p.received = ready->received;
-      p.last_seen = std::chrono::steady_clock::now();
+      on_ready(routing.to_string(), *ready, now);
     }
   }
 
-  void expire_peers() {
-    const auto now = std::chrono::steady_clock::now();
+  void on_ready(const std::string& id, const proto::Ready& ready, Clock::time_point now) {
+    auto [it, fresh] = peers_.try_emplace(id);
+    Peer& p = it->second;
+    if (fresh) {
+      // What it received before we knew it (from an earlier ventilator) is not ours to count.
+      p.sent = ready.received;
+      spdlog::info("downloader {} joined (capacity {})", ready.node, ready.capacity);
+    }
+    p.node = ready.node;
+    p.capacity = ready.capacity;
+    p.held = ready.held;
+    p.received = ready.received;
+    p.last_seen = now;
+    // Tasks it received and no longer holds: their results are on the way to the sink. If they
+    // do not come back as acknowledgements in time, they were lost.
+    std::unordered_set<std::uint64_t> held(ready.ids.begin(), ready.ids.end());
+    for (auto& [task, lease] : leases_) {
+      if (lease.peer != id) continue;
+      if (held.count(task)) {
+        lease.deadline = {};
+      } else if (lease.seq <= p.received && lease.deadline == Clock::time_point{}) {
+        lease.deadline = now + opt_.ack_timeout;
+      }
+    }
+    // Tasks it holds that we do not know as leased to it (sent by an earlier ventilator):
+    // adopt them, so that its death sends them back at once.
+    for (auto task : ready.ids) {
+      auto l = leases_.find(task);
+      if (l != leases_.end() && l->second.peer.empty()) l->second = Lease{id, 0, {}};
+    }
+  }
+
+  void expire(Clock::time_point now) {
     for (auto it = peers_.begin(); it != peers_.end();) {
-      if (now - it->second.last_seen > peer_timeout_) {
-        spdlog::warn("downloader {} silent for {} ms: dropped", it->second.node,
-                     peer_timeout_.count());
-        it = peers_.erase(it);
+      if (now - it->second.last_seen > opt_.peer_timeout) {
+        spdlog::warn("downloader {} silent for {} ms: its tasks go to others", it->second.node,
+                     opt_.peer_timeout.count());
+        auto dead = it++;
+        drop_peer(dead, now);
       } else {
         ++it;
       }
     }
+    std::vector<std::uint64_t> lost;
+    for (const auto& [task, lease] : leases_)
+      if (lease.deadline != Clock::time_point{} && now >= lease.deadline) lost.push_back(task);
+    for (auto task : lost) requeue(task, "no result in time");
   }
 
-  void take_link() {
-    // Read frames until one link becomes the pending task.
-    while (!pending_ && !links_ended_) {
+  void drain_links() {
+    for (int budget = 0; budget < 5000; ++budget) {
       auto msg = try_recv(links_);
       if (!msg) return;
       auto decoded = proto::decode(msg->to_string_view());
@@ -236,45 +394,79 @@ private:
       }
       auto& m = std::get<proto::Message>(decoded);
       if (auto* link = std::get_if<proto::Link>(&m)) {
-        if (received_ == 0) {
-          started_ms_ = unix_ms_now();
-          to_sink_.push_back(proto::encode(proto::Job{started_ms_, -1}));
-        }
-        ++received_;
-        proto::Task t{received_, link->url, names_.assign(link->url), 1};
-        pending_ = proto::encode(t);
+        on_link(link->url);
       } else if (auto* end = std::get_if<proto::LinksEnd>(&m)) {
-        if (end->count != received_)
-          spdlog::warn("fetcher says it sent {} links, {} arrived", end->count, received_);
+        if (end->count > links_this_run_)
+          spdlog::warn("the fetcher sent {} links and {} arrived: some were lost in transit (a "
+                       "ventilator restart?); run the job again to pick them up",
+                       end->count, links_this_run_);
         links_ended_ = true;
-        if (received_ == 0) started_ms_ = unix_ms_now();
-        spdlog::info("fetcher done: the job has {} links", received_);
-        to_sink_.push_back(
-            proto::encode(proto::Job{started_ms_, static_cast<std::int64_t>(received_)}));
+        ledger_.set_meta("links_ended", "1");
+        if (started_ms_ == 0) start_clock();
+        spdlog::info("fetcher done: the job has {} links ({} new in this run, {} already done)",
+                     counts_.total(), new_links_, skipped_);
+        job_changed_ = true;
       } else {
         drop("links", "unexpected " + std::string(proto::type_name(m)) + " message");
       }
     }
   }
 
+  void on_link(const std::string& url) {
+    if (started_ms_ == 0) start_clock();
+    ++links_this_run_;
+    const auto added = ledger_.add_link(url, names_);
+    if (added.is_new) {
+      ++counts_.pending;
+      ++new_links_;
+    } else if (added.state == LinkState::done && skip_known_done_) {
+      ++skipped_;
+    }
+  }
+
+  void start_clock() {
+    started_ms_ = unix_ms_now();
+    ledger_.set_meta("started_ms", std::to_string(started_ms_));
+    job_changed_ = true;
+  }
+
   void drain_acks() {
-    while (auto msg = try_recv(acks_)) {
+    for (int budget = 0; budget < 10000; ++budget) {
+      auto msg = try_recv(acks_);
+      if (!msg) return;
       auto decoded = proto::decode(msg->to_string_view());
       if (auto* err = std::get_if<proto::DecodeError>(&decoded)) {
         drop("acks", err->what);
         continue;
       }
-      auto* ack = std::get_if<proto::Ack>(&std::get<proto::Message>(decoded));
-      if (!ack) {
-        drop("acks", "not an ack");
+      auto* r = std::get_if<proto::Result>(&std::get<proto::Message>(decoded));
+      if (!r) {
+        drop("acks", "not a result");
         continue;
       }
-      if (ack->id == 0 || ack->id > received_) {
-        drop("acks", "ack for unknown task " + std::to_string(ack->id));
-        continue;
-      }
-      if (acked_ids_.insert(id_key(ack->id))) ++acked_;
+      const auto before = ledger_.finish(*r);
+      if (!before) continue; // unknown, or a late duplicate of a final result
+      leases_.erase(r->id);
+      if (*before == LinkState::leased) --counts_.leased;
+      else --counts_.pending; // sent back already, and then its result came after all
+      if (r->status == proto::Status::done) ++counts_.done;
+      else ++counts_.failed;
+      job_changed_ = true;
     }
+  }
+
+  void send_job() {
+    proto::Job j;
+    j.started_unix_ms = started_ms_;
+    j.total = links_ended_ ? static_cast<std::int64_t>(counts_.total()) : -1;
+    j.done = counts_.done;
+    j.failed = counts_.failed;
+    j.skipped = skipped_;
+    j.complete = links_ended_ && counts_.pending == 0 && counts_.leased == 0;
+    // Only the latest figures matter: replace what has not gone out yet.
+    if (!to_sink_.empty()) to_sink_.pop_back();
+    to_sink_.push_back(proto::encode(j));
+    job_changed_ = false;
   }
 
   void drop(std::string_view socket, const std::string& why) {
@@ -283,25 +475,31 @@ private:
   }
 
   void flush_sink(std::chrono::milliseconds budget) {
-    const auto deadline = std::chrono::steady_clock::now() + budget;
-    while (!to_sink_.empty() && std::chrono::steady_clock::now() < deadline) {
+    const auto deadline = Clock::now() + budget;
+    while (!to_sink_.empty() && Clock::now() < deadline) {
       if (try_send(sink_, to_sink_.front())) to_sink_.pop_front();
       else std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
   }
 
+  const VentOptions& opt_;
+  Ledger ledger_;
   zmq::context_t ctx_{1};
   zmq::socket_t links_, tasks_, acks_, sink_;
-  std::chrono::milliseconds peer_timeout_;
   std::map<std::string, Peer> peers_;
-  std::string_view best_id_;
+  std::unordered_map<std::uint64_t, Lease> leases_;
+  std::deque<std::uint64_t> requeued_;
+  std::deque<TaskRow> batch_;
+  std::uint64_t cursor_ = 0;
   NameAssigner names_;
-  HashSet64 acked_ids_;
-  std::optional<std::string> pending_;
+  LedgerCounts counts_;
   std::deque<std::string> to_sink_;
-  std::uint64_t received_ = 0, dispatched_ = 0, acked_ = 0, dropped_ = 0;
+  std::uint64_t links_this_run_ = 0, new_links_ = 0, skipped_ = 0;
+  std::uint64_t dispatched_ = 0, requeued_count_ = 0, dropped_ = 0;
   std::int64_t started_ms_ = 0;
   bool links_ended_ = false;
+  bool skip_known_done_ = false;
+  bool job_changed_ = true;
 };
 
 } // namespace

@@ -1,13 +1,18 @@
-// The ventilator: takes links from the fetcher, gives each a task id and a unique file name, and
-// fans tasks out to every connected downloader; tells the sink when the job started and, once the
-// fetcher is done, how many links it has; retires tasks as the sink acknowledges them and exits
-// when every task of the job is acknowledged.
+// The ventilator: takes links from the fetcher into the durable ledger (broker/ledger.hpp), gives
+// each a stable task id and a unique file name, and hands tasks to downloaders; retires each task
+// when the sink forwards its result (the acknowledgement), and exits when every link of the job is
+// done or failed. It tells the sink the job's figures every second.
 //
-// Flow control: downloaders connect to a ROUTER and announce their credit (proto::Ready); a task
-// goes only to a downloader with room for it, the one with the most room first, and a link is
-// read from the fetcher only when some downloader has room. So no node holds more than its
-// concurrency plus prefetch, a node that joins gets work at once, and the backlog stays in the
-// fetcher's bounded queue (and the fetcher's source), never in this process.
+// Flow control: downloaders connect to a ROUTER and announce their credit and the ids they hold
+// (proto::Ready); a task goes only to a downloader with room for it, the one with the most room
+// first. So no node holds more than its concurrency plus prefetch and a node that joins gets work
+// at once. The backlog lives in the ledger, not in memory.
+//
+// Nothing is lost: a task is leased to the node it was sent to. When that node goes silent
+// (--peer-timeout-ms), or stops holding the task and no result arrives within --ack-timeout-ms
+// (the result was lost with a sink that died), the task is dispatched again. Leases found in the
+// ledger at start (the ventilator itself was restarted) get --ack-timeout-ms for their results to
+// arrive. A late duplicate result is recognised by its task id and ignored.
 #pragma once
 
 #include <chrono>
@@ -26,13 +31,18 @@ struct VentOptions {
   std::vector<std::string> acks_bind{"tcp://127.0.0.1:5560"};
   std::vector<std::string> sink{"tcp://127.0.0.1:5559"};
   std::string ready_file;
+  std::string state_dir = "trawl-state";
+  bool fresh = false;
+  std::string run_id;
   std::chrono::milliseconds peer_timeout{5000};
+  std::chrono::milliseconds ack_timeout{10000};
+  int max_dispatch = 5;
 };
 
 void add_options(CLI::App& cmd, VentOptions& o);
 
 // Runs until the job is complete (exit 0) or a stop is requested (130). Throws std::runtime_error
-// when an endpoint cannot be bound.
+// when an endpoint cannot be bound or the ledger cannot be opened.
 int run(const VentOptions& o);
 
 } // namespace trawl::broker

@@ -11,6 +11,7 @@
 #include <openssl/evp.h>
 #include <optional>
 #include <queue>
+#include <set>
 #include <random>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
@@ -206,12 +207,14 @@ private:
   // Tells the ventilator how many tasks we can take (capacity - held - in transit): when what we
   // hold changed, and every kReadyInterval as a heartbeat. At stop we ask for nothing more.
   void send_ready(Clock::time_point now, bool stopping) {
-    const auto held = static_cast<std::uint32_t>(active_ + waiting_.size());
+    const auto held = static_cast<std::uint32_t>(held_ids_.size());
     const std::uint32_t capacity =
         stopping ? 0 : static_cast<std::uint32_t>(opt_.concurrency + opt_.prefetch);
     if (held == last_held_ && capacity == last_capacity_ && now - last_ready_ < kReadyInterval)
       return;
-    proto::Ready r{node_, capacity, held, received_};
+    proto::Ready r{node_, capacity, held, received_, {}};
+    for (auto it = held_ids_.begin(); it != held_ids_.end() && r.ids.size() < proto::kMaxReadyIds; ++it)
+      r.ids.push_back(*it);
     bool sent = false;
     try {
       sent = try_send(tasks_, proto::encode(r));
@@ -222,6 +225,10 @@ private:
     last_held_ = held;
     last_capacity_ = capacity;
     last_ready_ = now;
+  }
+
+  void release_id(std::uint64_t id) {
+    if (auto it = held_ids_.find(id); it != held_ids_.end()) held_ids_.erase(it);
   }
 
   void take_tasks() {
@@ -256,6 +263,7 @@ private:
       return;
     }
     ++counters_.tasks;
+    held_ids_.insert(task->id);
     start(std::move(*task), 1);
   }
 
@@ -367,6 +375,7 @@ private:
       spdlog::debug("task {} attempt {}: failed, {} ({})", r.id, attempt,
                     proto::reason_name(r.reason), r.detail);
     }
+    release_id(r.id);
     send(proto::encode(r));
   }
 
@@ -385,6 +394,7 @@ private:
     if (reason == proto::Reason::aborted) ++counters_.aborted;
     spdlog::debug("task {} attempt {}: failed, {} ({}) {}", task.id, attempt,
                   proto::reason_name(reason), r.detail, task.url);
+    release_id(r.id);
     send(proto::encode(r));
   }
 
@@ -452,6 +462,7 @@ private:
   std::uniform_real_distribution<double> jitter_{0.0, 1.0};
   zmq::fd_t zmq_fd_ = -1;
   std::uint64_t received_ = 0; // task frames received on the task socket
+  std::multiset<std::uint64_t> held_ids_; // tasks received and not yet reported, for the vent
   std::uint32_t last_held_ = UINT32_MAX, last_capacity_ = 0;
   Clock::time_point last_ready_{};
 

@@ -77,6 +77,29 @@ public:
     return true;
   }
 
+  bool boolean(std::string_view key, bool& out) {
+    const auto* o = find(key);
+    if (!o) return fail(key, "missing");
+    if (o->type != msgpack::type::BOOLEAN) return fail(key, "not a boolean");
+    out = o->via.boolean;
+    return true;
+  }
+
+  bool uint_array(std::string_view key, std::size_t max, std::vector<std::uint64_t>& out) {
+    const auto* o = find(key);
+    if (!o) return fail(key, "missing");
+    if (o->type != msgpack::type::ARRAY) return fail(key, "not an array");
+    if (o->via.array.size > max) return fail(key, "too many elements");
+    out.clear();
+    out.reserve(o->via.array.size);
+    for (std::uint32_t i = 0; i < o->via.array.size; ++i) {
+      const auto& e = o->via.array.ptr[i];
+      if (e.type != msgpack::type::POSITIVE_INTEGER) return fail(key, "element not an unsigned integer");
+      out.push_back(e.via.u64);
+    }
+    return true;
+  }
+
   template <class T> bool u32(std::string_view key, T& out, bool required = true) {
     std::uint64_t v = out;
     if (!uint(key, std::numeric_limits<std::uint32_t>::max(), v, required)) return false;
@@ -149,23 +172,20 @@ std::variant<Message, DecodeError> decode_fields(std::string_view type, Fields& 
   if (type == "job") {
     Job m;
     if (!f.sint("start", 0, std::numeric_limits<std::int64_t>::max(), m.started_unix_ms) ||
-        !f.sint("total", -1, std::numeric_limits<std::int64_t>::max(), m.total))
+        !f.sint("total", -1, std::numeric_limits<std::int64_t>::max(), m.total) ||
+        !f.uint("done", std::numeric_limits<std::int64_t>::max(), m.done) ||
+        !f.uint("failed", std::numeric_limits<std::int64_t>::max(), m.failed) ||
+        !f.uint("skipped", std::numeric_limits<std::int64_t>::max(), m.skipped) ||
+        !f.boolean("complete", m.complete))
       return bad(type);
-    return m;
-  }
-  if (type == "ack") {
-    Ack m;
-    std::uint64_t status = 0;
-    if (!f.uint("id", std::numeric_limits<std::uint64_t>::max(), m.id) || !f.uint("st", 1, status))
-      return bad(type);
-    m.status = static_cast<Status>(status);
     return m;
   }
   if (type == "ready") {
     Ready m;
     if (!f.str("node", kMaxNodeBytes, m.node) || !f.u32("cap", m.capacity) ||
         !f.u32("held", m.held) ||
-        !f.uint("recv", std::numeric_limits<std::uint64_t>::max(), m.received))
+        !f.uint("recv", std::numeric_limits<std::uint64_t>::max(), m.received) ||
+        !f.uint_array("ids", kMaxReadyIds, m.ids))
       return bad(type);
     return m;
   }
@@ -175,7 +195,7 @@ std::variant<Message, DecodeError> decode_fields(std::string_view type, Fields& 
 } // namespace
 
 std::string_view type_name(const Message& m) noexcept {
-  static constexpr std::string_view names[] = {"link", "end", "task", "result", "job", "ack", "ready"};
+  static constexpr std::string_view names[] = {"link", "end", "task", "result", "job", "ready"};
   return names[m.index()];
 }
 
@@ -234,21 +254,22 @@ std::string encode(const Message& m) {
                    pk.pack_uint32(r.attempt);
                  },
                  [&](const Job& j) {
-                   put_header(pk, 2, "job");
+                   put_header(pk, 6, "job");
                    put_str(pk, "start");
                    pk.pack_int64(j.started_unix_ms);
                    put_str(pk, "total");
                    pk.pack_int64(j.total);
-                 },
-                 [&](const Ack& a) {
-                   put_header(pk, 2, "ack");
-                   put_str(pk, "id");
-                   pk.pack_uint64(a.id);
-                   put_str(pk, "st");
-                   pk.pack_uint8(static_cast<std::uint8_t>(a.status));
+                   put_str(pk, "done");
+                   pk.pack_uint64(j.done);
+                   put_str(pk, "failed");
+                   pk.pack_uint64(j.failed);
+                   put_str(pk, "skipped");
+                   pk.pack_uint64(j.skipped);
+                   put_str(pk, "complete");
+                   pk.pack(j.complete);
                  },
                  [&](const Ready& r) {
-                   put_header(pk, 4, "ready");
+                   put_header(pk, 5, "ready");
                    put_str(pk, "node");
                    put_str(pk, r.node);
                    put_str(pk, "cap");
@@ -257,6 +278,9 @@ std::string encode(const Message& m) {
                    pk.pack_uint32(r.held);
                    put_str(pk, "recv");
                    pk.pack_uint64(r.received);
+                   put_str(pk, "ids");
+                   pk.pack_array(static_cast<std::uint32_t>(r.ids.size()));
+                   for (auto id : r.ids) pk.pack_uint64(id);
                  },
              },
              m);
@@ -267,8 +291,9 @@ std::variant<Message, DecodeError> decode(std::string_view frame) noexcept {
   if (frame.empty()) return DecodeError{"empty frame"};
   if (frame.size() > kMaxFrameBytes) return DecodeError{"frame of " + std::to_string(frame.size()) + " bytes exceeds the limit"};
   try {
-    // No arrays, no bin, no ext, one level of map: a hostile header cannot ask for more.
-    const msgpack::unpack_limit limit(/*array=*/0, /*map=*/kMaxMapEntries, /*str=*/kMaxUrlBytes,
+    // Arrays only as long as a ready message's ids, no bin, no ext, a map with one level of
+    // nesting below it: a hostile header cannot ask for more.
+    const msgpack::unpack_limit limit(/*array=*/kMaxReadyIds, /*map=*/kMaxMapEntries, /*str=*/kMaxUrlBytes,
                                       /*bin=*/0, /*ext=*/0, /*depth=*/2);
     std::size_t offset = 0;
     msgpack::object_handle oh =

@@ -11,6 +11,7 @@
 #include <string>
 #include <string_view>
 #include <variant>
+#include <vector>
 
 #include "proto/reason.hpp"
 
@@ -26,6 +27,7 @@ inline constexpr std::size_t kMaxPathBytes = 4096;
 inline constexpr std::size_t kMaxNodeBytes = 128;
 inline constexpr std::size_t kMaxDetailBytes = 1024;
 inline constexpr std::size_t kMaxMapEntries = 32;
+inline constexpr std::size_t kMaxReadyIds = 4096;
 
 // fetcher -> ventilator: one link to download.
 struct Link {
@@ -69,18 +71,18 @@ struct Result {
   friend bool operator==(const Result&, const Result&) = default;
 };
 
-// ventilator -> sink: job facts. `total` is negative until the fetcher is done.
+// ventilator -> sink, sent on every change and every second: the job as the ledger knows it.
+// `total` is negative until the fetcher is done; `skipped` counts links that were already done
+// before this run (included in `done`); `complete` is the ventilator's word that every link is
+// done or failed. (sink -> ventilator acknowledgements are the Result frames, forwarded.)
 struct Job {
   std::int64_t started_unix_ms = 0;
   std::int64_t total = -1;
+  std::uint64_t done = 0;
+  std::uint64_t failed = 0;
+  std::uint64_t skipped = 0;
+  bool complete = false;
   friend bool operator==(const Job&, const Job&) = default;
-};
-
-// sink -> ventilator: the task's final outcome was recorded; the ventilator retires it.
-struct Ack {
-  std::uint64_t id = 0;
-  Status status = Status::failed;
-  friend bool operator==(const Ack&, const Ack&) = default;
 };
 
 // downloader -> ventilator, on the task socket: credit and heartbeat in one. Absolute figures,
@@ -91,10 +93,11 @@ struct Ready {
   std::uint32_t capacity = 0; // concurrency + prefetch
   std::uint32_t held = 0;     // tasks the node holds now (running, queued, waiting for a retry)
   std::uint64_t received = 0; // tasks received on this connection since it was made
+  std::vector<std::uint64_t> ids; // the ids of the tasks it holds (at most kMaxReadyIds)
   friend bool operator==(const Ready&, const Ready&) = default;
 };
 
-using Message = std::variant<Link, LinksEnd, Task, Result, Job, Ack, Ready>;
+using Message = std::variant<Link, LinksEnd, Task, Result, Job, Ready>;
 
 std::string_view type_name(const Message& m) noexcept;
 

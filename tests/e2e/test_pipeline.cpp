@@ -54,7 +54,8 @@ PipelineRun run_pipeline(const TempDir& dir, std::vector<std::string> args,
 std::map<std::string, std::string> files_in(const std::string& out) {
   std::map<std::string, std::string> files;
   for (const auto& e : fs::directory_iterator(out))
-    files[e.path().filename().string()] = sha256_file(e.path().string());
+    if (e.path().filename() != ".trawl") // the job's ledger
+      files[e.path().filename().string()] = sha256_file(e.path().string());
   return files;
 }
 
@@ -150,7 +151,7 @@ TEST_CASE("a gallery API that refuses the client id stops the job with a clear e
   CHECK(files_in(ok / "out").size() == 91);
 }
 
-TEST_CASE("SIGINT stops the whole pipeline and leaves no temporary file", "[e2e]") {
+TEST_CASE("SIGINT stops in order, records what finished, and a re-run fetches only the rest", "[e2e]") {
   auto fixture = FixtureServer::start({"--corpus", "uniform", "--count", "400", "--size", "50000",
                                        "--delay-ms", "300"});
   TempDir dir("trawl-e2e-sigint");
@@ -165,12 +166,13 @@ TEST_CASE("SIGINT stops the whole pipeline and leaves no temporary file", "[e2e]
   auto landed = [&] {
     if (!fs::exists(out)) return false;
     for (const auto& e : fs::directory_iterator(out))
-      if (!e.path().filename().string().ends_with(".part")) return true;
+      if (!e.path().filename().string().ends_with(".part") && e.path().filename() != ".trawl")
+        return true;
     return false;
   };
   for (int i = 0; i < 300 && !landed(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
   child.signal(SIGINT);
-  auto status = child.wait_for(std::chrono::seconds(30));
+  auto status = child.wait_for(std::chrono::seconds(60));
   INFO("stderr:\n" << read_file(dir / "stderr"));
   REQUIRE(status);
   CHECK(*status == 130);
@@ -183,11 +185,23 @@ TEST_CASE("SIGINT stops the whole pipeline and leaves no temporary file", "[e2e]
     CHECK_FALSE(pid_alive(pid));
   }
   CHECK(n == 5); // sink, vent, two downloaders, fetcher
-  std::size_t files = 0;
-  for (const auto& e : fs::directory_iterator(out)) {
-    ++files;
-    CHECK_FALSE(e.path().filename().string().ends_with(".part"));
-  }
-  CHECK(files > 0);
-  CHECK(files < 400);
+  const auto first = files_in(out);
+  for (const auto& [file, sha] : first) CHECK_FALSE(file.ends_with(".part"));
+  CHECK(first.size() > 0);
+  CHECK(first.size() < 400);
+  const auto requested_first = file_requests(fixture);
+  CHECK(requested_first == first.size()); // every transfer that ran was finished and kept
+
+  // The same job again: only what is missing is requested.
+  TempDir again("trawl-e2e-sigint-again");
+  auto r = run_pipeline(again, {"--source", fixture.url() + "/list.txt", "--out", out});
+  INFO("second run stdout:\n" << r.out << "\nstderr:\n" << r.err);
+  CHECK(r.status == 0);
+  CHECK_THAT(r.out, Catch::Contains("400 links: 400 done, 0 failed (" + std::to_string(first.size()) +
+                                    " skipped"));
+  std::map<std::string, std::string> expected;
+  for (const auto& item : uniform_corpus(400, 50000, 1))
+    expected[item.name] = sha256_hex(file_bytes(item.name, item.size));
+  CHECK(files_in(out) == expected);
+  CHECK(file_requests(fixture) == 400); // nothing fetched twice
 }

@@ -6,6 +6,7 @@
 #include <set>
 #include <unistd.h>
 
+#include "broker/ledger.hpp"
 #include "broker/names.hpp"
 #include "broker/sink.hpp"
 #include "broker/stats.hpp"
@@ -92,13 +93,15 @@ TEST_CASE("stats: counts, duplicates, percentiles and completion", "[broker]") {
   JobStats s;
   const auto now = JobStats::Clock::now();
   CHECK_FALSE(s.complete());
-  s.set_job({1000, -1});
+  s.set_job({1000, -1, 0, 0, 0, false});
   for (std::uint64_t id = 1; id <= 100; ++id) CHECK(s.add(done_result(id, static_cast<std::uint32_t>(id), 10), 2000, now));
   CHECK_FALSE(s.add(done_result(5, 5, 10), 2000, now));
   CHECK(s.duplicates() == 1);
   CHECK(s.add(failed_result(101, proto::Reason::http_client), 3500, now));
-  CHECK_FALSE(s.complete()); // total unknown
-  s.set_job({1000, 101});
+  CHECK_FALSE(s.complete()); // the ventilator did not say so
+  s.set_job({1000, 101, 100, 1, 0, false});
+  CHECK_FALSE(s.complete());
+  s.set_job({1000, 101, 100, 1, 0, true});
   CHECK(s.complete());
   CHECK(s.done() == 100);
   CHECK(s.failed() == 1);
@@ -130,6 +133,9 @@ TEST_CASE("vent: numbers tasks, names them uniquely, announces the total, ends o
   o.tasks_bind = {"tcp://127.0.0.1:*"};
   o.acks_bind = {"tcp://127.0.0.1:*"};
   o.sink = {sink_ep};
+  const std::string state = temp_path("vent-state");
+  std::filesystem::remove_all(state);
+  o.state_dir = state;
   o.ready_file = ready;
   auto vent = std::async(std::launch::async, [&] { return run(o); });
   auto ep = read_ready(ready);
@@ -147,7 +153,7 @@ TEST_CASE("vent: numbers tasks, names them uniquely, announces the total, ends o
   auto tasks = make_socket(ctx, zmq::socket_type::dealer, {});
   tasks.connect(ep["tasks"]);
   auto say_ready = [&](std::uint32_t held, std::uint64_t received) {
-    tasks.send(zmq::buffer(proto::encode(proto::Ready{"test-node", 2, held, received})),
+    tasks.send(zmq::buffer(proto::encode(proto::Ready{"test-node", 2, held, received, {}})),
                zmq::send_flags::none);
   };
   say_ready(0, 0);
@@ -171,20 +177,34 @@ TEST_CASE("vent: numbers tasks, names them uniquely, announces the total, ends o
   CHECK(names.count("1.jpg"));
   CHECK(names.count("2.jpg"));
 
-  auto first = std::get<proto::Job>(recv_message(sink));
-  CHECK(first.total == -1);
-  CHECK(first.started_unix_ms > 0);
-  auto second = std::get<proto::Job>(recv_message(sink));
-  CHECK(second.total == 3);
+  // Job figures: the start first, then the total once the fetcher is done.
+  proto::Job job;
+  for (int i = 0; i < 20 && job.total < 0; ++i) job = std::get<proto::Job>(recv_message(sink));
+  CHECK(job.total == 3);
+  CHECK(job.started_unix_ms > 0);
+  CHECK_FALSE(job.complete);
 
+  // The sink forwards results as acknowledgements; duplicates and unknown ids change nothing.
   auto acks = make_socket(ctx, zmq::socket_type::push, {});
   acks.connect(ep["acks"]);
-  for (std::uint64_t id : {1, 2, 2, 99}) // a duplicate and an unknown id change nothing
-    acks.send(zmq::buffer(proto::encode(proto::Ack{id, proto::Status::done})), zmq::send_flags::none);
+  for (std::uint64_t id : {1, 2, 2, 99})
+    acks.send(zmq::buffer(proto::encode(done_result(id, 5, 10))), zmq::send_flags::none);
   CHECK(vent.wait_for(std::chrono::milliseconds(500)) == std::future_status::timeout);
-  acks.send(zmq::buffer(proto::encode(proto::Ack{3, proto::Status::failed})), zmq::send_flags::none);
+  acks.send(zmq::buffer(proto::encode(failed_result(3, proto::Reason::http_client))), zmq::send_flags::none);
   REQUIRE(vent.wait_for(std::chrono::seconds(10)) == std::future_status::ready);
   CHECK(vent.get() == kExitOk);
+  for (int i = 0; i < 20 && !job.complete; ++i) job = std::get<proto::Job>(recv_message(sink));
+  CHECK(job.complete);
+  CHECK(job.done == 2);
+  CHECK(job.failed == 1);
+
+  // The ledger kept every outcome.
+  Ledger ledger(state, false);
+  CHECK(ledger.record(1)->state == LinkState::done);
+  CHECK(ledger.record(1)->sha256 == std::string(64, 'b'));
+  CHECK(ledger.record(3)->state == LinkState::failed);
+  CHECK(ledger.record(3)->reason == static_cast<int>(proto::Reason::http_client));
+  std::filesystem::remove_all(state);
   std::filesystem::remove(ready);
 }
 
@@ -206,17 +226,70 @@ TEST_CASE("sink: completes on the announced total, acks every result, exit 1 on 
   auto results = make_socket(ctx, zmq::socket_type::push, {});
   results.connect(ep["results"]);
   auto send = [&](const proto::Message& m) { results.send(zmq::buffer(proto::encode(m)), zmq::send_flags::none); };
-  send(proto::Job{1, 3});
+  send(proto::Job{1, 3, 0, 0, 0, false});
   send(done_result(1, 10, 100));
   results.send(zmq::buffer(std::string("\x81\xa1v\x05")), zmq::send_flags::none); // malformed
   send(done_result(1, 10, 100)); // duplicate
   send(done_result(2, 10, 100));
   CHECK(sink.wait_for(std::chrono::milliseconds(300)) == std::future_status::timeout);
   send(failed_result(3, proto::Reason::http_client));
+  // All three are in, but the ventilator's word decides.
+  CHECK(sink.wait_for(std::chrono::milliseconds(300)) == std::future_status::timeout);
+  send(proto::Job{1, 3, 2, 1, 0, true});
   REQUIRE(sink.wait_for(std::chrono::seconds(10)) == std::future_status::ready);
   CHECK(sink.get() == kExitSomeFailed);
   std::multiset<std::uint64_t> acked;
-  for (int i = 0; i < 4; ++i) acked.insert(std::get<proto::Ack>(recv_message(acks)).id);
+  for (int i = 0; i < 4; ++i) acked.insert(std::get<proto::Result>(recv_message(acks)).id);
   CHECK(acked == std::multiset<std::uint64_t>{1, 1, 2, 3});
   std::filesystem::remove(ready);
+}
+
+TEST_CASE("ledger: stable ids, names kept across reopen, batched states, new runs", "[broker]") {
+  const std::string dir = temp_path("ledger");
+  std::filesystem::remove_all(dir);
+  {
+    Ledger l(dir, false);
+    NameAssigner names;
+    auto a = l.add_link("http://a.test/x.jpg", names);
+    auto b = l.add_link("http://b.test/x.jpg", names);
+    auto again = l.add_link("http://a.test/x.jpg", names);
+    CHECK(a.is_new);
+    CHECK(b.is_new);
+    CHECK_FALSE(again.is_new);
+    CHECK(again.id == a.id);
+    CHECK(l.task(a.id)->name == "x.jpg");
+    CHECK(l.task(b.id)->name != "x.jpg");
+    l.lease(a.id, "n1", 123);
+    CHECK(l.counts().leased == 1);
+    CHECK(l.finish(done_result(a.id, 5, 42)) == LinkState::leased);
+    CHECK_FALSE(l.finish(done_result(a.id, 5, 42)).has_value()); // late duplicate
+    l.lease(b.id, "n1", 123);
+    l.release(b.id);
+    CHECK(l.pending_after(0, 10).size() == 1);
+    l.lease(b.id, "n1", 123);
+    CHECK(l.finish(failed_result(b.id, proto::Reason::http_client)) == LinkState::leased);
+  } // destructor commits
+  {
+    Ledger l(dir, false);
+    auto c = l.counts();
+    CHECK(c.done == 1);
+    CHECK(c.failed == 1);
+    CHECK(l.record(1)->bytes == 42);
+    CHECK(l.record(1)->attempts == 1);
+    CHECK(l.record(2)->attempts == 2);
+    NameAssigner names;
+    l.load_names(names);
+    CHECK(l.add_link("http://c.test/x.jpg", names).id == 3);
+    CHECK(l.task(3)->name != "x.jpg"); // taken in the earlier session
+    l.reset_for_new_run();
+    c = l.counts();
+    CHECK(c.done == 1);
+    CHECK(c.failed == 0);
+    CHECK(c.pending == 2);
+  }
+  {
+    Ledger l(dir, true); // --fresh
+    CHECK(l.counts().total() == 0);
+  }
+  std::filesystem::remove_all(dir);
 }

@@ -1,0 +1,267 @@
+#include "broker/ledger.hpp"
+
+#include <filesystem>
+#include <sqlite3.h>
+#include <stdexcept>
+
+#include "broker/names.hpp"
+
+namespace trawl::broker {
+
+// A prepared statement, reset before each use.
+class Ledger::Stmt {
+public:
+  Stmt(sqlite3* db, const char* sql) {
+    if (sqlite3_prepare_v2(db, sql, -1, &s_, nullptr) != SQLITE_OK)
+      throw std::runtime_error(std::string("ledger: cannot prepare '") + sql + "': " + sqlite3_errmsg(db));
+  }
+  Stmt(Stmt&& o) noexcept : s_(o.s_) { o.s_ = nullptr; }
+  Stmt& operator=(Stmt&&) = delete;
+  ~Stmt() { sqlite3_finalize(s_); }
+
+  Stmt& reset() {
+    sqlite3_reset(s_);
+    sqlite3_clear_bindings(s_);
+    return *this;
+  }
+  Stmt& bind(int i, std::int64_t v) {
+    sqlite3_bind_int64(s_, i, v);
+    return *this;
+  }
+  Stmt& bind(int i, std::string_view v) {
+    sqlite3_bind_text(s_, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
+    return *this;
+  }
+  // Steps once: true when a row is available.
+  bool step() {
+    const int rc = sqlite3_step(s_);
+    if (rc == SQLITE_ROW) return true;
+    if (rc == SQLITE_DONE) return false;
+    throw std::runtime_error(std::string("ledger: ") + sqlite3_errmsg(sqlite3_db_handle(s_)));
+  }
+  std::int64_t i64(int col) const { return sqlite3_column_int64(s_, col); }
+  std::string text(int col) const {
+    const auto* p = sqlite3_column_text(s_, col);
+    return p ? std::string(reinterpret_cast<const char*>(p), static_cast<std::size_t>(sqlite3_column_bytes(s_, col))) : std::string();
+  }
+
+private:
+  sqlite3_stmt* s_ = nullptr;
+};
+
+namespace {
+
+enum StmtIndex {
+  kFindUrl,
+  kInsert,
+  kPendingAfter,
+  kTask,
+  kRecord,
+  kLease,
+  kRelease,
+  kState,
+  kFinish,
+  kFail,
+  kGetMeta,
+  kSetMeta,
+  kIdsInState,
+  kNames,
+  kStmtCount
+};
+
+const char* const kSql[kStmtCount] = {
+    "SELECT id, state FROM links WHERE url = ?1",
+    "INSERT INTO links(url, name, state, attempts) VALUES(?1, ?2, 0, 0)",
+    "SELECT id, url, name, attempts FROM links WHERE state = 0 AND id > ?1 ORDER BY id LIMIT ?2",
+    "SELECT id, url, name, attempts FROM links WHERE id = ?1",
+    "SELECT state, attempts, bytes, sha256, node, reason, detail FROM links WHERE id = ?1",
+    "UPDATE links SET state = 1, attempts = attempts + 1, lease_until = ?2, node = ?3 WHERE id = ?1",
+    "UPDATE links SET state = 0, lease_until = NULL WHERE id = ?1 AND state = 1",
+    "SELECT state FROM links WHERE id = ?1",
+    "UPDATE links SET state = ?2, bytes = ?3, sha256 = ?4, node = ?5, reason = ?6, detail = ?7, "
+    "path = ?8, http_code = ?9, lease_until = NULL WHERE id = ?1",
+    "UPDATE links SET state = 3, reason = ?2, detail = ?3, lease_until = NULL WHERE id = ?1",
+    "SELECT value FROM meta WHERE key = ?1",
+    "INSERT INTO meta(key, value) VALUES(?1, ?2) ON CONFLICT(key) DO UPDATE SET value = ?2",
+    "SELECT id FROM links WHERE state = ?1 ORDER BY id",
+    "SELECT name FROM links ORDER BY id",
+};
+
+} // namespace
+
+Ledger::Ledger(const std::string& dir, bool fresh) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) throw std::runtime_error("cannot create state directory " + dir + ": " + ec.message());
+  path_ = (fs::path(dir) / "ledger.sqlite").string();
+  if (fresh)
+    for (const char* suffix : {"", "-wal", "-shm"}) fs::remove(path_ + suffix, ec);
+  if (sqlite3_open_v2(path_.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nullptr) != SQLITE_OK)
+    fail_sql("cannot open");
+  sqlite3_busy_timeout(db_, 5000);
+  exec("PRAGMA journal_mode=WAL");
+  exec("PRAGMA synchronous=NORMAL");
+  exec("CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL)");
+  exec("CREATE TABLE IF NOT EXISTS links("
+       " id INTEGER PRIMARY KEY,"
+       " url TEXT NOT NULL UNIQUE,"
+       " name TEXT NOT NULL,"
+       " state INTEGER NOT NULL,"          // 0 pending, 1 leased, 2 done, 3 failed
+       " attempts INTEGER NOT NULL,"       // dispatches
+       " lease_until INTEGER,"             // unix ms
+       " node TEXT, path TEXT, http_code INTEGER, bytes INTEGER, sha256 TEXT,"
+       " reason INTEGER, detail TEXT)");
+  exec("CREATE INDEX IF NOT EXISTS links_state ON links(state, id)");
+  for (int i = 0; i < kStmtCount; ++i) stmts_.emplace_back(db_, kSql[i]);
+}
+
+Ledger::~Ledger() {
+  try {
+    commit();
+  } catch (...) {
+  }
+  stmts_.clear();
+  sqlite3_close(db_);
+}
+
+void Ledger::fail_sql(const char* what) {
+  std::string msg = std::string("ledger ") + path_ + ": " + what + ": " + (db_ ? sqlite3_errmsg(db_) : "out of memory");
+  throw std::runtime_error(msg);
+}
+
+void Ledger::exec(const char* sql) {
+  char* err = nullptr;
+  if (sqlite3_exec(db_, sql, nullptr, nullptr, &err) != SQLITE_OK) {
+    std::string msg = std::string("ledger ") + path_ + ": " + sql + ": " + (err ? err : "?");
+    sqlite3_free(err);
+    throw std::runtime_error(msg);
+  }
+}
+
+Ledger::Stmt& Ledger::stmt(int index) { return stmts_[static_cast<std::size_t>(index)].reset(); }
+
+void Ledger::begin() {
+  if (!in_tx_) {
+    exec("BEGIN");
+    in_tx_ = true;
+  }
+}
+
+void Ledger::commit() {
+  if (in_tx_) {
+    exec("COMMIT");
+    in_tx_ = false;
+  }
+}
+
+Ledger::Added Ledger::add_link(std::string_view url, NameAssigner& names) {
+  begin();
+  auto& find = stmt(kFindUrl).bind(1, url);
+  if (find.step()) return {static_cast<std::uint64_t>(find.i64(0)), false, static_cast<LinkState>(find.i64(1))};
+  auto& ins = stmt(kInsert).bind(1, url).bind(2, names.assign(url));
+  ins.step();
+  return {static_cast<std::uint64_t>(sqlite3_last_insert_rowid(db_)), true, LinkState::pending};
+}
+
+void Ledger::load_names(NameAssigner& names) {
+  auto& s = stmt(kNames);
+  while (s.step()) names.reserve_name(s.text(0));
+}
+
+std::vector<TaskRow> Ledger::pending_after(std::uint64_t after, std::size_t n) {
+  std::vector<TaskRow> rows;
+  auto& s = stmt(kPendingAfter).bind(1, static_cast<std::int64_t>(after)).bind(2, static_cast<std::int64_t>(n));
+  while (s.step())
+    rows.push_back({static_cast<std::uint64_t>(s.i64(0)), s.text(1), s.text(2), static_cast<std::uint32_t>(s.i64(3))});
+  return rows;
+}
+
+std::optional<TaskRow> Ledger::task(std::uint64_t id) {
+  auto& s = stmt(kTask).bind(1, static_cast<std::int64_t>(id));
+  if (!s.step()) return std::nullopt;
+  return TaskRow{id, s.text(1), s.text(2), static_cast<std::uint32_t>(s.i64(3))};
+}
+
+std::optional<LinkRecord> Ledger::record(std::uint64_t id) {
+  auto& s = stmt(kRecord).bind(1, static_cast<std::int64_t>(id));
+  if (!s.step()) return std::nullopt;
+  return LinkRecord{static_cast<LinkState>(s.i64(0)), static_cast<std::uint32_t>(s.i64(1)),
+                    static_cast<std::uint64_t>(s.i64(2)), s.text(3), s.text(4), static_cast<int>(s.i64(5)),
+                    s.text(6)};
+}
+
+std::vector<std::uint64_t> Ledger::ids_in_state(LinkState st) {
+  std::vector<std::uint64_t> ids;
+  auto& s = stmt(kIdsInState).bind(1, static_cast<std::int64_t>(st));
+  while (s.step()) ids.push_back(static_cast<std::uint64_t>(s.i64(0)));
+  return ids;
+}
+
+void Ledger::lease(std::uint64_t id, std::string_view node, std::int64_t until_unix_ms) {
+  begin();
+  stmt(kLease).bind(1, static_cast<std::int64_t>(id)).bind(2, until_unix_ms).bind(3, node).step();
+}
+
+void Ledger::release(std::uint64_t id) {
+  begin();
+  stmt(kRelease).bind(1, static_cast<std::int64_t>(id)).step();
+}
+
+std::optional<LinkState> Ledger::finish(const proto::Result& r) {
+  begin();
+  auto& st = stmt(kState).bind(1, static_cast<std::int64_t>(r.id));
+  if (!st.step()) return std::nullopt;
+  const auto before = static_cast<LinkState>(st.i64(0));
+  if (before == LinkState::done || before == LinkState::failed) return std::nullopt;
+  const bool done = r.status == proto::Status::done;
+  stmt(kFinish)
+      .bind(1, static_cast<std::int64_t>(r.id))
+      .bind(2, static_cast<std::int64_t>(done ? LinkState::done : LinkState::failed))
+      .bind(3, static_cast<std::int64_t>(r.bytes))
+      .bind(4, r.sha256)
+      .bind(5, r.node)
+      .bind(6, static_cast<std::int64_t>(r.reason))
+      .bind(7, r.detail)
+      .bind(8, r.path)
+      .bind(9, static_cast<std::int64_t>(r.http_code))
+      .step();
+  return before;
+}
+
+void Ledger::fail(std::uint64_t id, proto::Reason reason, std::string_view detail) {
+  begin();
+  stmt(kFail).bind(1, static_cast<std::int64_t>(id)).bind(2, static_cast<std::int64_t>(reason)).bind(3, detail).step();
+}
+
+void Ledger::reset_for_new_run() {
+  begin();
+  exec("UPDATE links SET state = 0, attempts = 0, lease_until = NULL WHERE state IN (1, 3)");
+}
+
+LedgerCounts Ledger::counts() {
+  LedgerCounts c;
+  Stmt s(db_, "SELECT state, count(*) FROM links GROUP BY state");
+  while (s.step()) {
+    const auto n = static_cast<std::uint64_t>(s.i64(1));
+    switch (static_cast<LinkState>(s.i64(0))) {
+    case LinkState::pending: c.pending = n; break;
+    case LinkState::leased: c.leased = n; break;
+    case LinkState::done: c.done = n; break;
+    case LinkState::failed: c.failed = n; break;
+    }
+  }
+  return c;
+}
+
+std::string Ledger::meta(std::string_view key, std::string_view fallback) {
+  auto& s = stmt(kGetMeta).bind(1, key);
+  return s.step() ? s.text(0) : std::string(fallback);
+}
+
+void Ledger::set_meta(std::string_view key, std::string_view value) {
+  begin();
+  stmt(kSetMeta).bind(1, key).bind(2, value).step();
+}
+
+} // namespace trawl::broker

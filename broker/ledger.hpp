@@ -1,0 +1,107 @@
+// The ventilator's durable ledger: every link of the job with its state (pending, leased, done,
+// failed), attempts, lease deadline, final size and SHA-256, in SQLite (WAL mode) under --state.
+// Task ids are the rows' ids, so they are stable across restarts. Writes are batched: one
+// transaction is open at a time and commit() (called every few ms by the ventilator) closes it,
+// so there is never one fsync per link (WAL with synchronous=NORMAL syncs at checkpoints).
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "proto/messages.hpp"
+
+struct sqlite3;
+struct sqlite3_stmt;
+
+namespace trawl::broker {
+
+class NameAssigner;
+
+enum class LinkState : int { pending = 0, leased = 1, done = 2, failed = 3 };
+
+struct LedgerCounts {
+  std::uint64_t pending = 0, leased = 0, done = 0, failed = 0;
+  std::uint64_t total() const { return pending + leased + done + failed; }
+};
+
+struct TaskRow {
+  std::uint64_t id = 0;
+  std::string url;
+  std::string name;
+  std::uint32_t attempts = 0; // dispatches so far
+};
+
+struct LinkRecord {
+  LinkState state = LinkState::pending;
+  std::uint32_t attempts = 0;
+  std::uint64_t bytes = 0;
+  std::string sha256;
+  std::string node;
+  int reason = 0;
+  std::string detail;
+};
+
+class Ledger {
+public:
+  // Opens or creates <dir>/ledger.sqlite; `fresh` deletes an existing ledger first.
+  // Throws std::runtime_error naming the file on any SQLite error.
+  Ledger(const std::string& dir, bool fresh);
+  ~Ledger();
+  Ledger(const Ledger&) = delete;
+  Ledger& operator=(const Ledger&) = delete;
+
+  const std::string& path() const { return path_; }
+
+  struct Added {
+    std::uint64_t id;
+    bool is_new;
+    LinkState state;
+  };
+  // Adds a link (its file name chosen by `names`) unless the URL is known already.
+  Added add_link(std::string_view url, NameAssigner& names);
+
+  // Feeds every name in the ledger to `names`, so new links never take an existing one.
+  void load_names(NameAssigner& names);
+
+  // Up to `n` pending links with id > after, in id order.
+  std::vector<TaskRow> pending_after(std::uint64_t after, std::size_t n);
+  std::optional<TaskRow> task(std::uint64_t id);
+  std::optional<LinkRecord> record(std::uint64_t id);
+  std::vector<std::uint64_t> ids_in_state(LinkState s);
+
+  void lease(std::uint64_t id, std::string_view node, std::int64_t until_unix_ms);
+  void release(std::uint64_t id); // leased -> pending
+  // Records a final result. Returns the state the link was in, or nullopt when it was already
+  // final (a late duplicate) or unknown; then nothing changes.
+  std::optional<LinkState> finish(const proto::Result& r);
+  // Marks a link failed without a result (e.g. lost too many times).
+  void fail(std::uint64_t id, proto::Reason reason, std::string_view detail);
+
+  // A new run of the same job: failed links get another chance, leases of a dead run go back.
+  void reset_for_new_run();
+
+  LedgerCounts counts();
+
+  std::string meta(std::string_view key, std::string_view fallback = "");
+  void set_meta(std::string_view key, std::string_view value);
+
+  // Commits the open transaction, if any.
+  void commit();
+
+private:
+  class Stmt;
+  void exec(const char* sql);
+  void begin();
+  [[noreturn]] void fail_sql(const char* what);
+  Stmt& stmt(int index);
+
+  std::string path_;
+  sqlite3* db_ = nullptr;
+  std::vector<Stmt> stmts_;
+  bool in_tx_ = false;
+};
+
+} // namespace trawl::broker
