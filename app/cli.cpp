@@ -1,0 +1,208 @@
+// The trawl command line; see cli.hpp.
+#include "app/cli.hpp"
+
+#include <algorithm>
+#include <cctype>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <regex>
+
+#include "proto/messages.hpp"
+
+namespace trawl::app {
+namespace {
+
+constexpr const char* kDescription =
+    "trawl: a distributed bulk downloader.\n"
+    "A pipeline of processes joined by ZeroMQ: `fetch` emits links, `vent` fans them out as\n"
+    "tasks, any number of `download` processes (on any number of hosts) fetch them with\n"
+    "libcurl, and `sink` collects results and prints the summary. launch/pipeline starts all\n"
+    "of them on one machine.\n\n"
+    "Every flag can also be set in a config file (--config FILE, default ~/.config/trawl/trawl.conf\n"
+    "or /etc/trawl/trawl.conf; a [section] per subcommand, keys named like the flags) or in an\n"
+    "environment variable TRAWL_<SUBCOMMAND>_<FLAG>. Flags win over the environment, the\n"
+    "environment over the file, the file over the defaults.\n\n"
+    "Exit status: 0 every link done, 1 some links failed, 2 usage error, 3 fatal error,\n"
+    "130 interrupted.";
+
+// The option a config item names, or nullptr (unknown section or key).
+const CLI::Option* find_option(const CLI::App& root, const CLI::ConfigItem& item) {
+  const CLI::App* app = &root;
+  for (const auto& parent : item.parents) {
+    try {
+      app = app->get_subcommand(parent);
+    } catch (const CLI::OptionNotFound&) {
+      return nullptr;
+    }
+  }
+  if (const auto* opt = app->get_option_no_throw("--" + item.name)) return opt;
+  if (item.name.size() == 1)
+    if (const auto* opt = app->get_option_no_throw("-" + item.name)) return opt;
+  return nullptr;
+}
+
+// CLI11 2.1 applies the config file before the environment, and a value once set is kept, so a
+// file would beat an environment variable. Dropping the file's items whose variable is set gives
+// the documented order: flags > environment > file > defaults.
+class EnvAwareConfig : public CLI::ConfigTOML {
+public:
+  EnvAwareConfig(const CLI::App* root, bool use_environment)
+      : root_(root), use_environment_(use_environment) {}
+
+  std::vector<CLI::ConfigItem> from_config(std::istream& input) const override {
+    auto parsed = CLI::ConfigTOML::from_config(input);
+    if (use_environment_)
+      std::erase_if(parsed, [this](const CLI::ConfigItem& item) {
+        const CLI::Option* opt = find_option(*root_, item);
+        if (opt == nullptr || opt->get_envname().empty()) return false;
+        const char* value = std::getenv(opt->get_envname().c_str());
+        return value != nullptr && *value != '\0';
+      });
+    return parsed;
+  }
+
+private:
+  const CLI::App* root_;
+  bool use_environment_;
+};
+
+std::string upper_snake(std::string s) {
+  for (char& c : s) c = c == '-' ? '_' : static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  return s;
+}
+
+bool is_regular_file(const std::string& path) {
+  std::error_code ec;
+  return std::filesystem::is_regular_file(path, ec);
+}
+
+} // namespace
+
+Cli::Cli() : app(kDescription, "trawl") {}
+
+std::string version_string() {
+  return "trawl " TRAWL_VERSION " (protocol " + std::to_string(proto::kProtocolVersion) + ")";
+}
+
+CliSettings CliSettings::from_system() {
+  CliSettings s;
+  std::string user;
+  if (const char* xdg = std::getenv("XDG_CONFIG_HOME"); xdg != nullptr && *xdg == '/')
+    user = std::string(xdg) + "/trawl/trawl.conf";
+  else if (const char* home = std::getenv("HOME"); home != nullptr && *home != '\0')
+    user = std::string(home) + "/.config/trawl/trawl.conf";
+  s.default_config = !user.empty() && is_regular_file(user) ? user : "/etc/trawl/trawl.conf";
+  return s;
+}
+
+std::string env_name(const CLI::App* sub, const CLI::Option& opt) {
+  if (opt.get_lnames().empty() || opt.get_positional()) return "";
+  const std::string& flag = opt.get_lnames().front();
+  if (flag == "help" || flag == "version" || flag == "config") return "";
+  if (sub == nullptr) return "TRAWL_" + upper_snake(flag);
+  return "TRAWL_" + upper_snake(sub->get_name()) + "_" + upper_snake(flag);
+}
+
+std::unique_ptr<Cli> make_cli(const CliSettings& settings) {
+  auto cli = std::make_unique<Cli>();
+  CLI::App& app = cli->app;
+  app.require_subcommand(1);
+  // Inherited by the subcommands, so set before they are added.
+  app.config_formatter(std::make_shared<EnvAwareConfig>(&app, settings.use_environment));
+  app.allow_config_extras(CLI::config_extras_mode::error);
+
+  const std::string version = version_string();
+  app.set_version_flag("--version", version, "Print the version and protocol version and exit");
+  app.set_config("--config", settings.default_config,
+                 "Read flags from this file: TOML/INI, keys named like the flags, a [section] per "
+                 "subcommand ([download], [vent], ...). Default: ~/.config/trawl/trawl.conf, else "
+                 "/etc/trawl/trawl.conf, when it exists")
+      ->type_name("FILE");
+  app.add_flag("-v,--verbose", cli->verbose, "More log output on stderr (-vv for trace)");
+  app.add_flag("-q,--quiet", cli->quiet, "Less log output on stderr (-qq for errors only)");
+
+  cli->fetch = app.add_subcommand("fetch", "Read links from a source and send them to the ventilator");
+  fetcher::add_options(*cli->fetch, cli->fetch_opts);
+  cli->vent = app.add_subcommand("vent", "Hand links out to downloaders as tasks (the ventilator)");
+  broker::add_options(*cli->vent, cli->vent_opts);
+  cli->download =
+      app.add_subcommand("download", "Download tasks with libcurl and report results to the sink");
+  downloader::add_options(*cli->download, cli->download_opts);
+  cli->sink = app.add_subcommand("sink", "Collect results, show progress and print the summary");
+  broker::add_options(*cli->sink, cli->sink_opts);
+
+  cli->config = app.add_subcommand("config", "Work with config files");
+  cli->config->require_subcommand(1);
+  cli->config_check = cli->config->add_subcommand(
+      "check", "Validate a config file: every key must be a flag of its section and every value "
+               "acceptable to it. Prints 'FILE: ok', or the bad key and exits 2");
+  cli->config_check->add_option("FILE", cli->check_file, "The config file to check")->required();
+
+  cli->completion = app.add_subcommand("completion", "Print the shell completion script");
+  cli->completion->add_option("SHELL", cli->shell, "The shell (only bash for now)")
+      ->check(CLI::IsMember({"bash"}))
+      ->capture_default_str();
+  cli->shell = "bash";
+
+  cli->manpage = app.add_subcommand("manpage", "Print the man page of trawl or of a subcommand");
+  cli->manpage->group(""); // hidden: the build writes the man pages with it
+  cli->manpage->add_option("SUBCOMMAND", cli->man_subcommand, "fetch, vent, ...; none for trawl(1)");
+
+  for (CLI::App* sub : app.get_subcommands([](const CLI::App*) { return true; })) {
+    sub->fallthrough(); // -v, -q and --config may come after the subcommand
+    sub->set_version_flag("--version", version, "Print the version and protocol version and exit");
+  }
+  cli->config_check->fallthrough();
+
+  if (settings.use_environment) {
+    for (CLI::Option* opt : app.get_options())
+      if (const auto env = env_name(nullptr, *opt); !env.empty()) opt->envname(env);
+    for (CLI::App* sub : cli->actors())
+      for (CLI::Option* opt : sub->get_options())
+        if (const auto env = env_name(sub, *opt); !env.empty()) opt->envname(env);
+  }
+  return cli;
+}
+
+std::string check_config_file(const std::string& path) {
+  if (!is_regular_file(path) || !std::ifstream(path).good())
+    return path + ": not a readable file";
+  CliSettings settings;
+  settings.use_environment = false;
+  auto cli = make_cli(settings);
+  // CLI11 takes a vector of arguments in reverse order.
+  std::vector<std::string> args{path, "check", "config", path, "--config"};
+  try {
+    cli->app.parse(args);
+    return "";
+  } catch (const CLI::ConfigError& e) {
+    // "INI was not able to parse download.outt": the key is unknown in its section.
+    std::string what = e.what();
+    const std::string prefix = "INI was not able to parse ";
+    if (what.rfind(prefix, 0) == 0) {
+      std::string key = what.substr(prefix.size());
+      // A section that is no subcommand is reported by its opening marker, "nosuch.++".
+      if (key.size() > 3 && key.ends_with(".++"))
+        return path + ": unknown section [" + key.substr(0, key.size() - 3) + "]";
+      return path + ": unknown key '" + key + "'";
+    }
+    return path + ": " + what;
+  } catch (const CLI::ParseError& e) {
+    // A rejected value: CLI11 names the flag (--concurrency); name the file's key instead.
+    const std::string what = e.what();
+    std::smatch m;
+    if (std::regex_search(what, m, std::regex("--([A-Za-z0-9][-A-Za-z0-9_]*)"))) {
+      std::ifstream in(path);
+      CLI::ConfigTOML reader;
+      for (const auto& item : reader.from_config(in)) {
+        const CLI::Option* opt = find_option(cli->app, item);
+        if (opt != nullptr && opt->check_name("--" + m[1].str()))
+          return path + ": bad value for '" + item.fullname() + "': " + what;
+      }
+    }
+    return path + ": " + what;
+  }
+}
+
+} // namespace trawl::app

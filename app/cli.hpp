@@ -1,0 +1,75 @@
+// The trawl command line in one place: subcommands, their flags (registered by each library's
+// add_options), the config file and TRAWL_* environment layers, and --version. main, the man
+// pages, the bash completion and the tests all build this same tree, so they cannot drift.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "broker/sink.hpp"
+#include "broker/vent.hpp"
+#include "downloader/downloader.hpp"
+#include "fetcher/fetch.hpp"
+
+namespace trawl::app {
+
+// Where the settings that are not on the command line come from.
+struct CliSettings {
+  // Read when --config is not given; empty for none. A missing default file is not an error.
+  std::string default_config;
+  // Read TRAWL_<SUBCOMMAND>_<FLAG> (and TRAWL_VERBOSE, TRAWL_QUIET) variables.
+  bool use_environment = true;
+
+  // The defaults of an installed trawl: the first of $XDG_CONFIG_HOME/trawl/trawl.conf
+  // (~/.config/trawl/trawl.conf) and /etc/trawl/trawl.conf that exists; the environment is read.
+  static CliSettings from_system();
+};
+
+// The parsed command line. Not movable (CLI::App is not), hence make_cli returns a unique_ptr.
+struct Cli {
+  CLI::App app;
+  int verbose = 0;
+  int quiet = 0;
+
+  fetcher::FetchOptions fetch_opts;
+  broker::VentOptions vent_opts;
+  downloader::DownloadOptions download_opts;
+  broker::SinkOptions sink_opts;
+  std::string check_file;     // config check FILE
+  std::string man_subcommand; // manpage [SUB]
+  std::string shell;          // completion SHELL
+
+  CLI::App* fetch = nullptr;
+  CLI::App* vent = nullptr;
+  CLI::App* download = nullptr;
+  CLI::App* sink = nullptr;
+  CLI::App* config = nullptr;
+  CLI::App* config_check = nullptr;
+  CLI::App* completion = nullptr;
+  CLI::App* manpage = nullptr; // hidden: used by the build to write the man pages
+
+  Cli();
+  Cli(const Cli&) = delete;
+  Cli& operator=(const Cli&) = delete;
+
+  // The actor subcommands (fetch, vent, download, sink), in pipeline order.
+  std::vector<CLI::App*> actors() const { return {fetch, vent, download, sink}; }
+};
+
+// "trawl 0.1.0 (protocol 1)".
+std::string version_string();
+
+// The environment variable that sets `opt` of subcommand `sub` (nullptr: top level), e.g.
+// TRAWL_DOWNLOAD_CONCURRENCY for `download --concurrency`; "" for options that have none.
+std::string env_name(const CLI::App* sub, const CLI::Option& opt);
+
+// Builds the whole command line.
+std::unique_ptr<Cli> make_cli(const CliSettings& settings);
+
+// Validates a config file against the command line: returns "" when every key is a known flag of
+// its section and every value is accepted, else a message naming the file and the bad key.
+std::string check_config_file(const std::string& path);
+
+} // namespace trawl::app

@@ -1,0 +1,26 @@
+# Run as `cmake -DTRAWL=... -DOUT=... -DPAGES="trawl;fetch;..." -P gen-docs.cmake` by the build:
+# writes the man pages (and their gzip -9n copies, as Debian installs them) and the bash
+# completion, all printed by the trawl binary from its own command-line tree.
+file(MAKE_DIRECTORY ${OUT}/man ${OUT}/completion)
+foreach(page IN LISTS PAGES)
+  if(page STREQUAL "trawl")
+    set(sub "")
+    set(name trawl)
+  else()
+    set(sub ${page})
+    set(name trawl-${page})
+  endif()
+  execute_process(COMMAND ${TRAWL} manpage ${sub} OUTPUT_FILE ${OUT}/man/${name}.1
+                  RESULT_VARIABLE rc)
+  if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "trawl manpage ${sub} failed: ${rc}")
+  endif()
+  execute_process(COMMAND gzip -9nkf ${OUT}/man/${name}.1 RESULT_VARIABLE rc)
+  if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "gzip ${name}.1 failed: ${rc}")
+  endif()
+endforeach()
+execute_process(COMMAND ${TRAWL} completion bash OUTPUT_FILE ${OUT}/completion/trawl RESULT_VARIABLE rc)
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "trawl completion bash failed: ${rc}")
+endif()
