@@ -62,6 +62,9 @@ void CurlEasy::set_ptr(CURLoption opt, void* v) {
 void CurlEasy::set_write_fn(CURLoption opt, curl_write_callback fn) {
   check(curl_easy_setopt(h_, opt, fn), opt);
 }
+void CurlEasy::set_opensocket_fn(curl_opensocket_callback fn) {
+  check(curl_easy_setopt(h_, CURLOPT_OPENSOCKETFUNCTION, fn), CURLOPT_OPENSOCKETFUNCTION);
+}
 
 long CurlEasy::info_long(CURLINFO info, long fallback) const noexcept {
   long v = 0;

@@ -46,6 +46,7 @@ public:
   void set_str(CURLoption opt, const char* v); // libcurl copies the string
   void set_ptr(CURLoption opt, void* v);
   void set_write_fn(CURLoption opt, curl_write_callback fn);
+  void set_opensocket_fn(curl_opensocket_callback fn); // CURLOPT_OPENSOCKETFUNCTION
 
   // Getters return the fallback when libcurl has no value.
   long info_long(CURLINFO info, long fallback = 0) const noexcept;

@@ -21,6 +21,7 @@
 #include "common/names.hpp"
 #include "common/signals.hpp"
 #include "common/zmq_util.hpp"
+#include "downloader/address_policy.hpp"
 #include "downloader/curl_handles.hpp"
 #include "downloader/outcome.hpp"
 #include "downloader/transfer.hpp"
@@ -97,6 +98,8 @@ public:
     settings_.connect_timeout_s = o.connect_timeout_s;
     settings_.timeout_s = o.timeout_s;
     settings_.low_speed_time_s = o.low_speed_time_s;
+    settings_.low_speed_limit = o.low_speed_limit;
+    if (o.deny_private) settings_.address_filter = &non_public_range;
     settings_.max_redirects = o.max_redirects;
     settings_.max_size = o.max_size;
     settings_.user_agent = o.user_agent.empty() ? "trawl/" TRAWL_VERSION : o.user_agent;
@@ -337,7 +340,8 @@ private:
     const std::uint32_t attempt = t.attempt();
     release(&t);
 
-    if (f.reason != proto::Reason::none && !stopping && proto::is_retryable(f.reason) &&
+    if (f.reason != proto::Reason::none && !stopping && !f.permanent &&
+        proto::is_retryable(f.reason) &&
         attempt < 1 + static_cast<std::uint32_t>(std::max(opt_.retries, 0))) {
       // Retry-After only means something on "come back later" answers.
       const long retry_after =
@@ -484,7 +488,8 @@ std::string check_options(const DownloadOptions& o) {
   if (o.retries < 0) return "--retries must not be negative";
   if (o.max_redirects < 0) return "--max-redirects must not be negative";
   if (o.max_size == 0) return "--max-size must be positive";
-  if (o.connect_timeout_s < 0 || o.timeout_s < 0 || o.low_speed_time_s < 0)
+  if (o.connect_timeout_s < 0 || o.timeout_s < 0 || o.low_speed_time_s < 0 ||
+      o.low_speed_limit < 0)
     return "timeouts must not be negative";
   if (o.grace.count() < 0) return "--grace-ms must not be negative";
   if (o.per_host < 0) return "--per-host must not be negative";
@@ -551,9 +556,19 @@ void add_options(CLI::App& cmd, DownloadOptions& o) {
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
   cmd.add_option("--low-speed-time", o.low_speed_time_s,
-                 "abort a transfer that receives nothing for this many seconds")
+                 "abort a transfer slower than --low-speed-limit for this many seconds (also "
+                 "while waiting for the answer), 0 = never")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
+  cmd.add_option("--low-speed-limit", o.low_speed_limit,
+                 "bytes per second below which --low-speed-time counts, 0 = no check")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  cmd.add_flag("--deny-private", o.deny_private,
+               "refuse to connect to loopback, private (RFC 1918), link-local, CGNAT, unique-local "
+               "IPv6, multicast, reserved and cloud metadata addresses, checked after DNS "
+               "resolution on every connection, redirects included; such links fail with reason "
+               "connect (with a proxy, the proxy's address is what is checked)");
   cmd.add_option("--max-redirects", o.max_redirects, "redirects followed per transfer")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);

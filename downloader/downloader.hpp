@@ -23,8 +23,10 @@ struct DownloadOptions {
   int prefetch = 4;
   std::string node; // default hostname-pid
   long connect_timeout_s = 15;
-  long timeout_s = 0; // total per transfer, 0 = none
+  long timeout_s = 3600; // total per transfer, 0 = none
   long low_speed_time_s = 30;
+  long low_speed_limit = 1024; // bytes/s, averaged over low_speed_time_s
+  bool deny_private = false;   // refuse loopback, private, link-local, metadata... addresses
   int max_redirects = 10;
   std::uint64_t max_size = 1ULL << 30;
   int retries = 3;

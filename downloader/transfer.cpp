@@ -56,6 +56,8 @@ std::string Transfer::begin(const proto::Task& task, std::uint32_t attempt,
   discarded_ = 0;
   local_ = proto::Reason::none;
   local_detail_.clear();
+  gate_.filter = s.address_filter;
+  gate_.refused.clear();
   errbuf_[0] = '\0';
   if (EVP_DigestInit_ex(md_ctx_.get(), sha256_, nullptr) != 1)
     throw std::runtime_error("EVP_DigestInit_ex failed");
@@ -72,9 +74,19 @@ std::string Transfer::begin(const proto::Task& task, std::uint32_t attempt,
   easy_.set_long(CURLOPT_MAXREDIRS, s.max_redirects);
   easy_.set_long(CURLOPT_CONNECTTIMEOUT, s.connect_timeout_s);
   if (s.timeout_s > 0) easy_.set_long(CURLOPT_TIMEOUT, s.timeout_s);
-  // Abort a transfer that moves less than 1 byte/s for low_speed_time seconds (a stalled peer).
-  easy_.set_long(CURLOPT_LOW_SPEED_LIMIT, 1L);
-  easy_.set_long(CURLOPT_LOW_SPEED_TIME, s.low_speed_time_s);
+  // Abort a transfer slower than low_speed_limit bytes/s for low_speed_time seconds: a peer that
+  // never answers, or trickles a byte a second, does not hold a slot for ever. This covers the
+  // wait for the response headers too. 0 seconds turns the check off.
+  if (s.low_speed_time_s > 0 && s.low_speed_limit > 0) {
+    easy_.set_long(CURLOPT_LOW_SPEED_LIMIT, s.low_speed_limit);
+    easy_.set_long(CURLOPT_LOW_SPEED_TIME, s.low_speed_time_s);
+  }
+  if (gate_.filter != nullptr) {
+    // Checked on the resolved address of every connection, so also across redirects and
+    // whatever the DNS answers.
+    easy_.set_opensocket_fn(&open_gated_socket);
+    easy_.set_ptr(CURLOPT_OPENSOCKETDATA, &gate_);
+  }
   easy_.set_long(CURLOPT_NOSIGNAL, 1L);
   easy_.set_long(CURLOPT_HTTP_VERSION, CURL_HTTP_VERSION_2TLS);
   // Over TLS, wait for the first connection's ALPN and multiplex on it rather than open one
@@ -90,7 +102,11 @@ std::string Transfer::begin(const proto::Task& task, std::uint32_t attempt,
   // write() calls.
   easy_.set_str(CURLOPT_USERAGENT, s.user_agent.c_str());
 
-  const int fd = ::open(temp_path.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0644);
+  // O_EXCL already fails on any existing name, a symbolic link included; O_NOFOLLOW says so
+  // explicitly. The final name is only ever reached by rename(), which replaces a link planted
+  // there instead of following it.
+  const int fd =
+      ::open(temp_path.c_str(), O_CREAT | O_EXCL | O_NOFOLLOW | O_WRONLY | O_CLOEXEC, 0644);
   if (fd < 0) return bounded("cannot create " + temp_path + ": " + std::strerror(errno),
                              proto::kMaxDetailBytes);
   fd_ = fd;
@@ -145,6 +161,12 @@ Finished Transfer::finish(CURLcode code, const std::string& final_path) {
   o.local_detail = local_detail_;
   o.content_length = easy_.info_off(CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, -1);
   o.bytes = bytes_;
+  // A refused address ends the transfer as "could not connect"; say why, and do not retry.
+  if (!gate_.refused.empty() && code == CURLE_COULDNT_CONNECT && o.local == proto::Reason::none) {
+    o.local = proto::Reason::connect;
+    o.local_detail = "refused by --deny-private: " + gate_.refused;
+    f.permanent = true;
+  }
 
   // close() can be where a delayed write error (NFS, quota) first shows up.
   if (fd_ >= 0) {

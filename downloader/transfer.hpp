@@ -10,6 +10,7 @@
 #include <openssl/evp.h>
 #include <string>
 
+#include "downloader/address_policy.hpp"
 #include "downloader/curl_handles.hpp"
 #include "proto/messages.hpp"
 
@@ -20,9 +21,13 @@ struct TransferSettings {
   long connect_timeout_s = 15;
   long timeout_s = 0; // 0 = no limit on the whole transfer
   long low_speed_time_s = 30;
+  long low_speed_limit = 1024; // bytes/s averaged over low_speed_time_s, else timeout
   long max_redirects = 10;
   std::uint64_t max_size = 1ULL << 30;
   std::string user_agent;
+  // Refuses connections to the addresses it names (--deny-private: non_public_range); checked
+  // on every address libcurl connects to, redirects included. nullptr: no check.
+  AddressFilter address_filter = nullptr;
 };
 
 // What an attempt came to. On success the body is at `path` and sha256 is set.
@@ -36,6 +41,7 @@ struct Finished {
   std::uint32_t ms = 0;
   std::uint32_t ttfb_ms = 0;
   long retry_after_s = 0; // from a Retry-After header, 0 when none
+  bool permanent = false; // another attempt cannot help (the address policy refused the host)
 };
 
 class Transfer {
@@ -48,13 +54,14 @@ public:
   Transfer& operator=(const Transfer&) = delete;
 
   // Prepares one attempt: resets the handle, sets every option and creates `temp_path`
-  // (O_EXCL). Returns "" on success, else why the temporary file could not be created (the
+  // (O_EXCL | O_NOFOLLOW: never an existing file, never through a planted link). Returns "" on success, else why the temporary file could not be created (the
   // caller reports Reason::io). Throws CurlError when libcurl refuses an option.
   std::string begin(const proto::Task& task, std::uint32_t attempt, const TransferSettings& s,
                     std::string temp_path);
 
   // Ends the attempt once libcurl reported `code` (the handle must be detached from the multi):
-  // on success renames the temporary file to `final_path`; on any failure removes it.
+  // on success renames the temporary file to `final_path` (rename(2) replaces whatever is
+  // there, a symbolic link included, and never writes through it); on any failure removes it.
   Finished finish(CURLcode code, const std::string& final_path);
 
   // Ends the attempt without an outcome (stop): removes the temporary file.
@@ -84,6 +91,7 @@ private:
   std::uint64_t discarded_ = 0; // body bytes of an error response, read and dropped
   proto::Reason local_ = proto::Reason::none;
   std::string local_detail_;
+  SocketGate gate_; // CURLOPT_OPENSOCKETDATA while settings.address_filter is set
 };
 
 } // namespace trawl::downloader
