@@ -20,7 +20,9 @@
 namespace trawl::broker {
 
 void add_options(CLI::App& cmd, VentOptions& o) {
-  cmd.add_option("--links", o.links_bind, "Endpoint(s) to bind for links from the fetcher (PULL)")
+  cmd.add_option("--links", o.links_bind,
+                 "Endpoint(s) to bind for links from the fetcher (ROUTER: the end of the list is "
+                 "answered with a receipt)")
       ->capture_default_str();
   cmd.add_option("--bind,--tasks", o.tasks_bind,
                  "Endpoint(s) to bind for downloaders to take tasks from (ROUTER)")
@@ -98,7 +100,7 @@ class Vent {
 public:
   explicit Vent(const VentOptions& o)
       : opt_(o), ledger_(o.state_dir, o.fresh),
-        links_(make_socket(ctx_, zmq::socket_type::pull, {.sndhwm = 1000, .rcvhwm = 1000})),
+        links_(make_socket(ctx_, zmq::socket_type::router, {.sndhwm = 1000, .rcvhwm = 1000})),
         tasks_(make_socket(ctx_, zmq::socket_type::router, {})),
         acks_(make_socket(ctx_, zmq::socket_type::pull, {.sndhwm = 1000, .rcvhwm = 10000})),
         sink_(make_socket(ctx_, zmq::socket_type::push, {})) {
@@ -383,10 +385,18 @@ private:
     for (auto task : lost) requeue(task, "no result in time");
   }
 
+  // The fetcher's DEALER: [routing id, frame]. The end marker is answered with a receipt.
   void drain_links() {
     for (int budget = 0; budget < 5000; ++budget) {
-      auto msg = try_recv(links_);
-      if (!msg) return;
+      zmq::message_t routing, body;
+      if (!links_.recv(routing, zmq::recv_flags::dontwait)) return;
+      if (!routing.more() || !links_.recv(body, zmq::recv_flags::dontwait) || body.more()) {
+        while (body.more() && links_.recv(body, zmq::recv_flags::dontwait)) {
+        }
+        drop("links", "not a single-frame message");
+        continue;
+      }
+      const auto* msg = &body;
       auto decoded = proto::decode(msg->to_string_view());
       if (auto* err = std::get_if<proto::DecodeError>(&decoded)) {
         drop("links", err->what);
@@ -402,6 +412,13 @@ private:
                        end->count, links_this_run_);
         links_ended_ = true;
         ledger_.set_meta("links_ended", "1");
+        ledger_.commit(); // the receipt promises the links are in the ledger
+        try {
+          links_.send(routing, zmq::send_flags::sndmore | zmq::send_flags::dontwait);
+          links_.send(zmq::buffer(proto::encode(proto::LinksEnd{links_this_run_})), zmq::send_flags::dontwait);
+        } catch (const zmq::error_t& e) {
+          spdlog::warn("could not send the fetcher its receipt: {}", e.what());
+        }
         if (started_ms_ == 0) start_clock();
         spdlog::info("fetcher done: the job has {} links ({} new in this run, {} already done)",
                      counts_.total(), new_links_, skipped_);

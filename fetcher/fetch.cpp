@@ -153,7 +153,11 @@ int run_impl(const FetchOptions& o, const std::function<bool()>& stop) {
   so.sndhwm = o.sndhwm;
   so.linger = o.linger;
   so.immediate = true; // queue nothing for an endpoint with no ventilator behind it
-  zmq::socket_t sock = make_socket(ctx, zmq::socket_type::push, so);
+  // A DEALER rather than a PUSH: the ventilator answers the end marker with the number of links
+  // it received, and only then may this process exit. (Frames still in the kernel's socket buffer
+  // when the sender closes can be dropped by the receiving side's I/O thread, so "sent" is not
+  // "received" until the ventilator says so.)
+  zmq::socket_t sock = make_socket(ctx, zmq::socket_type::dealer, so);
   try {
     connect_all(sock, o.connect);
   } catch (const std::runtime_error& e) {
@@ -202,19 +206,46 @@ int run_impl(const FetchOptions& o, const std::function<bool()>& stop) {
     return kExitInterrupted;
   }
 
-  // Closing the context waits up to the linger time for the queued frames to reach the
-  // ventilator; taking all of it means some may have been dropped.
-  sock.close();
-  const auto t0 = Clock::now();
-  ctx.close();
-  const auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0);
-  if (o.linger.count() > 0 && waited >= o.linger - std::chrono::milliseconds(10)) {
-    spdlog::error("the ventilator at {} did not take every link within {} ms (--linger-ms); "
-                  "some links may not have been delivered",
-                  join(o.connect), o.linger.count());
-    return kExitFatal;
+  // Wait for the ventilator's receipt: it echoes the end marker with the count it received.
+  const auto deadline = Clock::now() + o.linger;
+  for (;;) {
+    if (stop() || stop_requested()) {
+      sock.set(zmq::sockopt::linger, 0);
+      spdlog::warn("interrupted while waiting for the ventilator's receipt");
+      return kExitInterrupted;
+    }
+    const auto now = Clock::now();
+    if (now >= deadline) {
+      sock.set(zmq::sockopt::linger, 0);
+      spdlog::error("the ventilator at {} did not confirm the {} links within {} ms (--linger-ms); "
+                    "some may not have been delivered: run the job again to pick them up",
+                    join(o.connect), sent, o.linger.count());
+      return kExitFatal;
+    }
+    zmq::pollitem_t item{sock.handle(), 0, ZMQ_POLLIN, 0};
+    try {
+      zmq::poll(&item, 1, std::min(std::chrono::milliseconds(100),
+                                   std::chrono::ceil<std::chrono::milliseconds>(deadline - now)));
+    } catch (const zmq::error_t& e) {
+      if (e.num() != EINTR) throw;
+    }
+    auto reply = try_recv(sock);
+    if (!reply) continue;
+    auto decoded = proto::decode(reply->to_string_view());
+    const auto* m = std::get_if<proto::Message>(&decoded);
+    const auto* receipt = m ? std::get_if<proto::LinksEnd>(m) : nullptr;
+    if (!receipt) {
+      spdlog::warn("ignored an unexpected frame from the ventilator");
+      continue;
+    }
+    if (receipt->count < sent) {
+      spdlog::error("the ventilator received {} of the {} links; run the job again to pick up the rest",
+                    receipt->count, sent);
+      return kExitFatal;
+    }
+    spdlog::debug("the ventilator confirmed {} links", receipt->count);
+    return kExitOk;
   }
-  return kExitOk;
 }
 
 } // namespace

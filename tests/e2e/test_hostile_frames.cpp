@@ -205,7 +205,7 @@ TEST_CASE("hostile frames on every socket: dropped, logged, and the job still co
     return all;
   };
 
-  bombard(ctx, zmq::socket_type::push, links, with({task, res, ready, job}));
+  bombard(ctx, zmq::socket_type::dealer, links, with({task, res, ready, job}));
   bombard(ctx, zmq::socket_type::push, acks, with({link, task, ready, job}));
   bombard(ctx, zmq::socket_type::push, results, with({link, task, ready}));
   bombard(ctx, zmq::socket_type::dealer, tasks, with({link, task, res, job}));

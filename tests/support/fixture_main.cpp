@@ -50,6 +50,8 @@ struct Options {
   std::string require_client_id;
   std::string base_url;
   bool verbose = false;
+  int transient_pct = 0;     // these % of names fail their first request (kind by name)
+  int permanent_404_pct = 0; // these % of names always answer 404
 };
 
 // The corpus and the bytes of its files. Bytes are generated on first request and kept, so
@@ -148,8 +150,58 @@ private:
 // here, parsing it in parse_fault() and applying it in send_file(); the routes need no change.
 // Planned: status codes (with Retry-After), connection resets, truncated bodies, slow trickle.
 struct Fault {
-  enum class Kind { none };
+  enum class Kind { none, status, cut };
   Kind kind = Kind::none;
+  int status = 0;          // for Kind::status
+  int retry_after_s = -1;  // Retry-After header when >= 0
+};
+
+// Which fault a name gets, from --transient-pct and --permanent-404-pct: decided by a hash of the
+// name (stable across runs) and, for transient faults, only on the name's first request.
+class FaultPlan {
+public:
+  explicit FaultPlan(const Options& opt) : transient_(opt.transient_pct), permanent_(opt.permanent_404_pct) {}
+
+  static unsigned bucket(const std::string& name) {
+    std::uint64_t h = 1469598103934665603ULL;
+    for (unsigned char c : name) h = (h ^ c) * 1099511628211ULL;
+    return static_cast<unsigned>((h >> 17) % 100);
+  }
+  bool permanent(const std::string& name) const { return static_cast<int>(bucket(name)) >= 100 - permanent_; }
+  bool transient(const std::string& name) const { return static_cast<int>(bucket(name)) < transient_; }
+
+  // The fault for this request of `name`.
+  Fault next(const std::string& name) {
+    if (permanent(name)) return Fault{Fault::Kind::status, 404, -1};
+    if (!transient(name)) return {};
+    {
+      std::lock_guard lock(mutex_);
+      if (seen_[name]++ > 0) return {};
+    }
+    switch (bucket(name) % 5) {
+    case 0: return Fault{Fault::Kind::status, 500, -1};
+    case 1: return Fault{Fault::Kind::status, 503, 1};
+    case 2: return Fault{Fault::Kind::status, 429, 1};
+    case 3: return Fault{Fault::Kind::status, 503, -1};
+    default: return Fault{Fault::Kind::cut, 0, -1}; // connection closed halfway through the body
+    }
+  }
+
+  std::string describe(const std::vector<ts::Item>& files) const {
+    nlohmann::json j;
+    j["transient"] = nlohmann::json::array();
+    j["permanent"] = nlohmann::json::array();
+    for (const auto& f : files) {
+      if (permanent(f.name)) j["permanent"].push_back(f.name);
+      else if (transient(f.name)) j["transient"].push_back(f.name);
+    }
+    return j.dump();
+  }
+
+private:
+  int transient_, permanent_;
+  std::mutex mutex_;
+  std::map<std::string, int> seen_;
 };
 
 // "/fault/<mode...>/i/<name>" -> the fault and the file name; std::nullopt for an unknown mode.
@@ -164,6 +216,21 @@ void send_file(Response& res, std::shared_ptr<const std::string> bytes, const st
   switch (fault.kind) {
   case Fault::Kind::none:
     break;
+  case Fault::Kind::status:
+    res.status = fault.status;
+    if (fault.retry_after_s >= 0) res.set_header("Retry-After", std::to_string(fault.retry_after_s));
+    res.set_content("fault: HTTP " + std::to_string(fault.status) + "\n", "text/plain");
+    return;
+  case Fault::Kind::cut: {
+    // Announce the whole length, send half, then drop the connection.
+    const std::size_t size = bytes->size();
+    res.set_content_provider(size, type, [bytes = std::move(bytes)](std::size_t offset, std::size_t length, httplib::DataSink& sink) {
+      const std::size_t half = bytes->size() / 2;
+      if (offset >= half) return false;
+      return sink.write(bytes->data() + offset, std::min(length, half - offset));
+    });
+    return;
+  }
   }
   const std::size_t size = bytes->size();
   res.set_content_provider(
@@ -209,7 +276,7 @@ void not_found(Response& res, const std::string& what) {
 }
 
 void install_routes(httplib::Server& svr, const Options& opt, FileStore& store, Stats& stats,
-                    const std::string& own_url) {
+                    FaultPlan& faults, const std::string& own_url) {
   svr.set_pre_routing_handler([&stats](const Request& req, Response&) {
     if (req.path.rfind("/stats", 0) != 0) stats.count(req.path);
     return httplib::Server::HandlerResponse::Unhandled;
@@ -237,7 +304,7 @@ void install_routes(httplib::Server& svr, const Options& opt, FileStore& store, 
     const std::string name = req.matches[1];
     auto bytes = store.get(name);
     if (!bytes) return not_found(res, name);
-    send_file(res, std::move(bytes), ts::mime_type_for(name), Fault{});
+    send_file(res, std::move(bytes), ts::mime_type_for(name), faults.next(name));
   });
 
   svr.Get(R"(/fault/(.+))", [&](const Request& req, Response& res) {
@@ -270,6 +337,10 @@ void install_routes(httplib::Server& svr, const Options& opt, FileStore& store, 
 
   svr.Get("/manifest.tsv", [&](const Request&, Response& res) {
     res.set_content(store.manifest(), "text/tab-separated-values");
+  });
+
+  svr.Get("/faults", [&faults, &store](const Request&, Response& res) {
+    res.set_content(faults.describe(ts::files_of(store.items(), true)), "application/json");
   });
 
   svr.Get("/stats", [&stats](const Request&, Response& res) {
@@ -330,6 +401,16 @@ int main(int argc, char** argv) {
   app.add_option("--base-url", opt.base_url,
                  "Prefix for links in generated documents (default: the request's Host)");
   app.add_flag("-v,--verbose", opt.verbose, "Log every request to stderr");
+  app.add_option("--transient-pct", opt.transient_pct,
+                 "This % of files (chosen by a hash of the name) fail their first request: HTTP "
+                 "500, 503 (with or without Retry-After: 1), 429 (Retry-After: 1), or a body cut "
+                 "halfway; later requests succeed. GET /faults lists the names")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 100));
+  app.add_option("--permanent-404-pct", opt.permanent_404_pct,
+                 "This % of files (by name hash, disjoint from the transient ones) always answer 404")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 100));
   CLI11_PARSE(app, argc, argv);
   spdlog::set_default_logger(spdlog::stderr_color_mt("fixture"));  // stdout stays clean
 
@@ -376,7 +457,8 @@ int main(int argc, char** argv) {
   const std::string url_host =
       opt.host == "0.0.0.0" || opt.host == "::" ? "127.0.0.1" : opt.host;
   const std::string own_url = "http://" + url_host + ":" + std::to_string(port);
-  install_routes(svr, opt, store, stats, own_url);
+  FaultPlan faults(opt);
+  install_routes(svr, opt, store, stats, faults, own_url);
 
   std::atomic<bool> done{false};
   std::thread signal_thread([&] {

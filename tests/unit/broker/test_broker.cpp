@@ -141,7 +141,7 @@ TEST_CASE("vent: numbers tasks, names them uniquely, announces the total, ends o
   auto ep = read_ready(ready);
   REQUIRE(ep.count("tasks"));
 
-  auto links = make_socket(ctx, zmq::socket_type::push, {});
+  auto links = make_socket(ctx, zmq::socket_type::dealer, {});
   links.connect(ep["links"]);
   const std::vector<std::string> urls = {"http://a.test/1.jpg", "http://a.test/2.jpg",
                                          "http://b.test/1.jpg"};
@@ -182,6 +182,7 @@ TEST_CASE("vent: numbers tasks, names them uniquely, announces the total, ends o
   for (int i = 0; i < 20 && job.total < 0; ++i) job = std::get<proto::Job>(recv_message(sink));
   CHECK(job.total == 3);
   CHECK(job.started_unix_ms > 0);
+  CHECK(std::get<proto::LinksEnd>(recv_message(links)).count == 3); // the fetcher's receipt
   CHECK_FALSE(job.complete);
 
   // The sink forwards results as acknowledgements; duplicates and unknown ids change nothing.

@@ -40,13 +40,15 @@ struct Received {
   int bad_frames = 0;
 };
 
-// Receives until LinksEnd arrives or nothing comes for `quiet`.
+// Plays the ventilator's links socket (a ROUTER): receives until LinksEnd arrives or nothing
+// comes for `quiet`, and answers LinksEnd with the receipt the fetcher waits for.
 Received receive_all(zmq::socket_t& pull, std::chrono::milliseconds quiet = 5000ms) {
   Received r;
   pull.set(zmq::sockopt::rcvtimeo, static_cast<int>(quiet.count()));
   for (;;) {
-    zmq::message_t msg;
-    if (!pull.recv(msg)) break;
+    zmq::message_t id, msg;
+    if (!pull.recv(id)) break;
+    if (!id.more() || !pull.recv(msg)) break;
     auto d = proto::decode(msg.to_string_view());
     if (!std::holds_alternative<proto::Message>(d)) {
       ++r.bad_frames;
@@ -57,6 +59,8 @@ Received receive_all(zmq::socket_t& pull, std::chrono::milliseconds quiet = 5000
       r.urls.push_back(link->url);
     } else if (const auto* end = std::get_if<proto::LinksEnd>(&m)) {
       r.end_count = end->count;
+      pull.send(id, zmq::send_flags::sndmore);
+      pull.send(zmq::buffer(proto::encode(proto::LinksEnd{r.urls.size()})), zmq::send_flags::none);
       break;
     } else {
       ++r.bad_frames;
@@ -67,7 +71,7 @@ Received receive_all(zmq::socket_t& pull, std::chrono::milliseconds quiet = 5000
 
 struct Pull {
   zmq::context_t ctx{1};
-  zmq::socket_t sock{ctx, zmq::socket_type::pull};
+  zmq::socket_t sock{ctx, zmq::socket_type::router};
   std::string endpoint;
   Pull() {
     sock.set(zmq::sockopt::linger, 0);

@@ -1,0 +1,233 @@
+// Fault injection, end to end: real processes, the fixture server misbehaving on purpose, and
+// processes killed with SIGKILL mid-job. Every test checks every file's SHA-256 and the ledger's
+// final states: no link lost, none written twice, no temporary file left.
+#include <catch2/catch.hpp>
+#include <csignal>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <sqlite3.h>
+#include <thread>
+
+#include "tests/support/corpus.hpp"
+#include "tests/support/process.hpp"
+
+namespace fs = std::filesystem;
+using namespace trawl::testsupport;
+using namespace std::chrono_literals;
+
+namespace {
+
+std::map<std::string, std::string> files_in(const std::string& out) {
+  std::map<std::string, std::string> files;
+  for (const auto& e : fs::directory_iterator(out))
+    if (e.path().filename() != ".trawl") files[e.path().filename().string()] = sha256_file(e.path().string());
+  return files;
+}
+
+std::size_t landed(const std::string& out) {
+  std::size_t n = 0;
+  if (!fs::exists(out)) return 0;
+  for (const auto& e : fs::directory_iterator(out)) {
+    const auto name = e.path().filename().string();
+    n += !name.ends_with(".part") && name != ".trawl";
+  }
+  return n;
+}
+
+void wait_landed(const std::string& out, std::size_t n) {
+  for (int i = 0; i < 600 && landed(out) < n; ++i) std::this_thread::sleep_for(50ms);
+  REQUIRE(landed(out) >= n);
+}
+
+// state -> count, from the ledger.
+std::map<int, int> ledger_states(const std::string& state_dir) {
+  sqlite3* db = nullptr;
+  std::map<int, int> counts;
+  REQUIRE(sqlite3_open_v2((state_dir + "/ledger.sqlite").c_str(), &db, SQLITE_OPEN_READONLY, nullptr) == SQLITE_OK);
+  sqlite3_stmt* st = nullptr;
+  REQUIRE(sqlite3_prepare_v2(db, "SELECT state, count(*) FROM links GROUP BY state", -1, &st, nullptr) == SQLITE_OK);
+  while (sqlite3_step(st) == SQLITE_ROW) counts[sqlite3_column_int(st, 0)] = sqlite3_column_int(st, 1);
+  sqlite3_finalize(st);
+  sqlite3_close(db);
+  return counts;
+}
+
+std::map<std::string, std::string> expected_uniform(std::size_t count, std::uint64_t size) {
+  std::map<std::string, std::string> expected;
+  for (const auto& item : uniform_corpus(count, size, 1))
+    expected[item.name] = sha256_hex(file_bytes(item.name, item.size));
+  return expected;
+}
+
+std::map<std::string, pid_t> read_pids(const std::string& path) {
+  std::map<std::string, pid_t> pids;
+  std::ifstream in(path);
+  std::string name;
+  pid_t pid;
+  while (in >> name >> pid) pids[name] = pid;
+  return pids;
+}
+
+// The pipeline's processes started one by one, so a test can kill and restart any of them.
+class Pipeline {
+public:
+  Pipeline(const std::string& source, int concurrency)
+      : dir_("trawl-e2e-faults"), out_(dir_ / "out"), state_(dir_ / "state"), source_(source),
+        concurrency_(concurrency) {
+    ep_ = "ipc://" + dir_.path() + "/";
+  }
+
+  void start_all() {
+    start_sink();
+    start_vent();
+    start_downloader(0);
+    start_downloader(1);
+    fetch_ = spawn("fetch", {"fetch", "--source", source_, "--connect", ep_ + "links"});
+  }
+  void start_sink() {
+    sink_ = spawn("sink" + std::to_string(++sinks_), {"sink", "--bind", ep_ + "results", "--acks", ep_ + "acks", "--progress", "none"});
+  }
+  void start_vent() {
+    vent_ = spawn("vent" + std::to_string(++vents_),
+                  {"vent", "--links", ep_ + "links", "--bind", ep_ + "tasks", "--acks", ep_ + "acks", "--sink",
+                   ep_ + "results", "--state", state_, "--run-id", "test-run", "--ack-timeout-ms", "2000",
+                   "--peer-timeout-ms", "2000"});
+  }
+  void start_downloader(int i) {
+    dl_[i] = spawn("download" + std::to_string(i), {"download", "--connect", ep_ + "tasks", "--sink", ep_ + "results",
+                                                     "--out", out_, "-j", std::to_string(concurrency_), "--node",
+                                                     "node" + std::to_string(i)});
+  }
+
+  Child& sink() { return sink_; }
+  Child& vent() { return vent_; }
+  const std::string& out() const { return out_; }
+  const std::string& state() const { return state_; }
+  std::string log(const std::string& name) const { return read_file(dir_ / (name + ".err")); }
+  std::string summary() const { return read_file(dir_ / ("sink" + std::to_string(sinks_) + ".out")); }
+
+  void stop_downloaders() {
+    for (auto& d : dl_) {
+      d.signal(SIGTERM);
+      CHECK(d.wait_for(20s).has_value());
+    }
+    fetch_.wait_for(5s);
+  }
+
+private:
+  Child spawn(const std::string& name, std::vector<std::string> args) {
+    args.insert(args.begin(), TRAWL_BIN);
+    return Child::spawn(args, {}, dir_ / (name + ".out"), dir_ / (name + ".err"));
+  }
+
+  TempDir dir_;
+  std::string out_, state_, source_, ep_;
+  int concurrency_;
+  int sinks_ = 0, vents_ = 0;
+  Child sink_, vent_, fetch_;
+  Child dl_[2];
+};
+
+} // namespace
+
+TEST_CASE("transient failures are retried to success, permanent ones reported with their reason", "[e2e]") {
+  auto fixture = FixtureServer::start({"--corpus", "uniform", "--count", "300", "--size", "10000",
+                                       "--transient-pct", "10", "--permanent-404-pct", "2"});
+  const auto faults = nlohmann::json::parse(http_get(fixture.url() + "/faults"));
+  const std::size_t transient = faults["transient"].size(), permanent = faults["permanent"].size();
+  REQUIRE(transient > 10);
+  REQUIRE(permanent > 0);
+  TempDir dir("trawl-e2e-flaky");
+  const std::string out = dir / "out";
+  auto child = Child::spawn({TRAWL_PIPELINE, "--trawl", TRAWL_BIN, "--progress", "none", "--source",
+                             fixture.url() + "/list.txt", "--out", out},
+                            {}, dir / "stdout", dir / "stderr");
+  auto status = child.wait_for(120s);
+  const std::string summary = read_file(dir / "stdout");
+  INFO("stdout:\n" << summary << "\nstderr:\n" << read_file(dir / "stderr"));
+  REQUIRE(status);
+  CHECK(*status == 1);
+  CHECK_THAT(summary, Catch::Contains("300 links: " + std::to_string(300 - permanent) + " done, " +
+                                      std::to_string(permanent) + " failed"));
+  CHECK_THAT(summary, Catch::Contains("http-4xx"));
+
+  auto expected = expected_uniform(300, 10000);
+  for (const auto& name : faults["permanent"]) expected.erase(name.get<std::string>());
+  CHECK(files_in(out) == expected);
+  auto states = ledger_states(out + "/.trawl");
+  CHECK(states[2] == static_cast<int>(300 - permanent)); // done
+  CHECK(states[3] == static_cast<int>(permanent));       // failed
+  CHECK(states[0] + states[1] == 0);
+  // Each transient file was asked for twice, each other file once: no retry of a 404.
+  const auto stats = nlohmann::json::parse(http_get(fixture.url() + "/stats"));
+  CHECK(stats["file_requests"].get<std::size_t>() == 300 + transient);
+}
+
+TEST_CASE("kill -9 of one of two downloaders halfway: its tasks go to the other", "[e2e]") {
+  auto fixture = FixtureServer::start({"--corpus", "uniform", "--count", "2000", "--size", "10000",
+                                       "--delay-ms", "100"});
+  TempDir dir("trawl-e2e-killdl");
+  const std::string out = dir / "out", run_dir = dir / "run";
+  fs::create_directories(run_dir);
+  auto child = Child::spawn({TRAWL_PIPELINE, "--trawl", TRAWL_BIN, "--run-dir", run_dir, "--progress", "none",
+                             "--source", fixture.url() + "/list.txt", "--out", out, "--concurrency", "16",
+                             "--", "--prefetch", "4"},
+                            {}, dir / "stdout", dir / "stderr");
+  wait_landed(out, 600);
+  const auto pids = read_pids(run_dir + "/pids");
+  REQUIRE(pids.count("download-1"));
+  REQUIRE(::kill(pids.at("download-1"), SIGKILL) == 0);
+  auto status = child.wait_for(120s);
+  INFO("stdout:\n" << read_file(dir / "stdout") << "\nstderr:\n" << read_file(dir / "stderr"));
+  REQUIRE(status);
+  CHECK(*status == 0);
+  CHECK(files_in(out) == expected_uniform(2000, 10000)); // none lost, no .part left, nothing extra
+  auto states = ledger_states(out + "/.trawl");
+  CHECK(states[2] == 2000);
+  CHECK_THAT(read_file(dir / "stdout"), Catch::Contains("2000 links: 2000 done, 0 failed"));
+}
+
+TEST_CASE("kill -9 of the ventilator, restarted with the same flags: the job completes", "[e2e]") {
+  auto fixture = FixtureServer::start({"--corpus", "uniform", "--count", "600", "--size", "10000",
+                                       "--delay-ms", "100"});
+  Pipeline p(fixture.url() + "/list.txt", 8);
+  p.start_all();
+  wait_landed(p.out(), 150);
+  p.vent().signal(SIGKILL);
+  CHECK(p.vent().wait_for(5s).has_value());
+  std::this_thread::sleep_for(500ms);
+  p.start_vent();
+  auto sink_status = p.sink().wait_for(120s);
+  INFO("vent1:\n" << p.log("vent1") << "\nvent2:\n" << p.log("vent2") << "\nsink:\n" << p.log("sink1"));
+  REQUIRE(sink_status);
+  CHECK(*sink_status == 0);
+  CHECK(p.vent().wait_for(10s) == std::optional<int>(0));
+  p.stop_downloaders();
+  CHECK(files_in(p.out()) == expected_uniform(600, 10000));
+  CHECK(ledger_states(p.state())[2] == 600);
+  CHECK_THAT(p.summary(), Catch::Contains("600 links: 600 done, 0 failed"));
+}
+
+TEST_CASE("kill -9 of the sink, restarted with the same flags: the job completes", "[e2e]") {
+  auto fixture = FixtureServer::start({"--corpus", "uniform", "--count", "600", "--size", "10000",
+                                       "--delay-ms", "100"});
+  Pipeline p(fixture.url() + "/list.txt", 8);
+  p.start_all();
+  wait_landed(p.out(), 150);
+  p.sink().signal(SIGKILL);
+  CHECK(p.sink().wait_for(5s).has_value());
+  std::this_thread::sleep_for(500ms);
+  p.start_sink();
+  auto sink_status = p.sink().wait_for(120s);
+  INFO("vent:\n" << p.log("vent1") << "\nsink2:\n" << p.log("sink2"));
+  REQUIRE(sink_status);
+  CHECK(*sink_status == 0);
+  CHECK(p.vent().wait_for(10s) == std::optional<int>(0));
+  p.stop_downloaders();
+  CHECK(files_in(p.out()) == expected_uniform(600, 10000));
+  CHECK(ledger_states(p.state())[2] == 600);
+  CHECK_THAT(p.summary(), Catch::Contains("600 links: 600 done, 0 failed"));
+}
