@@ -13,6 +13,10 @@ zmq::socket_t make_socket(zmq::context_t& ctx, zmq::socket_type type, const Sock
   s.set(zmq::sockopt::sndhwm, opt.sndhwm);
   s.set(zmq::sockopt::rcvhwm, opt.rcvhwm);
   if (opt.immediate) s.set(zmq::sockopt::immediate, 1);
+  // Processes of a pipeline start together and connect before their peer binds: retry after
+  // 10 ms rather than libzmq's 100 ms default, backing off to 1 s for a peer that stays away.
+  s.set(zmq::sockopt::reconnect_ivl, 10);
+  s.set(zmq::sockopt::reconnect_ivl_max, 1000);
   if (opt.kernel_buffer > 0) {
     s.set(zmq::sockopt::sndbuf, opt.kernel_buffer);
     s.set(zmq::sockopt::rcvbuf, opt.kernel_buffer);
