@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "broker/stats.hpp"
+#include "common/clock.hpp"
 #include "common/exit_codes.hpp"
 #include "common/signals.hpp"
 #include "common/zmq_util.hpp"
@@ -39,11 +40,6 @@ void add_options(CLI::App& cmd, SinkOptions& o) {
 
 namespace {
 
-std::int64_t unix_ms_now() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
 
 class Sink {
 public:

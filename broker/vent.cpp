@@ -12,6 +12,7 @@
 
 #include "broker/ledger.hpp"
 #include "broker/names.hpp"
+#include "common/clock.hpp"
 #include "common/exit_codes.hpp"
 #include "common/signals.hpp"
 #include "common/zmq_util.hpp"
@@ -63,11 +64,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-std::int64_t unix_ms_now() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
 
 // A downloader connected to the task socket, known by its ROUTER routing id.
 struct Peer {
