@@ -34,6 +34,10 @@ std::string name_for_url(std::string_view url);
 // a URL gets when another URL of the job already has its plain name.
 std::string disambiguated_name(std::string_view name, std::string_view url);
 
+// Length of the valid UTF-8 sequence starting at s[i] (1 for ASCII), or 0 when it is not valid
+// (overlong forms, surrogates, values past U+10FFFF and cut sequences are not).
+std::size_t utf8_sequence_length(std::string_view s, std::size_t i) noexcept;
+
 // A well-mixed 64-bit hash (FNV-1a followed by a splitmix64 finaliser); never returns 0.
 std::uint64_t hash64(std::string_view s) noexcept;
 

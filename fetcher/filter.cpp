@@ -21,33 +21,6 @@ bool starts_with_nocase(std::string_view s, std::string_view prefix) noexcept {
   return true;
 }
 
-// Length of the valid UTF-8 sequence at s[i] (a non-ASCII lead byte), or 0.
-std::size_t utf8_sequence(std::string_view s, std::size_t i) noexcept {
-  const auto b0 = static_cast<unsigned char>(s[i]);
-  std::size_t n = 0;
-  std::uint32_t cp = 0;
-  if ((b0 & 0xE0) == 0xC0) {
-    n = 2;
-    cp = b0 & 0x1Fu;
-  } else if ((b0 & 0xF0) == 0xE0) {
-    n = 3;
-    cp = b0 & 0x0Fu;
-  } else if ((b0 & 0xF8) == 0xF0) {
-    n = 4;
-    cp = b0 & 0x07u;
-  } else {
-    return 0;
-  }
-  if (i + n > s.size()) return 0;
-  for (std::size_t k = 1; k < n; ++k) {
-    const auto b = static_cast<unsigned char>(s[i + k]);
-    if ((b & 0xC0) != 0x80) return 0;
-    cp = (cp << 6) | (b & 0x3Fu);
-  }
-  if ((n == 2 && cp < 0x80) || (n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000)) return 0;
-  if ((cp >= 0xD800 && cp <= 0xDFFF) || cp > 0x10FFFF) return 0;
-  return n;
-}
 
 bool valid_bytes(std::string_view url) noexcept {
   for (std::size_t i = 0; i < url.size();) {
@@ -57,7 +30,7 @@ bool valid_bytes(std::string_view url) noexcept {
       ++i;
       continue;
     }
-    const std::size_t n = utf8_sequence(url, i);
+    const std::size_t n = trawl::utf8_sequence_length(url, i);
     if (n == 0) return false;
     i += n;
   }
