@@ -8,7 +8,7 @@
 #include <spdlog/spdlog.h>
 #include <thread>
 #include <unordered_map>
-#include <unordered_set>
+#include <algorithm>
 
 #include "broker/ledger.hpp"
 #include "broker/names.hpp"
@@ -347,10 +347,16 @@ private:
     p.last_seen = now;
     // Tasks it received and no longer holds: their results are on the way to the sink. If they
     // do not come back as acknowledgements in time, they were lost.
-    std::unordered_set<std::uint64_t> held(ready.ids.begin(), ready.ids.end());
+    // The downloader lists its ids in ascending order (a std::multiset): a binary search per
+    // lease, no set built per message on this per-link path.
+    const bool sorted = std::is_sorted(ready.ids.begin(), ready.ids.end());
+    auto holds = [&](std::uint64_t task) {
+      return sorted ? std::binary_search(ready.ids.begin(), ready.ids.end(), task)
+                    : std::find(ready.ids.begin(), ready.ids.end(), task) != ready.ids.end();
+    };
     for (auto& [task, lease] : leases_) {
       if (lease.peer != id) continue;
-      if (held.count(task)) {
+      if (holds(task)) {
         lease.deadline = {};
       } else if (lease.seq <= p.received && lease.deadline == Clock::time_point{}) {
         lease.deadline = now + opt_.ack_timeout;

@@ -17,10 +17,6 @@ zmq::socket_t make_socket(zmq::context_t& ctx, zmq::socket_type type, const Sock
   // 10 ms rather than libzmq's 100 ms default, backing off to 1 s for a peer that stays away.
   s.set(zmq::sockopt::reconnect_ivl, 10);
   s.set(zmq::sockopt::reconnect_ivl_max, 1000);
-  if (opt.kernel_buffer > 0) {
-    s.set(zmq::sockopt::sndbuf, opt.kernel_buffer);
-    s.set(zmq::sockopt::rcvbuf, opt.kernel_buffer);
-  }
   return s;
 }
 

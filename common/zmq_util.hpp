@@ -18,7 +18,6 @@ struct SocketOptions {
   int rcvhwm = 1000;
   std::chrono::milliseconds linger{2000};
   bool immediate = false; // PUSH that connects: queue nothing to a peer that is not connected yet
-  int kernel_buffer = 0;  // SO_SNDBUF/SO_RCVBUF in bytes, 0 = system default
 };
 
 // Creates a socket with the project's defaults: ZMQ_MAXMSGSIZE bounded by the largest frame the
