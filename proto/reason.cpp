@@ -20,6 +20,9 @@ std::string_view reason_name(Reason r) noexcept {
   case Reason::redirects: return "redirects";
   case Reason::aborted: return "aborted";
   case Reason::other: return "other";
+  case Reason::disk: return "disk";
+  case Reason::content: return "content";
+  case Reason::denied: return "denied";
   }
   return "other";
 }

@@ -26,9 +26,12 @@ enum class Reason : std::uint8_t {
   redirects = 13,   // too many redirects
   aborted = 14,     // stopped by a signal before it finished
   other = 15,
+  disk = 16,       // the output filesystem is full (ENOSPC, EDQUOT)
+  content = 17,    // the body is not what --expect asked for, or below --min-size
+  denied = 18,     // the address is refused by policy (--deny-private, robots.txt)
 };
 
-inline constexpr std::uint8_t kReasonMax = 15;
+inline constexpr std::uint8_t kReasonMax = 18;
 
 std::string_view reason_name(Reason r) noexcept;
 std::optional<Reason> reason_from_number(std::uint64_t n) noexcept;
