@@ -47,6 +47,12 @@ constexpr milliseconds kFlushBudget{2000};
 // The ventilator hears from us at least this often (credit and heartbeat in one message).
 constexpr milliseconds kReadyInterval{1000};
 
+// A full output file system (reason disk) pauses new transfers for this long, doubling up to
+// kDiskPauseMax while the disk stays full; then one transfer at a time probes it until one
+// completes. A disk that fills up does not fail the whole job in a second.
+constexpr milliseconds kDiskPauseFirst{2000};
+constexpr milliseconds kDiskPauseMax{60000};
+
 // Temporary names are unique within the process, also across several run() calls (tests).
 std::atomic<std::uint64_t> g_temp_counter{0};
 
@@ -144,7 +150,7 @@ public:
           abort_active();
           break;
         }
-      } else {
+      } else if (now >= disk_pause_until_) {
         start_due_retries(now);
         take_tasks();
       }
@@ -152,7 +158,7 @@ public:
       // ZMQ_FD is edge-triggered and only worth watching while we would take a task: at the cap
       // it would stay readable and the poll would spin. take_tasks() always drains to EAGAIN
       // (or to the cap), so no edge is missed.
-      const bool watch_tasks = !stopping && can_take();
+      const bool watch_tasks = !stopping && now >= disk_pause_until_ && can_take();
       curl_waitfd extra{};
       extra.fd = zmq_fd_;
       extra.events = CURL_WAIT_POLLIN;
@@ -196,7 +202,8 @@ public:
 
 private:
   bool can_take() const noexcept {
-    const auto cap = static_cast<std::size_t>(opt_.concurrency);
+    // While the disk is suspected full, one transfer at a time finds out whether it has room.
+    const auto cap = disk_probing_ ? std::size_t{1} : static_cast<std::size_t>(opt_.concurrency);
     return active_ + waiting_.size() < cap && unsent_.size() <= cap;
   }
 
@@ -205,6 +212,7 @@ private:
     if (!unsent_.empty()) ms = std::min(ms, static_cast<int>(kUnsentRetry.count()));
     if (!waiting_.empty()) ms = std::min(ms, ms_until(now, waiting_.top().due));
     if (stopping) ms = std::min(ms, ms_until(now, stop_deadline));
+    if (now < disk_pause_until_) ms = std::min(ms, ms_until(now, disk_pause_until_));
     return ms;
   }
 
@@ -212,8 +220,9 @@ private:
   // hold changed, and every kReadyInterval as a heartbeat. At stop we ask for nothing more.
   void send_ready(Clock::time_point now, bool stopping) {
     const auto held = static_cast<std::uint32_t>(held_ids_.size());
-    const std::uint32_t capacity =
-        stopping ? 0 : static_cast<std::uint32_t>(opt_.concurrency + opt_.prefetch);
+    const std::uint32_t capacity = stopping || now < disk_pause_until_
+                                       ? 0
+                                       : static_cast<std::uint32_t>(opt_.concurrency + opt_.prefetch);
     if (held == last_held_ && capacity == last_capacity_ && now - last_ready_ < kReadyInterval)
       return;
     proto::Ready r{node_, capacity, held, received_, {}};
@@ -298,9 +307,11 @@ private:
       err = e.what();
     }
     if (!err.empty()) {
+      if (reason == proto::Reason::io) reason = t->begin_reason();
       t->discard();
       release(t);
       report_failure(task, attempt, reason, err);
+      if (reason == proto::Reason::disk) pause_for_disk(err);
       return;
     }
     ++active_;
@@ -340,6 +351,13 @@ private:
     proto::Task task = t.task();
     const std::uint32_t attempt = t.attempt();
     release(&t);
+    if (f.reason == proto::Reason::disk) {
+      pause_for_disk(f.detail);
+    } else if (f.reason == proto::Reason::none && disk_probing_) {
+      disk_probing_ = false;
+      disk_pause_ = kDiskPauseFirst;
+      spdlog::warn("the output directory {} takes files again: full speed", out_);
+    }
 
     if (f.reason != proto::Reason::none && !stopping && !f.permanent &&
         proto::is_retryable(f.reason) &&
@@ -401,6 +419,20 @@ private:
                   proto::reason_name(reason), r.detail, task.url);
     release_id(r.id);
     send(proto::encode(r));
+  }
+
+  // The link that hit the full disk has failed with reason disk (the ledger keeps it, and a new
+  // run of the job retries it). Nothing new starts for a while, then one transfer at a time.
+  void pause_for_disk(const std::string& detail) {
+    const auto now = Clock::now();
+    if (now < disk_pause_until_) return; // already paused: the transfers in flight end here too
+    disk_pause_until_ = now + disk_pause_;
+    disk_probing_ = true;
+    spdlog::error("the output directory {} is full ({}): the link fails with reason disk; no new "
+                  "transfer for {} s, then one at a time until one completes; free space, or "
+                  "stop and run the job again to retry the failed links",
+                  out_, detail, std::chrono::ceil<std::chrono::seconds>(disk_pause_).count());
+    disk_pause_ = std::min(disk_pause_ * 2, kDiskPauseMax);
   }
 
   void start_due_retries(Clock::time_point now) {
@@ -477,6 +509,9 @@ private:
   std::size_t active_ = 0; // transfers added to the multi
   std::priority_queue<Waiting, std::vector<Waiting>, DueLater> waiting_;
   std::deque<std::string> unsent_; // encoded results the sink did not take yet
+  Clock::time_point disk_pause_until_{}; // no new transfer before this (the disk was full)
+  milliseconds disk_pause_ = kDiskPauseFirst; // the next pause
+  bool disk_probing_ = false; // since a disk failure, until a transfer completes
   Counters counters_;
 };
 

@@ -28,6 +28,14 @@ bool starts_with_nocase(std::string_view s, std::string_view prefix) {
   return true;
 }
 
+// A full file system or an exhausted quota: reason `disk`, which the worker answers by pausing
+// (downloader.cpp), rather than `io`.
+bool out_of_space(int err) noexcept { return err == ENOSPC || err == EDQUOT; }
+
+proto::Reason write_error_reason(int err) noexcept {
+  return out_of_space(err) ? proto::Reason::disk : proto::Reason::io;
+}
+
 std::string hex(const unsigned char* p, unsigned n) {
   static constexpr char digits[] = "0123456789abcdef";
   std::string s(2 * std::size_t{n}, '0');
@@ -59,6 +67,7 @@ std::string Transfer::begin(const proto::Task& task, std::uint32_t attempt,
   gate_.filter = s.address_filter;
   gate_.refused.clear();
   errbuf_[0] = '\0';
+  begin_reason_ = proto::Reason::io;
   if (EVP_DigestInit_ex(md_ctx_.get(), sha256_, nullptr) != 1)
     throw std::runtime_error("EVP_DigestInit_ex failed");
 
@@ -107,8 +116,12 @@ std::string Transfer::begin(const proto::Task& task, std::uint32_t attempt,
   // there instead of following it.
   const int fd =
       ::open(temp_path.c_str(), O_CREAT | O_EXCL | O_NOFOLLOW | O_WRONLY | O_CLOEXEC, 0644);
-  if (fd < 0) return bounded("cannot create " + temp_path + ": " + std::strerror(errno),
-                             proto::kMaxDetailBytes);
+  if (fd < 0) {
+    const int err = errno;
+    begin_reason_ = write_error_reason(err); // no inode left is a full disk too
+    return bounded("cannot create " + temp_path + ": " + std::strerror(err),
+                   proto::kMaxDetailBytes);
+  }
   fd_ = fd;
   temp_path_ = std::move(temp_path);
   return {};
@@ -140,9 +153,10 @@ std::size_t Transfer::write_body(const char* data, std::size_t n) {
   while (left > 0) {
     const ssize_t w = ::write(fd_, data, left);
     if (w < 0) {
-      if (errno == EINTR) continue;
-      local_ = proto::Reason::io;
-      local_detail_ = "write " + temp_path_ + ": " + std::strerror(errno);
+      const int err = errno;
+      if (err == EINTR) continue;
+      local_ = write_error_reason(err);
+      local_detail_ = "write " + temp_path_ + ": " + std::strerror(err);
       return 0;
     }
     data += w;
@@ -172,9 +186,10 @@ Finished Transfer::finish(CURLcode code, const std::string& final_path) {
   if (fd_ >= 0) {
     const int rc = ::close(fd_);
     fd_ = -1;
+    const int err = errno;
     if (rc != 0 && o.local == proto::Reason::none) {
-      o.local = proto::Reason::io;
-      o.local_detail = "close " + temp_path_ + ": " + std::strerror(errno);
+      o.local = write_error_reason(err);
+      o.local_detail = "close " + temp_path_ + ": " + std::strerror(err);
     }
   }
 
@@ -187,8 +202,9 @@ Finished Transfer::finish(CURLcode code, const std::string& final_path) {
       f.reason = proto::Reason::other;
       f.detail = "EVP_DigestFinal_ex failed";
     } else if (std::rename(temp_path_.c_str(), final_path.c_str()) != 0) {
-      f.reason = proto::Reason::io;
-      f.detail = bounded("rename to " + final_path + ": " + std::strerror(errno),
+      const int err = errno;
+      f.reason = write_error_reason(err);
+      f.detail = bounded("rename to " + final_path + ": " + std::strerror(err),
                          proto::kMaxDetailBytes);
     } else {
       f.sha256 = hex(md, len);

@@ -54,8 +54,10 @@ public:
   Transfer& operator=(const Transfer&) = delete;
 
   // Prepares one attempt: resets the handle, sets every option and creates `temp_path`
-  // (O_EXCL | O_NOFOLLOW: never an existing file, never through a planted link). Returns "" on success, else why the temporary file could not be created (the
-  // caller reports Reason::io). Throws CurlError when libcurl refuses an option.
+  // (O_EXCL | O_NOFOLLOW: never an existing file, never through a planted link). Returns "" on
+  // success, else why the temporary file could not be created (the caller reports
+  // begin_reason(): disk when the file system is full, else io). Throws CurlError when libcurl
+  // refuses an option.
   std::string begin(const proto::Task& task, std::uint32_t attempt, const TransferSettings& s,
                     std::string temp_path);
 
@@ -66,6 +68,10 @@ public:
 
   // Ends the attempt without an outcome (stop): removes the temporary file.
   void discard() noexcept;
+
+  // Why the last begin() could not create its temporary file: Reason::disk (ENOSPC, EDQUOT) or
+  // Reason::io.
+  proto::Reason begin_reason() const noexcept { return begin_reason_; }
 
   CurlEasy& easy() noexcept { return easy_; }
   const proto::Task& task() const noexcept { return task_; }
@@ -90,6 +96,7 @@ private:
   std::uint64_t bytes_ = 0;     // kept body bytes (2xx), written and hashed
   std::uint64_t discarded_ = 0; // body bytes of an error response, read and dropped
   proto::Reason local_ = proto::Reason::none;
+  proto::Reason begin_reason_ = proto::Reason::io;
   std::string local_detail_;
   SocketGate gate_; // CURLOPT_OPENSOCKETDATA while settings.address_filter is set
 };

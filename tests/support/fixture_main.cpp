@@ -29,6 +29,7 @@
 #include <unordered_map>
 
 #include "tests/support/corpus.hpp"
+#include "tests/support/fixture_hostile.hpp"
 
 namespace ts = trawl::testsupport;
 
@@ -347,6 +348,8 @@ void install_routes(httplib::Server& svr, const Options& opt, FileStore& store, 
     res.set_content(stats.json(), "application/json");
   });
 
+  ts::install_hostile_routes(svr); // /h/...: lying, stalling, redirecting, bombing
+
   if (opt.verbose) {
     svr.set_logger([](const Request& req, const Response& res) {
       spdlog::info("{} {} -> {}", req.method, req.path, res.status);
@@ -471,7 +474,10 @@ int main(int argc, char** argv) {
         stopping = true;
       }
       // Repeated until listen returns: a stop() before the accept loop starts is a no-op.
-      if (stopping) svr.stop();
+      if (stopping) {
+        ts::stop_hostile_routes();
+        svr.stop();
+      }
     }
   });
 
