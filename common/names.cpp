@@ -43,6 +43,26 @@ std::string_view cut_utf8(std::string_view s, std::size_t max) {
   return s.substr(0, end);
 }
 
+char ascii_upper(char c) { return c >= 'a' && c <= 'z' ? static_cast<char>(c - 'a' + 'A') : c; }
+
+// Windows refuses these device names as files, whatever the extension ("nul.tar.gz", "Com1.jpg")
+// and with trailing spaces before the extension ("CON .txt"); an output directory may be an SMB
+// share served by Windows.
+bool windows_reserved(std::string_view name) {
+  std::string_view stem = name.substr(0, name.find('.'));
+  while (!stem.empty() && stem.back() == ' ') stem.remove_suffix(1);
+  std::string up;
+  for (char c : stem) up.push_back(ascii_upper(c));
+  if (up == "CON" || up == "PRN" || up == "AUX" || up == "NUL" || up == "CONIN$" ||
+      up == "CONOUT$")
+    return true;
+  if (up.size() < 4 || (!up.starts_with("COM") && !up.starts_with("LPT"))) return false;
+  const std::string_view digit = std::string_view(up).substr(3);
+  // COM0-9 and LPT0-9, also with the superscript digits Windows treats alike (U+00B9, B2, B3).
+  return (digit.size() == 1 && digit[0] >= '0' && digit[0] <= '9') || digit == "\xC2\xB9" ||
+         digit == "\xC2\xB2" || digit == "\xC2\xB3";
+}
+
 std::size_t extension_pos(std::string_view name) {
   const auto dot = name.rfind('.');
   if (dot == std::string_view::npos || dot == 0 || name.size() - dot > 16) return name.size();
@@ -94,6 +114,20 @@ std::string url_extension(std::string_view url) {
   return ext;
 }
 
+// At most kMaxFileNameBytes of `v` (already free of unsafe bytes and of leading and trailing
+// dots and spaces), keeping the extension.
+std::string bounded_name(std::string_view v) {
+  if (v.size() <= kMaxFileNameBytes) return std::string(v);
+  const std::size_t ext_at = extension_pos(v);
+  const std::string_view ext = v.substr(ext_at);
+  std::string out(cut_utf8(v.substr(0, ext_at), kMaxFileNameBytes - ext.size()));
+  out.append(ext);
+  // Without an extension the cut may end on a dot or space, which sanitize_name itself strips:
+  // drop them so the result passes is_safe_name.
+  while (out.back() == '.' || out.back() == ' ') out.pop_back();
+  return out;
+}
+
 std::string sanitize_name(std::string_view raw) {
   std::string clean;
   clean.reserve(raw.size());
@@ -117,14 +151,10 @@ std::string sanitize_name(std::string_view raw) {
   while (!v.empty() && (v.front() == '.' || v.front() == ' ')) v.remove_prefix(1);
   while (!v.empty() && (v.back() == '.' || v.back() == ' ')) v.remove_suffix(1);
   if (v.empty()) return "file";
-  if (v.size() <= kMaxFileNameBytes) return std::string(v);
-  const std::size_t ext_at = extension_pos(v);
-  const std::string_view ext = v.substr(ext_at);
-  std::string out(cut_utf8(v.substr(0, ext_at), kMaxFileNameBytes - ext.size()));
-  out.append(ext);
-  // Without an extension the cut may end on a dot or space, which sanitize_name itself strips:
-  // drop them so the result passes is_safe_name.
-  while (out.back() == '.' || out.back() == ' ') out.pop_back();
+  std::string out = bounded_name(v);
+  // A reserved name gets a '_' in front ("CON.txt" -> "_CON.txt"); checked after the cut, which
+  // can turn a long name into one ("CON.aaa...").
+  if (windows_reserved(out)) out = bounded_name("_" + out);
   return out;
 }
 

@@ -18,9 +18,11 @@ std::string url_basename(std::string_view url);
 // Lower-case extension of url_basename(url), with its dot (".jpg"), or "" when there is none.
 std::string url_extension(std::string_view url);
 
-// A name that is safe to create in a directory: bytes that are unsafe or not valid UTF-8 become
-// '_', leading/trailing dots and spaces are dropped, length is bounded (the extension is kept),
-// and an empty result becomes "file".
+// A name that is safe to create in a directory, also on a Windows (SMB) share: bytes that are
+// unsafe (control bytes, / \ : * ? " < > |) or not valid UTF-8 become '_', leading/trailing dots
+// and spaces are dropped, length is bounded (the extension is kept), an empty result becomes
+// "file", and a Windows device name (CON, PRN, AUX, NUL, COM0-9, LPT0-9, CONIN$, CONOUT$, any
+// case, any extension) gets a '_' in front: "nul.txt" -> "_nul.txt".
 std::string sanitize_name(std::string_view raw);
 
 // True when `name` is exactly what sanitize_name would produce for it and not empty: the check a

@@ -202,3 +202,63 @@ TEST_CASE("hash64 is stable, spread and never zero", "[common]") {
   CHECK(hash64("") != 0);
   CHECK(hash64("a") != hash64("b"));
 }
+
+TEST_CASE("Windows device names get a '_' in front, in any case and with any extension",
+          "[common]") {
+  const char* reserved[] = {"CON", "con", "Con", "PRN", "prn", "AUX", "aux", "NUL", "nul",
+                            "COM0", "COM1", "com5", "Com9", "LPT0", "LPT1", "lpt7", "LpT9",
+                            "CONIN$", "conout$", "COM\xC2\xB9", "lpt\xC2\xB3"};
+  for (const char* r : reserved) {
+    const std::string name(r);
+    for (const std::string& ext : {std::string(), std::string(".txt"), std::string(".tar.gz"),
+                                   std::string(".JPG")}) {
+      INFO("name: " << name + ext);
+      CHECK(sanitize_name(name + ext) == "_" + name + ext);
+      CHECK_FALSE(is_safe_name(name + ext));
+      check_safe(sanitize_name(name + ext));
+    }
+    // Trailing spaces before the extension do not make it another name on Windows.
+    CHECK(sanitize_name(name + " .txt") == "_" + name + " .txt");
+    CHECK(sanitize_name(name + "  ") == "_" + name); // trailing spaces dropped first
+  }
+  // From URLs, percent-encoded or not.
+  CHECK(name_for_url("http://h/x/CON") == "_CON");
+  CHECK(name_for_url("http://h/x/nul.jpg?x=1") == "_nul.jpg");
+  CHECK(name_for_url("http://h/x/%41UX.png") == "_AUX.png");
+  CHECK(name_for_url("http://h/x/lpt1%2Ejpg") == "_lpt1.jpg");
+  CHECK(name_for_url("http://h/x/%20CON%20.txt") == "_CON .txt"); // leading blank dropped first
+}
+
+TEST_CASE("names that only look like device names are kept", "[common]") {
+  for (const char* ok : {"CONSOLE.txt", "console", "COM10", "LPT", "COM", "lpt10.jpg", "NULL",
+                         "AUXILIARY.png", "_CON", "xCON.txt", "PRN_1.jpg", "COMA", "con-1.txt",
+                         "COM\xC2\xB4", "com1x.txt"}) {
+    INFO("name: " << ok);
+    CHECK(sanitize_name(ok) == ok);
+    CHECK(is_safe_name(ok));
+  }
+}
+
+TEST_CASE("a long name cut to a device name is still made safe", "[common]") {
+  // No extension (the last dot is too far from the end), so the cut keeps the start: "CON.aaa".
+  const std::string raw = "CON." + std::string(300, 'a');
+  const std::string name = sanitize_name(raw);
+  CHECK(name.starts_with("_CON.aaa"));
+  CHECK(name.size() == kMaxFileNameBytes);
+  check_safe(name);
+  CHECK(sanitize_name(name) == name);
+  // Already prefixed and at the limit: stays as it is.
+  CHECK(sanitize_name(name) == name);
+  // A name of exactly the limit that is reserved loses a byte at the cut, keeps its extension.
+  const std::string at_limit = "nul" + std::string(kMaxFileNameBytes - 3 - 4, 'b') + ".jpg";
+  REQUIRE(at_limit.size() == kMaxFileNameBytes);
+  // "nulbbb..." is not a device name: only the stem before the first dot counts.
+  CHECK(sanitize_name(at_limit) == at_limit);
+  const std::string dotted = "nul." + std::string(kMaxFileNameBytes - 4 - 4, 'b') + ".jpg";
+  REQUIRE(dotted.size() == kMaxFileNameBytes);
+  const std::string fixed = sanitize_name(dotted);
+  CHECK(fixed.size() == kMaxFileNameBytes);
+  CHECK(fixed.starts_with("_nul.b"));
+  CHECK(fixed.ends_with("b.jpg"));
+  check_safe(fixed);
+}
