@@ -195,7 +195,9 @@ std::optional<std::string> ListSource::next() {
 GallerySource::GallerySource(std::string_view json_text, GalleryOptions opt) : opt_(opt) {
   try {
     doc_ = nlohmann::json::parse(json_text);
-  } catch (const nlohmann::json::parse_error& e) {
+  } catch (const nlohmann::json::exception& e) {
+    // parse_error, and also out_of_range for a number that overflows a double ("1e400"): found
+    // by tests/fuzz/fuzz_gallery.
     throw SourceError(std::string("gallery JSON does not parse: ") + e.what());
   }
   check_shape();

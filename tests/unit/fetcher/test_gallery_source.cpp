@@ -130,3 +130,17 @@ TEST_CASE("gallery: an API error document is an error mentioning IMGUR_CLIENT_ID
                     Catch::Contains("success=false") && Catch::Contains("500"));
   CHECK_NOTHROW(GallerySource(R"({"success": true, "status": 200, "data": []})"));
 }
+
+TEST_CASE("gallery JSON with a number that overflows a double is a SourceError", "[fetcher]") {
+  // nlohmann::json throws out_of_range (not parse_error) for these; found by fuzz_gallery.
+  for (const char* doc : {R"({"data":[{"link":1e400}]})", R"({"data":[],"status":-1e999})",
+                          R"({"data":[{"link":"http://h/a.jpg","size":1E+4000}]})"}) {
+    INFO(doc);
+    CHECK_THROWS_AS(GallerySource(doc), SourceError);
+    try {
+      GallerySource s(doc);
+    } catch (const SourceError& e) {
+      CHECK_THAT(e.what(), Catch::Contains("does not parse"));
+    }
+  }
+}
