@@ -68,6 +68,7 @@ struct Counters {
   std::uint64_t failed = 0;
   std::uint64_t bytes = 0;
   std::uint64_t retries = 0;
+  std::uint64_t resumed = 0; // attempts that continued a partial body with a Range request
   std::uint64_t aborted = 0;
   std::uint64_t bad_frames = 0;
   std::uint64_t undelivered = 0;
@@ -80,6 +81,7 @@ struct Waiting {
   std::uint32_t attempts = 0; // made so far
   proto::Reason last = proto::Reason::other;
   std::string last_detail;
+  std::optional<Partial> partial; // what the last attempt kept, for a Range request
 };
 
 struct DueLater {
@@ -280,8 +282,9 @@ private:
     start(std::move(*task), 1);
   }
 
-  // Starts attempt `attempt` of `task`, or reports it failed when it cannot start.
-  void start(proto::Task task, std::uint32_t attempt) {
+  // Starts attempt `attempt` of `task` (continuing `resume` when it is given), or reports it
+  // failed when it cannot start.
+  void start(proto::Task task, std::uint32_t attempt, std::optional<Partial> resume = {}) {
     if (!is_safe_name(task.name)) {
       report_failure(task, attempt, proto::Reason::bad_url,
                      bounded("unsafe file name: " + task.name, proto::kMaxDetailBytes));
@@ -297,7 +300,7 @@ private:
     proto::Reason reason = proto::Reason::io;
     std::string err;
     try {
-      err = t->begin(task, attempt, settings_, std::move(temp));
+      err = t->begin(task, attempt, settings_, std::move(temp), std::move(resume));
       if (err.empty()) {
         reason = proto::Reason::other;
         multi_.add(t->easy());
@@ -347,7 +350,9 @@ private:
   }
 
   void complete(Transfer& t, CURLcode code, bool stopping) {
-    const Finished f = t.finish(code, out_ + "/" + t.task().name);
+    const std::uint32_t max_attempts = 1 + static_cast<std::uint32_t>(std::max(opt_.retries, 0));
+    // A body cut short is kept for the next attempt only when there will be one.
+    Finished f = t.finish(code, out_ + "/" + t.task().name, !stopping && t.attempt() < max_attempts);
     proto::Task task = t.task();
     const std::uint32_t attempt = t.attempt();
     release(&t);
@@ -359,17 +364,27 @@ private:
       spdlog::warn("the output directory {} takes files again: full speed", out_);
     }
 
+    if (f.restart && !stopping) {
+      // The server would not continue the kept bytes (416, another range): the same attempt
+      // again from the first byte. Bounded: a fresh request has nothing to refuse.
+      spdlog::debug("task {} attempt {}: {}; starting over", task.id, attempt, f.detail);
+      start(std::move(task), attempt);
+      return;
+    }
+
     if (f.reason != proto::Reason::none && !stopping && !f.permanent &&
         proto::is_retryable(f.reason) &&
-        attempt < 1 + static_cast<std::uint32_t>(std::max(opt_.retries, 0))) {
+        attempt < max_attempts) {
       // Retry-After only means something on "come back later" answers.
       const long retry_after =
           (f.http_status == 429 || f.http_status == 503) ? f.retry_after_s : 0;
       const auto delay = retry_delay(attempt, jitter_(rng_), retry_after);
-      spdlog::debug("task {} attempt {}: {} ({}), retry in {} ms", task.id, attempt,
-                    proto::reason_name(f.reason), f.detail, delay.count());
+      spdlog::debug("task {} attempt {}: {} ({}), retry in {} ms{}", task.id, attempt,
+                    proto::reason_name(f.reason), f.detail, delay.count(),
+                    f.partial ? " from byte " + std::to_string(f.partial->bytes) : std::string());
       ++counters_.retries;
-      waiting_.push(Waiting{Clock::now() + delay, std::move(task), attempt, f.reason, f.detail});
+      waiting_.push(Waiting{Clock::now() + delay, std::move(task), attempt, f.reason, f.detail,
+                            std::move(f.partial)});
       return;
     }
 
@@ -389,6 +404,7 @@ private:
       r.sha256 = f.sha256;
       ++counters_.done;
       counters_.bytes += f.bytes;
+      if (f.resumed_from > 0) ++counters_.resumed;
       spdlog::debug("task {} attempt {}: done, {} bytes in {} ms -> {}", r.id, attempt, r.bytes,
                     r.ms, r.path);
     } else {
@@ -439,7 +455,7 @@ private:
     while (!waiting_.empty() && waiting_.top().due <= now) {
       Waiting w = waiting_.top();
       waiting_.pop();
-      start(std::move(w.task), w.attempts + 1);
+      start(std::move(w.task), w.attempts + 1, std::move(w.partial));
     }
   }
 
@@ -703,8 +719,8 @@ int run(const DownloadOptions& o) {
     remove_stale_parts(*out);
 
     spdlog::info("downloader summary: {} tasks, {} done, {} failed ({} aborted), {} bytes, {} "
-                 "retries, {} bad frames",
-                 c.tasks, c.done, c.failed, c.aborted, c.bytes, c.retries, c.bad_frames);
+                 "retries, {} resumed, {} bad frames",
+                 c.tasks, c.done, c.failed, c.aborted, c.bytes, c.retries, c.resumed, c.bad_frames);
     return c.aborted > 0 ? kExitInterrupted : kExitOk;
   } catch (const std::exception& e) {
     spdlog::error("downloader: {}", e.what());

@@ -1,6 +1,8 @@
 #include "downloader/outcome.hpp"
 
 #include <algorithm>
+#include <cctype>
+#include <charconv>
 #include <cmath>
 
 #include "proto/messages.hpp"
@@ -115,6 +117,80 @@ std::chrono::milliseconds retry_delay(std::uint32_t attempts_made, double jitter
     delay = std::max<std::chrono::milliseconds>(delay, floor);
   }
   return delay;
+}
+
+namespace {
+
+std::string_view trim(std::string_view s) noexcept {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r' || s.back() == '\n'))
+    s.remove_suffix(1);
+  return s;
+}
+
+bool equal_nocase(std::string_view a, std::string_view b) noexcept {
+  if (a.size() != b.size()) return false;
+  for (std::size_t i = 0; i < a.size(); ++i)
+    if (std::tolower(static_cast<unsigned char>(a[i])) != std::tolower(static_cast<unsigned char>(b[i])))
+      return false;
+  return true;
+}
+
+// Digits only (no sign, no spaces), at most what an int64 holds.
+std::optional<std::uint64_t> number(std::string_view s) noexcept {
+  if (s.empty() || s.size() > 18) return std::nullopt;
+  std::uint64_t v = 0;
+  const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (ec != std::errc{} || end != s.data() + s.size()) return std::nullopt;
+  return v;
+}
+
+} // namespace
+
+std::optional<ContentRange> parse_content_range(std::string_view v) noexcept {
+  v = trim(v);
+  const auto space = v.find(' ');
+  if (space == std::string_view::npos || !equal_nocase(v.substr(0, space), "bytes"))
+    return std::nullopt;
+  v = trim(v.substr(space + 1));
+  const auto dash = v.find('-');
+  const auto slash = v.find('/');
+  if (dash == std::string_view::npos || slash == std::string_view::npos || dash > slash)
+    return std::nullopt;
+  const auto first = number(v.substr(0, dash));
+  const auto last = number(v.substr(dash + 1, slash - dash - 1));
+  if (!first || !last || *first > *last) return std::nullopt;
+  ContentRange r{*first, *last, -1};
+  const std::string_view total = v.substr(slash + 1);
+  if (total != "*") {
+    const auto t = number(total);
+    if (!t || *last >= *t) return std::nullopt;
+    r.total = static_cast<std::int64_t>(*t);
+  }
+  return r;
+}
+
+bool accepts_byte_ranges(std::string_view v) noexcept {
+  while (!v.empty()) {
+    const auto comma = v.find(',');
+    if (equal_nocase(trim(v.substr(0, comma)), "bytes")) return true;
+    if (comma == std::string_view::npos) break;
+    v.remove_prefix(comma + 1);
+  }
+  return false;
+}
+
+std::string if_range_validator(std::string_view etag, std::string_view last_modified) {
+  etag = trim(etag);
+  // A strong entity tag is a quoted string; W/"..." is weak and must not be used in If-Range.
+  if (etag.size() >= 2 && etag.front() == '"' && etag.back() == '"') return std::string(etag);
+  return std::string(trim(last_modified));
+}
+
+bool range_continues(const ContentRange& r, std::uint64_t have, std::int64_t total) noexcept {
+  if (r.first != have || r.total < 0) return false;
+  if (r.last + 1 != static_cast<std::uint64_t>(r.total)) return false;
+  return total < 0 || r.total == total;
 }
 
 } // namespace trawl::downloader

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstdint>
 #include <curl/curl.h>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -51,5 +52,31 @@ struct Backoff {
 // (seconds, capped; <= 0 when none) is a floor: the server asked us to wait at least that long.
 std::chrono::milliseconds retry_delay(std::uint32_t attempts_made, double jitter01,
                                       long retry_after_s, const Backoff& b = {});
+
+// --- Range resume: the header checks, pure so they are tested without a server -----------------
+
+// A Content-Range of a 206: "bytes FIRST-LAST/TOTAL"; total is -1 for "*".
+struct ContentRange {
+  std::uint64_t first = 0;
+  std::uint64_t last = 0;
+  std::int64_t total = -1;
+};
+
+// Parses a Content-Range value; std::nullopt unless it is one well-formed byte range (first <=
+// last, last < total when the total is known). Tolerates surrounding spaces and a case-insensitive
+// unit.
+std::optional<ContentRange> parse_content_range(std::string_view v) noexcept;
+
+// True when an Accept-Ranges value lists the "bytes" unit (a comma-separated list; "none" does not).
+bool accepts_byte_ranges(std::string_view v) noexcept;
+
+// The value to send in If-Range: a strong ETag (never a weak W/"..." one, RFC 9110 13.1.5), else
+// the Last-Modified date, else "" (then only the length guards the resume).
+std::string if_range_validator(std::string_view etag, std::string_view last_modified);
+
+// Whether a 206 continues a partial body of `have` bytes whose whole length is `total` (-1 when
+// unknown): the range must start at `have`, end at the last byte, and name the whole length, which
+// must be the one the first response announced.
+bool range_continues(const ContentRange& r, std::uint64_t have, std::int64_t total) noexcept;
 
 } // namespace trawl::downloader

@@ -4,7 +4,9 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <curl/header.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "downloader/outcome.hpp"
@@ -48,6 +50,10 @@ std::string hex(const unsigned char* p, unsigned n) {
 
 } // namespace
 
+PartFile::~PartFile() {
+  if (!path_.empty()) ::unlink(path_.c_str());
+}
+
 Transfer::Transfer(const EVP_MD* sha256) : md_ctx_(EVP_MD_CTX_new(), &EVP_MD_CTX_free), sha256_(sha256) {
   if (!md_ctx_) throw std::runtime_error("EVP_MD_CTX_new failed");
 }
@@ -55,23 +61,27 @@ Transfer::Transfer(const EVP_MD* sha256) : md_ctx_(EVP_MD_CTX_new(), &EVP_MD_CTX
 Transfer::~Transfer() { close_temp(); }
 
 std::string Transfer::begin(const proto::Task& task, std::uint32_t attempt,
-                            const TransferSettings& s, std::string temp_path) {
+                            const TransferSettings& s, std::string temp_path,
+                            std::optional<Partial> resume) {
   close_temp(); // a previous attempt always ends in finish()/discard(); this is a safety net
   task_ = task;
   attempt_ = attempt;
   max_size_ = s.max_size;
   bytes_ = 0;
   discarded_ = 0;
+  offset_ = 0;
+  total_ = -1;
+  if_range_.clear();
+  settled_ = refused_ = resumable_ = false;
   local_ = proto::Reason::none;
   local_detail_.clear();
   gate_.filter = s.address_filter;
   gate_.refused.clear();
   errbuf_[0] = '\0';
   begin_reason_ = proto::Reason::io;
-  if (EVP_DigestInit_ex(md_ctx_.get(), sha256_, nullptr) != 1)
-    throw std::runtime_error("EVP_DigestInit_ex failed");
 
   easy_.reset();
+  headers_.reset(); // after the reset: the handle no longer points at the list
   easy_.set_ptr(CURLOPT_PRIVATE, this);
   easy_.set_ptr(CURLOPT_ERRORBUFFER, errbuf_.data());
   easy_.set_str(CURLOPT_URL, task_.url.c_str());
@@ -111,6 +121,22 @@ std::string Transfer::begin(const proto::Task& task, std::uint32_t attempt,
   // write() calls.
   easy_.set_str(CURLOPT_USERAGENT, s.user_agent.c_str());
 
+  // A partial body that still holds what it says is continued; any other is removed when
+  // `resume` goes out of scope, and the attempt starts from the first byte.
+  if (resume && open_partial(*resume)) {
+    easy_.set_str(CURLOPT_RANGE, (std::to_string(offset_) + "-").c_str());
+    if (!if_range_.empty()) {
+      // If the resource changed since, the server sends all of it (200) instead of the range.
+      headers_.reset(curl_slist_append(nullptr, ("If-Range: " + if_range_).c_str()));
+      if (!headers_) throw CurlError("curl_slist_append failed");
+      easy_.set_ptr(CURLOPT_HTTPHEADER, headers_.get());
+    }
+    return {};
+  }
+  resume.reset();
+  if (EVP_DigestInit_ex(md_ctx_.get(), sha256_, nullptr) != 1)
+    throw std::runtime_error("EVP_DigestInit_ex failed");
+
   // O_EXCL already fails on any existing name, a symbolic link included; O_NOFOLLOW says so
   // explicitly. The final name is only ever reached by rename(), which replaces a link planted
   // there instead of following it.
@@ -127,6 +153,88 @@ std::string Transfer::begin(const proto::Task& task, std::uint32_t attempt,
   return {};
 }
 
+bool Transfer::open_partial(Partial& p) {
+  if (!p.file || p.file->path().empty() || !p.digest || p.bytes == 0) return false;
+  // The file is ours (created O_EXCL by this process); O_NOFOLLOW still refuses a link that
+  // replaced it meanwhile, and its size must be exactly what was hashed.
+  const int fd = ::open(p.file->path().c_str(), O_WRONLY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) return false;
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) ||
+      static_cast<std::uint64_t>(st.st_size) != p.bytes ||
+      ::lseek(fd, 0, SEEK_END) != st.st_size ||
+      EVP_MD_CTX_copy_ex(md_ctx_.get(), p.digest.get()) != 1) {
+    ::close(fd);
+    return false;
+  }
+  fd_ = fd;
+  temp_path_ = p.file->release();
+  bytes_ = offset_ = p.bytes;
+  total_ = p.total;
+  if_range_ = p.if_range;
+  resumable_ = true; // until a response says otherwise
+  return true;
+}
+
+std::string Transfer::header(const char* name) const {
+  curl_header* h = nullptr;
+  if (curl_easy_header(easy_.get(), name, 0, CURLH_HEADER, -1, &h) != CURLHE_OK || h == nullptr)
+    return {};
+  return h->value;
+}
+
+bool Transfer::start_over() {
+  if (::ftruncate(fd_, 0) != 0 || ::lseek(fd_, 0, SEEK_SET) != 0) {
+    const int err = errno;
+    local_ = write_error_reason(err);
+    local_detail_ = bounded("truncate " + temp_path_ + ": " + std::strerror(err),
+                            proto::kMaxDetailBytes);
+    return false;
+  }
+  if (EVP_DigestInit_ex(md_ctx_.get(), sha256_, nullptr) != 1) {
+    local_ = proto::Reason::other;
+    local_detail_ = "EVP_DigestInit_ex failed";
+    return false;
+  }
+  bytes_ = 0;
+  offset_ = 0;
+  return true;
+}
+
+bool Transfer::settle_response(long status) {
+  settled_ = true;
+  if (status == 206) {
+    // Only a range we asked for, and only the one that continues the kept bytes to the end of
+    // the body the first response described, may be appended.
+    if (offset_ == 0) {
+      local_ = proto::Reason::other;
+      local_detail_ = "HTTP 206 to a request for the whole body";
+      return false;
+    }
+    const std::string cr = header("Content-Range");
+    const auto range = parse_content_range(cr);
+    const std::string etag = if_range_validator(header("ETag"), "");
+    const bool same_tag = etag.empty() || if_range_.empty() || if_range_.front() != '"' ||
+                          etag == if_range_;
+    if (!range || !range_continues(*range, offset_, total_) || !same_tag) {
+      refused_ = true;
+      local_detail_ = bounded("resume refused: Content-Range '" + cr + "' does not continue the " +
+                                  std::to_string(offset_) + " bytes kept",
+                              proto::kMaxDetailBytes);
+      return false;
+    }
+    total_ = range->total;
+    return true;
+  }
+  // A whole body (the server ignored the range, or If-Range said the resource changed): start
+  // the file over, and note whether a later attempt could continue this body.
+  if (offset_ > 0 && !start_over()) return false;
+  total_ = easy_.info_off(CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, -1);
+  if_range_ = if_range_validator(header("ETag"), header("Last-Modified"));
+  resumable_ = accepts_byte_ranges(header("Accept-Ranges")) && (total_ >= 0 || !if_range_.empty());
+  return true;
+}
+
 std::size_t Transfer::on_body(char* data, std::size_t size, std::size_t count, void* self) {
   return static_cast<Transfer*>(self)->write_body(data, size * count);
 }
@@ -138,6 +246,7 @@ std::size_t Transfer::write_body(const char* data, std::size_t n) {
     discarded_ += n;
     return discarded_ > kMaxDiscardBytes ? 0 : n; // classify() reports the status either way
   }
+  if (!settled_ && !settle_response(status)) return 0;
   // The server may announce no length, or a false one: count what actually arrives.
   if (n > max_size_ - bytes_) {
     local_ = proto::Reason::too_large;
@@ -166,15 +275,28 @@ std::size_t Transfer::write_body(const char* data, std::size_t n) {
   return n;
 }
 
-Finished Transfer::finish(CURLcode code, const std::string& final_path) {
+Finished Transfer::finish(CURLcode code, const std::string& final_path, bool another_attempt) {
   Finished f;
   Outcome o;
   o.code = code;
   o.http_status = easy_.info_long(CURLINFO_RESPONSE_CODE);
+  // A 2xx without a body byte (an empty 200 to a Range request) is settled here.
+  if (!settled_ && code == CURLE_OK && local_ == proto::Reason::none && o.http_status >= 200 &&
+      o.http_status < 300)
+    settle_response(o.http_status);
+  if (offset_ > 0 && o.http_status == 416 && local_ == proto::Reason::none) {
+    refused_ = true;
+    local_detail_ = "resume refused: HTTP 416 for the bytes after the " +
+                    std::to_string(offset_) + " kept";
+  }
   o.local = local_;
   o.local_detail = local_detail_;
   o.content_length = easy_.info_off(CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, -1);
-  o.bytes = bytes_;
+  // The body of this response is what came after the kept bytes; a continued range must reach
+  // the end of the whole body, whatever its Content-Length says.
+  o.bytes = bytes_ - offset_;
+  if (offset_ > 0 && o.http_status == 206 && total_ >= 0)
+    o.content_length = total_ - static_cast<std::int64_t>(offset_);
   // A refused address ends the transfer as "could not connect"; say why, and do not retry.
   if (!gate_.refused.empty() && code == CURLE_COULDNT_CONNECT && o.local == proto::Reason::none) {
     o.local = proto::Reason::connect;
@@ -193,8 +315,14 @@ Finished Transfer::finish(CURLcode code, const std::string& final_path) {
     }
   }
 
-  f.reason = classify(o);
-  f.detail = describe(o, f.reason, errbuf_.data());
+  if (refused_ && o.local == proto::Reason::none) {
+    f.reason = proto::Reason::truncated;
+    f.detail = local_detail_;
+    f.restart = true;
+  } else {
+    f.reason = classify(o);
+    f.detail = describe(o, f.reason, errbuf_.data());
+  }
   if (f.reason == proto::Reason::none) {
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned len = 0;
@@ -210,10 +338,25 @@ Finished Transfer::finish(CURLcode code, const std::string& final_path) {
       f.sha256 = hex(md, len);
       f.path = final_path;
       f.bytes = bytes_;
+      f.resumed_from = offset_;
       temp_path_.clear();
     }
+  } else if (another_attempt && !f.permanent && !f.restart && proto::is_retryable(f.reason) &&
+             o.local == proto::Reason::none && resumable_ && bytes_ > 0 &&
+             (total_ < 0 || bytes_ < static_cast<std::uint64_t>(total_))) {
+    // Keep what arrived for the next attempt, with the digest state that covers it.
+    std::shared_ptr<EVP_MD_CTX> digest(EVP_MD_CTX_new(), &EVP_MD_CTX_free);
+    if (digest && EVP_MD_CTX_copy_ex(digest.get(), md_ctx_.get()) == 1) {
+      Partial p;
+      p.file = std::make_shared<PartFile>(std::exchange(temp_path_, {}));
+      p.bytes = bytes_;
+      p.total = total_;
+      p.if_range = if_range_;
+      p.digest = std::move(digest);
+      f.partial = std::move(p);
+    }
   }
-  close_temp(); // removes the temporary file unless it was renamed
+  close_temp(); // removes the temporary file unless it was renamed or kept
 
   f.http_status = o.http_status;
   f.ms = to_ms(easy_.info_off(CURLINFO_TOTAL_TIME_T));

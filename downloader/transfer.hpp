@@ -2,13 +2,20 @@
 // reused attempt after attempt (curl_easy_reset keeps the connection, DNS and TLS-session caches
 // that the multi shares, and saves an allocation per transfer). The event loop finds the slot of a
 // finished handle through CURLOPT_PRIVATE.
+//
+// Range resume: an attempt cut short mid-body (reset, truncated, timeout) may hand its temporary
+// file and digest state over as a Partial, which the next attempt of the same task continues with
+// "Range: bytes=N-" (and If-Range). Only a 206 whose Content-Range continues exactly is appended;
+// a 200 starts the file over; a 416 or any other range is refused (Finished::restart).
 #pragma once
 
 #include <array>
 #include <cstdint>
 #include <memory>
 #include <openssl/evp.h>
+#include <optional>
 #include <string>
+#include <utility>
 
 #include "downloader/address_policy.hpp"
 #include "downloader/curl_handles.hpp"
@@ -30,6 +37,31 @@ struct TransferSettings {
   AddressFilter address_filter = nullptr;
 };
 
+// A temporary file removed when the last reference to it goes, unless release()d first: a kept
+// partial body is removed on every path that does not continue it (final failure, stop, exit).
+class PartFile {
+public:
+  explicit PartFile(std::string path) : path_(std::move(path)) {}
+  ~PartFile();
+  PartFile(const PartFile&) = delete;
+  PartFile& operator=(const PartFile&) = delete;
+  const std::string& path() const noexcept { return path_; }
+  std::string release() noexcept { return std::exchange(path_, {}); } // the caller owns it now
+
+private:
+  std::string path_;
+};
+
+// The kept beginning of a body that a later attempt can continue: its temporary file (created by
+// this process, O_EXCL), the bytes in it, and the SHA-256 state after them.
+struct Partial {
+  std::shared_ptr<PartFile> file;
+  std::uint64_t bytes = 0;
+  std::int64_t total = -1;  // the whole body's length when the server announced it, else -1
+  std::string if_range;     // a strong ETag or a Last-Modified date, "" when the server gave none
+  std::shared_ptr<EVP_MD_CTX> digest; // after `bytes` bytes
+};
+
 // What an attempt came to. On success the body is at `path` and sha256 is set.
 struct Finished {
   proto::Reason reason = proto::Reason::other;
@@ -42,6 +74,13 @@ struct Finished {
   std::uint32_t ttfb_ms = 0;
   long retry_after_s = 0; // from a Retry-After header, 0 when none
   bool permanent = false; // another attempt cannot help (the address policy refused the host)
+  // Set only when finish() was told a further attempt follows a retryable failure, the server
+  // advertised byte ranges and a length or validator, and some of the body is on disk.
+  std::optional<Partial> partial;
+  // The server refused to continue the partial body this attempt offered (416, a Content-Range
+  // that does not continue it): the kept bytes are gone; start again from the first byte.
+  bool restart = false;
+  std::uint64_t resumed_from = 0; // bytes of the final file taken from an earlier attempt
 };
 
 class Transfer {
@@ -54,17 +93,21 @@ public:
   Transfer& operator=(const Transfer&) = delete;
 
   // Prepares one attempt: resets the handle, sets every option and creates `temp_path`
-  // (O_EXCL | O_NOFOLLOW: never an existing file, never through a planted link). Returns "" on
-  // success, else why the temporary file could not be created (the caller reports
-  // begin_reason(): disk when the file system is full, else io). Throws CurlError when libcurl
-  // refuses an option.
+  // (O_EXCL | O_NOFOLLOW: never an existing file, never through a planted link). With `resume`,
+  // continues that partial body instead (Range from its size, If-Range with its validator) when
+  // its file still holds exactly its bytes; otherwise removes it and starts afresh at
+  // `temp_path`. Returns "" on success, else why the temporary file could not be created (the
+  // caller reports begin_reason(): disk when the file system is full, else io). Throws CurlError
+  // when libcurl refuses an option.
   std::string begin(const proto::Task& task, std::uint32_t attempt, const TransferSettings& s,
-                    std::string temp_path);
+                    std::string temp_path, std::optional<Partial> resume = std::nullopt);
 
   // Ends the attempt once libcurl reported `code` (the handle must be detached from the multi):
   // on success renames the temporary file to `final_path` (rename(2) replaces whatever is
-  // there, a symbolic link included, and never writes through it); on any failure removes it.
-  Finished finish(CURLcode code, const std::string& final_path);
+  // there, a symbolic link included, and never writes through it); on any failure removes it,
+  // unless `another_attempt` says the caller will retry a retryable failure and the body can be
+  // continued: then the file is handed over in Finished::partial.
+  Finished finish(CURLcode code, const std::string& final_path, bool another_attempt = false);
 
   // Ends the attempt without an outcome (stop): removes the temporary file.
   void discard() noexcept;
@@ -81,6 +124,10 @@ private:
   static std::size_t on_body(char* data, std::size_t size, std::size_t count, void* self);
   std::size_t write_body(const char* data, std::size_t n);
   void close_temp() noexcept; // closes and removes the temporary file, if any
+  bool open_partial(Partial& p);     // takes over p's file; false when it cannot be continued
+  bool settle_response(long status); // at the first body byte (or the end): append, restart or refuse
+  bool start_over();                 // empties the file and the digest; false on an I/O error
+  std::string header(const char* name) const; // of the last response, "" when absent
 
   // errbuf_ is declared first so it outlives the handle that writes into it.
   std::array<char, CURL_ERROR_SIZE> errbuf_{};
@@ -93,8 +140,17 @@ private:
   std::uint64_t max_size_ = 0;
   int fd_ = -1;
   std::string temp_path_;
-  std::uint64_t bytes_ = 0;     // kept body bytes (2xx), written and hashed
+  std::uint64_t bytes_ = 0;     // kept body bytes (2xx) in the file, written and hashed
   std::uint64_t discarded_ = 0; // body bytes of an error response, read and dropped
+  // Range resume of this attempt: the bytes the file held when it began (0: a whole body was
+  // asked for), what the first response said about the whole body, and what came of the range.
+  std::uint64_t offset_ = 0;
+  std::int64_t total_ = -1;
+  std::string if_range_;
+  bool settled_ = false;  // settle_response() ran for this attempt's response
+  bool refused_ = false;  // the server would not continue the partial body
+  bool resumable_ = false; // the response allows a later attempt to continue this body
+  std::unique_ptr<curl_slist, decltype(&curl_slist_free_all)> headers_{nullptr, &curl_slist_free_all};
   proto::Reason local_ = proto::Reason::none;
   proto::Reason begin_reason_ = proto::Reason::io;
   std::string local_detail_;
