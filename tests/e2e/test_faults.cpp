@@ -55,6 +55,20 @@ std::map<int, int> ledger_states(const std::string& state_dir) {
   return counts;
 }
 
+// reason -> count of the failed links, from the ledger.
+std::map<int, int> ledger_failure_reasons(const std::string& state_dir) {
+  sqlite3* db = nullptr;
+  std::map<int, int> counts;
+  REQUIRE(sqlite3_open_v2((state_dir + "/ledger.sqlite").c_str(), &db, SQLITE_OPEN_READONLY, nullptr) == SQLITE_OK);
+  sqlite3_stmt* st = nullptr;
+  REQUIRE(sqlite3_prepare_v2(db, "SELECT reason, count(*) FROM links WHERE state = 3 GROUP BY reason", -1, &st,
+                             nullptr) == SQLITE_OK);
+  while (sqlite3_step(st) == SQLITE_ROW) counts[sqlite3_column_int(st, 0)] = sqlite3_column_int(st, 1);
+  sqlite3_finalize(st);
+  sqlite3_close(db);
+  return counts;
+}
+
 std::map<std::string, std::string> expected_uniform(std::size_t count, std::uint64_t size) {
   std::map<std::string, std::string> expected;
   for (const auto& item : uniform_corpus(count, size, 1))
@@ -218,5 +232,128 @@ TEST_CASE("kill -9 of the ventilator or the sink, restarted with the same flags:
     CHECK(files_in(p.out()) == expected_uniform(600, 10000)); // none lost, none extra, no .part
     CHECK(ledger_states(p.state())[2] == 600);
     CHECK_THAT(p.summary(), Catch::Contains("600 links: 600 done, 0 failed"));
+  }
+}
+
+namespace {
+
+std::uint64_t corpus_bytes(std::size_t count, std::uint64_t size) {
+  std::uint64_t total = 0;
+  for (const auto& item : uniform_corpus(count, size, 1)) total += item.size;
+  return total;
+}
+
+struct Job {
+  std::optional<int> status;
+  std::string out, err;
+  std::chrono::milliseconds took{};
+};
+
+// The whole pipeline against `fixture`'s list, `download_flags` passed to every downloader.
+Job run_job(const FixtureServer& fixture, const TempDir& dir, const std::vector<std::string>& download_flags,
+            std::chrono::seconds limit = 120s) {
+  std::vector<std::string> argv = {TRAWL_PIPELINE, "--trawl", TRAWL_BIN, "--progress", "none", "--source",
+                                   fixture.url() + "/list.txt", "--out", dir / "out", "--concurrency", "8", "--"};
+  argv.insert(argv.end(), download_flags.begin(), download_flags.end());
+  const auto t0 = std::chrono::steady_clock::now();
+  auto child = Child::spawn(argv, {}, dir / "stdout", dir / "stderr");
+  Job job;
+  job.status = child.wait_for(limit);
+  job.took = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0);
+  job.out = read_file(dir / "stdout");
+  job.err = read_file(dir / "stderr");
+  return job;
+}
+
+} // namespace
+
+TEST_CASE("bodies cut mid-way are resumed with Range requests: every byte right, none fetched twice",
+          "[e2e]") {
+  // 12 files of 1.6-2.4 MB; each file's first two answers close the connection after 700 kB.
+  // Resumed, the server sends each byte once (1.0x the corpus); started over, a file would cost
+  // 1.4 MB more than its size (about 1.7x).
+  constexpr std::size_t kCount = 12;
+  constexpr std::uint64_t kSize = 2000000;
+  auto fixture = FixtureServer::start({"--corpus", "uniform", "--count", std::to_string(kCount), "--size",
+                                       std::to_string(kSize), "--cut-after", "700000", "--cut-count", "2"});
+  TempDir dir("trawl-e2e-resume");
+  const Job job = run_job(fixture, dir, {"--retries", "3"});
+  INFO("stdout:\n" << job.out << "\nstderr:\n" << job.err);
+  REQUIRE(job.status);
+  CHECK(*job.status == 0);
+  CHECK_THAT(job.out, Catch::Contains("12 links: 12 done, 0 failed"));
+  CHECK(files_in(dir / "out") == expected_uniform(kCount, kSize)); // every SHA-256, no .part left
+  CHECK(ledger_states(dir / "out/.trawl")[2] == static_cast<int>(kCount));
+
+  const auto stats = nlohmann::json::parse(http_get(fixture.url() + "/stats"));
+  const auto corpus = corpus_bytes(kCount, kSize);
+  const auto served = stats["body_bytes"].get<std::uint64_t>();
+  INFO("stats: " << stats.dump() << "; corpus " << corpus << " bytes");
+  CHECK(stats["file_requests"].get<std::size_t>() == 3 * kCount);
+  CHECK(stats["range_requests"].get<std::size_t>() == 2 * kCount); // the 2nd and 3rd of each
+  CHECK(stats["partial_responses"].get<std::size_t>() == 2 * kCount);
+  CHECK(served >= corpus);
+  CHECK(static_cast<double>(served) < 1.5 * static_cast<double>(corpus));
+}
+
+TEST_CASE("a server without Range support: cut bodies start over and complete", "[e2e]") {
+  constexpr std::size_t kCount = 8;
+  constexpr std::uint64_t kSize = 1000000;
+  auto fixture = FixtureServer::start({"--corpus", "uniform", "--count", std::to_string(kCount), "--size",
+                                       std::to_string(kSize), "--cut-after", "500000", "--no-ranges"});
+  TempDir dir("trawl-e2e-noranges");
+  const Job job = run_job(fixture, dir, {"--retries", "2"});
+  INFO("stdout:\n" << job.out << "\nstderr:\n" << job.err);
+  REQUIRE(job.status);
+  CHECK(*job.status == 0);
+  CHECK_THAT(job.out, Catch::Contains("8 links: 8 done, 0 failed"));
+  CHECK(files_in(dir / "out") == expected_uniform(kCount, kSize));
+  const auto stats = nlohmann::json::parse(http_get(fixture.url() + "/stats"));
+  INFO("stats: " << stats.dump());
+  CHECK(stats["file_requests"].get<std::size_t>() == 2 * kCount);
+  CHECK(stats["range_requests"].get<std::size_t>() == 0); // no Accept-Ranges: nothing to ask
+  // The cut halves were fetched twice.
+  CHECK(stats["body_bytes"].get<std::uint64_t>() == corpus_bytes(kCount, kSize) + kCount * 500000);
+}
+
+TEST_CASE("stalled and trickling bodies fail as timeouts within the limits; nothing lands", "[e2e]") {
+  struct Mode {
+    const char* name;
+    std::vector<std::string> fixture, download;
+    std::chrono::milliseconds at_least;
+  };
+  const Mode mode = GENERATE(
+      Mode{"a body that stalls after 1000 bytes, --low-speed-time 1",
+           {"--stall-after", "1000"},
+           {"--low-speed-time", "1", "--low-speed-limit", "500"},
+           1000ms},
+      Mode{"a body that trickles a byte per 100 ms, --low-speed-time 1",
+           {"--trickle-ms", "100"},
+           {"--low-speed-time", "1", "--low-speed-limit", "500"},
+           1000ms},
+      Mode{"a body that trickles a byte per 20 ms, no low-speed check, --timeout 2",
+           {"--trickle-ms", "20"},
+           {"--low-speed-time", "0", "--timeout", "2"},
+           2000ms});
+  DYNAMIC_SECTION(mode.name) {
+    constexpr std::size_t kCount = 4;
+    std::vector<std::string> fargs = {"--corpus", "uniform", "--count", std::to_string(kCount), "--size", "50000"};
+    fargs.insert(fargs.end(), mode.fixture.begin(), mode.fixture.end());
+    auto fixture = FixtureServer::start(fargs);
+    TempDir dir("trawl-e2e-slow");
+    std::vector<std::string> flags = {"--retries", "1"};
+    flags.insert(flags.end(), mode.download.begin(), mode.download.end());
+    const Job job = run_job(fixture, dir, flags, 60s);
+    INFO("stdout:\n" << job.out << "\nstderr:\n" << job.err);
+    REQUIRE(job.status);
+    CHECK(*job.status == 1);
+    CHECK_THAT(job.out, Catch::Contains("4 links: 0 done, 4 failed"));
+    CHECK_THAT(job.out, Catch::Contains("timeout"));
+    CHECK(job.took >= 2 * mode.at_least); // two attempts, each held to the limit
+    CHECK(files_in(dir / "out").empty()); // no truncated file under a final name, no .part
+    const auto reasons = ledger_failure_reasons(dir / "out/.trawl");
+    CHECK(reasons == std::map<int, int>{{4, static_cast<int>(kCount)}}); // 4 = timeout
+    const auto stats = nlohmann::json::parse(http_get(fixture.url() + "/stats"));
+    CHECK(stats["file_requests"].get<std::size_t>() == 2 * kCount);
   }
 }

@@ -4,8 +4,10 @@
 // finished job must match, plus request counters. It binds a free port and announces it in a
 // ready file, so tests never guess ports and never sleep to wait.
 //
-// Fault injection lives in one place: parse_fault() reads the mode from a /fault/... path and
-// send_file() applies it while answering. No mode exists yet; see the comments there.
+// Fault injection lives in one place: parse_fault() reads the mode from a /fault/... path (and
+// FaultPlan picks one for /i/NAME from the command line), and send_file() applies it while
+// answering. File answers handle Range themselves (206, Content-Range, If-Range, 416, ETag,
+// Accept-Ranges) unless --no-ranges, and count the body bytes they send (/stats).
 #include <httplib.h>
 #include <signal.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
@@ -53,7 +55,15 @@ struct Options {
   bool verbose = false;
   int transient_pct = 0;     // these % of names fail their first request (kind by name)
   int permanent_404_pct = 0; // these % of names always answer 404
+  bool no_ranges = false;    // ignore Range and If-Range; no Accept-Ranges, ETag, Last-Modified
+  std::int64_t cut_after = -1;   // the first cut_count answers per file end after this many bytes
+  int cut_count = 1;
+  std::int64_t stall_after = -1; // every file answer goes silent after this many body bytes
+  int trickle_ms = 0;            // every file answer sends one body byte per this many ms
 };
+
+// Set when the server is asked to stop: a stalled or trickling answer gives up its thread.
+std::atomic<bool> g_stopping{false};
 
 // The corpus and the bytes of its files. Bytes are generated on first request and kept, so
 // repeated requests cost a lookup; they are shared (not copied) with the responses in flight.
@@ -130,12 +140,22 @@ public:
     if (path.rfind("/i/", 0) == 0) ++file_requests_;
     ++by_path_[path];
   }
+  // A file request that carried a Range header, and whether it was answered with a range (206).
+  void count_range(bool partial) {
+    ++range_requests_;
+    if (partial) ++partial_responses_;
+  }
+  // File body bytes handed to the socket (of /i/ and /fault/ answers, ranges included).
+  void count_body(std::size_t n) { body_bytes_ += n; }
 
   std::string json() const {
     std::lock_guard lock(mutex_);
     nlohmann::json j;
     j["requests"] = requests_;
     j["file_requests"] = file_requests_;
+    j["range_requests"] = range_requests_.load();
+    j["partial_responses"] = partial_responses_.load();
+    j["body_bytes"] = body_bytes_.load();
     j["by_path"] = by_path_;
     return j.dump();
   }
@@ -144,24 +164,30 @@ private:
   mutable std::mutex mutex_;
   std::uint64_t requests_ = 0;
   std::uint64_t file_requests_ = 0;
+  std::atomic<std::uint64_t> range_requests_{0}, partial_responses_{0}, body_bytes_{0};
   std::map<std::string, std::uint64_t> by_path_;
 };
 
 // How to misbehave while answering a file request. Add a mode by adding a kind and its fields
 // here, parsing it in parse_fault() and applying it in send_file(); the routes need no change.
-// Planned: status codes (with Retry-After), connection resets, truncated bodies, slow trickle.
 struct Fault {
-  enum class Kind { none, status, cut };
+  enum class Kind { none, status, cut, stall, trickle };
   Kind kind = Kind::none;
   int status = 0;          // for Kind::status
   int retry_after_s = -1;  // Retry-After header when >= 0
+  // cut: close the connection after this many body bytes of the answer (-1: half the file);
+  // stall: send this many, then nothing until the client leaves (or the server stops, or 60 s).
+  std::int64_t after = -1;
+  int every_ms = 0;        // trickle: one body byte per this many milliseconds
 };
 
 // Which fault a name gets, from --transient-pct and --permanent-404-pct: decided by a hash of the
 // name (stable across runs) and, for transient faults, only on the name's first request.
 class FaultPlan {
 public:
-  explicit FaultPlan(const Options& opt) : transient_(opt.transient_pct), permanent_(opt.permanent_404_pct) {}
+  explicit FaultPlan(const Options& opt)
+      : transient_(opt.transient_pct), permanent_(opt.permanent_404_pct), cut_after_(opt.cut_after),
+        cut_count_(opt.cut_count), stall_after_(opt.stall_after), trickle_ms_(opt.trickle_ms) {}
 
   static unsigned bucket(const std::string& name) {
     std::uint64_t h = 1469598103934665603ULL;
@@ -174,10 +200,10 @@ public:
   // The fault for this request of `name`.
   Fault next(const std::string& name) {
     if (permanent(name)) return Fault{Fault::Kind::status, 404, -1};
-    if (!transient(name)) return {};
+    if (!transient(name)) return for_every_file(name);
     {
       std::lock_guard lock(mutex_);
-      if (seen_[name]++ > 0) return {};
+      if (seen_[name]++ > 0) return for_every_file(name);
     }
     switch (bucket(name) % 5) {
     case 0: return Fault{Fault::Kind::status, 500, -1};
@@ -200,45 +226,161 @@ public:
   }
 
 private:
+  // --cut-after (the first --cut-count answers of each file), --stall-after, --trickle-ms.
+  Fault for_every_file(const std::string& name) {
+    if (cut_after_ >= 0) {
+      std::lock_guard lock(mutex_);
+      if (cuts_[name]++ < cut_count_) return Fault{Fault::Kind::cut, 0, -1, cut_after_};
+    }
+    if (stall_after_ >= 0) return Fault{Fault::Kind::stall, 0, -1, stall_after_};
+    if (trickle_ms_ > 0) return Fault{Fault::Kind::trickle, 0, -1, -1, trickle_ms_};
+    return {};
+  }
+
   int transient_, permanent_;
+  std::int64_t cut_after_;
+  int cut_count_;
+  std::int64_t stall_after_;
+  int trickle_ms_;
   std::mutex mutex_;
   std::map<std::string, int> seen_;
+  std::map<std::string, int> cuts_;
 };
 
-// "/fault/<mode...>/i/<name>" -> the fault and the file name; std::nullopt for an unknown mode.
+// "/fault/<mode>/i/<name>" -> the fault and the file name; std::nullopt for an unknown mode.
+// Modes (applied to every request of that path): cut-N (close after N body bytes), stall-N (N
+// bytes, then silence), trickle-MS (a byte every MS ms), status-CODE (e.g. status-503).
 std::optional<std::pair<Fault, std::string>> parse_fault(const std::string& spec) {
-  (void)spec;
-  return std::nullopt;
+  const auto slash = spec.find("/i/");
+  if (slash == std::string::npos || slash == 0) return std::nullopt;
+  const std::string mode = spec.substr(0, slash), name = spec.substr(slash + 3);
+  if (name.empty() || name.find('/') != std::string::npos) return std::nullopt;
+  const auto dash = mode.rfind('-');
+  if (dash == std::string::npos || dash + 1 == mode.size() || dash + 10 < mode.size() ||
+      mode.find_first_not_of("0123456789", dash + 1) != std::string::npos)
+    return std::nullopt;
+  const std::string kind = mode.substr(0, dash);
+  const long n = std::stol(mode.substr(dash + 1));
+  Fault f;
+  if (kind == "cut") f = Fault{Fault::Kind::cut, 0, -1, n};
+  else if (kind == "stall") f = Fault{Fault::Kind::stall, 0, -1, n};
+  else if (kind == "trickle" && n > 0) f = Fault{Fault::Kind::trickle, 0, -1, -1, static_cast<int>(n)};
+  else if (kind == "status" && n >= 100 && n <= 599) f = Fault{Fault::Kind::status, static_cast<int>(n), -1};
+  else return std::nullopt;
+  return std::make_pair(f, name);
 }
 
-// The one place that writes a file's body: Content-Length and type set, Range handled by httplib.
-void send_file(Response& res, std::shared_ptr<const std::string> bytes, const std::string& type,
-               const Fault& fault) {
-  switch (fault.kind) {
-  case Fault::Kind::none:
-    break;
-  case Fault::Kind::status:
+// Sleeps `ms` in slices; false when the server stops meanwhile.
+bool nap(int ms) {
+  for (int waited = 0; waited < ms; waited += 20) {
+    if (g_stopping) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(std::min(20, ms - waited)));
+  }
+  return !g_stopping;
+}
+
+// A file's validators: a strong ETag from its name and size, and a fixed Last-Modified date.
+std::string etag_of(const std::string& name, std::size_t size) {
+  return "\"" + std::to_string(FaultPlan::bucket(name)) + "-" + std::to_string(size) + "-" +
+         std::to_string(std::hash<std::string>{}(name) & 0xFFFFFFFFu) + "\"";
+}
+constexpr const char* kLastModified = "Mon, 01 Jan 2024 00:00:00 GMT";
+
+// The part of a file an answer carries: [from, to), with its status (200, 206 or 416).
+struct Slice {
+  std::size_t from = 0, to = 0;
+  int status = 200;
+};
+
+// Reads one "bytes=A-B", "bytes=A-" or "bytes=-N" range. Anything else (several ranges, another
+// unit, garbage) is ignored and the whole file is sent, which RFC 9110 allows.
+Slice slice_for(const Request& req, const std::string& etag, std::size_t size) {
+  Slice whole{0, size, 200};
+  const std::string range = req.get_header_value("Range");
+  if (range.rfind("bytes=", 0) != 0 || range.find(',') != std::string::npos) return whole;
+  const std::string if_range = req.get_header_value("If-Range");
+  if (!if_range.empty() && if_range != etag && if_range != kLastModified) return whole; // changed
+  const std::string spec = range.substr(6);
+  const auto dash = spec.find('-');
+  const auto digits = [](const std::string& d) {
+    return !d.empty() && d.size() < 19 && d.find_first_not_of("0123456789") == std::string::npos;
+  };
+  if (dash == std::string::npos) return whole;
+  const std::string a = spec.substr(0, dash), b = spec.substr(dash + 1);
+  if (a.empty()) { // the last N bytes
+    if (!digits(b) || std::stoull(b) == 0) return whole;
+    const std::size_t n = std::min<std::size_t>(std::stoull(b), size);
+    return Slice{size - n, size, 206};
+  }
+  if (!digits(a) || (!b.empty() && !digits(b))) return whole;
+  const std::size_t first = std::stoull(a);
+  if (!b.empty() && std::stoull(b) < first) return whole;
+  if (first >= size) return Slice{0, 0, 416};
+  const std::size_t last = b.empty() ? size - 1 : std::min<std::size_t>(std::stoull(b), size - 1);
+  return Slice{first, last + 1, 206};
+}
+
+// The one place that writes a file's body: status, Range, validators, Content-Length and type,
+// then the fault (if any) while the body streams. Every body byte sent is counted.
+void send_file(const Request& req, Response& res, const std::string& name,
+               std::shared_ptr<const std::string> bytes, const std::string& type, const Fault& fault,
+               const Options& opt, Stats& stats) {
+  // httplib would apply the request's Range to whatever we answer (even an error page, even a
+  // 206 we built ourselves); ranges are answered here, so its copy is cleared. The request object
+  // is the server's own, non-const one.
+  const_cast<Request&>(req).ranges.clear();
+  if (fault.kind == Fault::Kind::status) {
     res.status = fault.status;
     if (fault.retry_after_s >= 0) res.set_header("Retry-After", std::to_string(fault.retry_after_s));
     res.set_content("fault: HTTP " + std::to_string(fault.status) + "\n", "text/plain");
     return;
-  case Fault::Kind::cut: {
-    // Announce the whole length, send half, then drop the connection.
-    const std::size_t size = bytes->size();
-    res.set_content_provider(size, type, [bytes = std::move(bytes)](std::size_t offset, std::size_t length, httplib::DataSink& sink) {
-      const std::size_t half = bytes->size() / 2;
-      if (offset >= half) return false;
-      return sink.write(bytes->data() + offset, std::min(length, half - offset));
-    });
-    return;
-  }
   }
   const std::size_t size = bytes->size();
+  Slice slice{0, size, 200};
+  if (!opt.no_ranges) {
+    const std::string etag = etag_of(name, size);
+    res.set_header("Accept-Ranges", "bytes");
+    res.set_header("ETag", etag);
+    res.set_header("Last-Modified", kLastModified);
+    if (req.has_header("Range")) {
+      slice = slice_for(req, etag, size);
+      stats.count_range(slice.status == 206);
+    }
+    if (slice.status == 416) {
+      res.status = 416;
+      res.set_header("Content-Range", "bytes */" + std::to_string(size));
+      res.set_content("", type);
+      return;
+    }
+    if (slice.status == 206) {
+      res.status = 206;
+      res.set_header("Content-Range", "bytes " + std::to_string(slice.from) + "-" +
+                                          std::to_string(slice.to - 1) + "/" + std::to_string(size));
+    }
+  } else if (req.has_header("Range")) {
+    stats.count_range(false);
+  }
+  const std::size_t length = slice.to - slice.from;
+  // Body bytes this answer sends before its fault strikes (all of them without a fault).
+  std::size_t limit = length;
+  if (fault.kind == Fault::Kind::cut || fault.kind == Fault::Kind::stall)
+    limit = std::min<std::size_t>(length, fault.after < 0 ? size / 2 : static_cast<std::size_t>(fault.after));
   res.set_content_provider(
-      size, type,
-      [bytes = std::move(bytes)](std::size_t offset, std::size_t length, httplib::DataSink& sink) {
-        const std::size_t n = std::min(length, bytes->size() - offset);
-        return sink.write(bytes->data() + offset, n);
+      length, type,
+      [bytes = std::move(bytes), from = slice.from, length, limit, fault,
+       &stats](std::size_t offset, std::size_t want, httplib::DataSink& sink) {
+        if (offset >= limit) {
+          if (fault.kind == Fault::Kind::stall) nap(60000); // silence; the client gives up
+          return false; // httplib closes the connection: the body ends short
+        }
+        std::size_t n = std::min({want, length - offset, limit - offset});
+        if (fault.kind == Fault::Kind::trickle) {
+          if (offset > 0 && !nap(fault.every_ms)) return false;
+          n = 1;
+        }
+        if (!sink.write(bytes->data() + from + offset, n)) return false;
+        stats.count_body(n);
+        return true;
       });
 }
 
@@ -305,7 +447,8 @@ void install_routes(httplib::Server& svr, const Options& opt, FileStore& store, 
     const std::string name = req.matches[1];
     auto bytes = store.get(name);
     if (!bytes) return not_found(res, name);
-    send_file(res, std::move(bytes), ts::mime_type_for(name), faults.next(name));
+    send_file(req, res, name, std::move(bytes), ts::mime_type_for(name), faults.next(name), opt,
+              stats);
   });
 
   svr.Get(R"(/fault/(.+))", [&](const Request& req, Response& res) {
@@ -314,7 +457,8 @@ void install_routes(httplib::Server& svr, const Options& opt, FileStore& store, 
     delay(opt);
     auto bytes = store.get(parsed->second);
     if (!bytes) return not_found(res, parsed->second);
-    send_file(res, std::move(bytes), ts::mime_type_for(parsed->second), parsed->first);
+    send_file(req, res, parsed->second, std::move(bytes), ts::mime_type_for(parsed->second),
+              parsed->first, opt, stats);
   });
 
   svr.Get(R"(/a/([A-Za-z0-9]+))", [&](const Request& req, Response& res) {
@@ -375,7 +519,9 @@ int main(int argc, char** argv) {
   CLI::App app{"trawl-fixture: a local HTTP server with a generated, Imgur-shaped corpus for "
                "trawl's tests, demo and benchmarks.\n"
                "Routes: /3/gallery/...json (gallery page), /i/NAME (file), /a/ID (album page), "
-               "/list.txt, /manifest.tsv (name, size, sha256), /stats (request counters)."};
+               "/list.txt, /manifest.tsv (name, size, sha256), /stats (request, range and body-byte "
+               "counters), /fault/MODE/i/NAME (a file with a fault: cut-N, stall-N, trickle-MS, "
+               "status-CODE)."};
   app.add_option("--host", opt.host, "Address to listen on")->capture_default_str();
   app.add_option("--port", opt.port, "Port to listen on; 0 picks a free port")
       ->capture_default_str()
@@ -414,6 +560,23 @@ int main(int argc, char** argv) {
                  "This % of files (by name hash, disjoint from the transient ones) always answer 404")
       ->capture_default_str()
       ->check(CLI::Range(0, 100));
+  app.add_flag("--no-ranges", opt.no_ranges,
+               "Behave like a server without Range support: ignore Range and If-Range (always the "
+               "whole file, 200) and send no Accept-Ranges, ETag or Last-Modified");
+  app.add_option("--cut-after", opt.cut_after,
+                 "The first --cut-count answers for each file close the connection after this "
+                 "many body bytes (a range answer counts its own bytes)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--cut-count", opt.cut_count, "Answers per file that --cut-after cuts")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1000000));
+  app.add_option("--stall-after", opt.stall_after,
+                 "Every file answer sends this many body bytes, then nothing (the connection "
+                 "stays open, silent, until the client leaves)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--trickle-ms", opt.trickle_ms,
+                 "Every file answer sends its body one byte per this many milliseconds")
+      ->check(CLI::Range(1, 60000));
   CLI11_PARSE(app, argc, argv);
   spdlog::set_default_logger(spdlog::stderr_color_mt("fixture"));  // stdout stays clean
 
@@ -472,6 +635,7 @@ int main(int argc, char** argv) {
       if (sig > 0) {
         spdlog::info("trawl-fixture: signal {}, stopping", sig);
         stopping = true;
+        g_stopping = true;
       }
       // Repeated until listen returns: a stop() before the accept loop starts is a no-op.
       if (stopping) {
