@@ -145,16 +145,22 @@ public:
         abandon_waiting();
       }
       flush_unsent();
-      send_ready(now, stopping);
       if (stopping) {
+        send_ready(now, stopping);
         if (active_ == 0) break;
         if (now >= stop_deadline) {
           abort_active();
           break;
         }
-      } else if (now >= disk_pause_until_) {
-        start_due_retries(now);
-        take_tasks();
+      } else {
+        if (now >= disk_pause_until_) {
+          start_due_retries(now);
+          take_tasks();
+        }
+        // After taking: the ventilator learns at once what we took and what finished, so new
+        // tasks are on their way while this turn's transfers run. (While paused for a full
+        // disk it asks for nothing, but still sends its heartbeat.)
+        send_ready(now, stopping);
       }
 
       // ZMQ_FD is edge-triggered and only worth watching while we would take a task: at the cap
@@ -225,7 +231,10 @@ private:
     const std::uint32_t capacity = stopping || now < disk_pause_until_
                                        ? 0
                                        : static_cast<std::uint32_t>(opt_.concurrency + opt_.prefetch);
-    if (held == last_held_ && capacity == last_capacity_ && now - last_ready_ < kReadyInterval)
+    // `received` counts too: tasks that end at once (an unusable name, a refused URL) change
+    // nothing else, and without a new `ready` the ventilator would wait for the heartbeat.
+    if (held == last_held_ && capacity == last_capacity_ && received_ == last_received_ &&
+        now - last_ready_ < kReadyInterval)
       return;
     proto::Ready r{node_, capacity, held, received_, {}};
     for (auto it = held_ids_.begin(); it != held_ids_.end() && r.ids.size() < proto::kMaxReadyIds; ++it)
@@ -239,6 +248,7 @@ private:
     if (!sent) return; // not connected yet: the next turn tries again
     last_held_ = held;
     last_capacity_ = capacity;
+    last_received_ = received_;
     last_ready_ = now;
   }
 
@@ -285,6 +295,10 @@ private:
   // Starts attempt `attempt` of `task` (continuing `resume` when it is given), or reports it
   // failed when it cannot start.
   void start(proto::Task task, std::uint32_t attempt, std::optional<Partial> resume = {}) {
+    if (opt_.bench_null) {
+      report_null(task, attempt);
+      return;
+    }
     if (!is_safe_name(task.name)) {
       report_failure(task, attempt, proto::Reason::bad_url,
                      bounded("unsafe file name: " + task.name, proto::kMaxDetailBytes));
@@ -418,6 +432,22 @@ private:
     send(proto::encode(r));
   }
 
+  // --bench-null: done at once, nothing fetched or written (the SHA-256 of an empty body).
+  void report_null(const proto::Task& task, std::uint32_t attempt) {
+    proto::Result r;
+    r.id = task.id;
+    r.url = task.url;
+    r.node = node_;
+    r.attempt = attempt;
+    r.status = proto::Status::done;
+    r.path = out_ + "/" + task.name;
+    r.sha256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+    r.http_code = 200;
+    ++counters_.done;
+    release_id(r.id);
+    send(proto::encode(r));
+  }
+
   // A failure decided before or without a transfer (unsafe name, temp file, stop).
   void report_failure(const proto::Task& task, std::uint32_t attempt, proto::Reason reason,
                       std::string detail) {
@@ -517,6 +547,7 @@ private:
   std::uint64_t received_ = 0; // task frames received on the task socket
   std::multiset<std::uint64_t> held_ids_; // tasks received and not yet reported, for the vent
   std::uint32_t last_held_ = UINT32_MAX, last_capacity_ = 0;
+  std::uint64_t last_received_ = 0;
   Clock::time_point last_ready_{};
 
   CurlMulti multi_; // declared before the slots: it must be freed after every easy handle
@@ -667,6 +698,9 @@ void add_options(CLI::App& cmd, DownloadOptions& o) {
   cmd.add_option("--per-host", o.per_host, "connections per host at most, 0 = no cap")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
+  cmd.add_flag("--bench-null", o.bench_null,
+               "benchmarks only: report every task done at once, fetching and writing nothing")
+      ->group(""); // hidden: it would mark links done that were never downloaded
   cmd.add_option("--user-agent", o.user_agent,
                  "User-Agent header (default trawl/" TRAWL_VERSION ")");
 }

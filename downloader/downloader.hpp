@@ -33,6 +33,9 @@ struct DownloadOptions {
   std::chrono::milliseconds grace{10000};
   int per_host = 0; // 0 = no cap
   std::string user_agent; // default trawl/<version>
+  // Benchmarks only (hidden flag --bench-null): every task is reported done at once with an empty
+  // body, without network or disk, to measure the pipeline's own per-link cost.
+  bool bench_null = false;
 };
 
 // Registers the download flags on `cmd`, writing into `o`.

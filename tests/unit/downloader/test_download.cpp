@@ -293,6 +293,32 @@ TEST_CASE("downloader: the event loop does not spin, idle or at its cap", "[down
   CHECK(part_files(tmp.path).empty());
 }
 
+TEST_CASE("downloader: tasks that end at once are reported to the ventilator at once",
+          "[downloader]") {
+  // A task that fails before any transfer (here an unsafe file name) leaves `held` unchanged;
+  // the ready message must still go out at once with the new `received` count, or the
+  // ventilator sends nothing more until the next heartbeat (a second later): a job of such links
+  // would crawl at one capacity's worth per second.
+  TempDir tmp;
+  trawl::downloader::DownloadOptions o;
+  o.out = tmp.path.string();
+  o.concurrency = 2;
+  o.prefetch = 1;
+  Harness h(o);
+  h.drain_ready(10s);
+  for (std::uint64_t id = 1; id <= 3; ++id) h.send(Task{id, "http://127.0.0.1:9/x", "../x", 1});
+  auto results = h.collect(3, 5s);
+  REQUIRE(results.size() == 3);
+  const auto deadline = std::chrono::steady_clock::now() + 300ms;
+  while (h.last_ready().received < 3 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(5ms);
+    h.drain_ready(0ms);
+  }
+  CHECK(h.last_ready().received == 3);
+  CHECK(h.last_ready().held == 0);
+  CHECK(h.stop() == trawl::kExitOk);
+}
+
 // Figures, not checks: run with  trawl_unit_tests '[.downloader-bench]' -s
 TEST_CASE("downloader bench: throughput against a loopback server", "[.downloader-bench]") {
   TempDir tmp;
