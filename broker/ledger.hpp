@@ -74,9 +74,9 @@ public:
 
   void lease(std::uint64_t id, std::string_view node, std::int64_t until_unix_ms);
   void release(std::uint64_t id); // leased -> pending
-  // Records a final result. Returns the state the link was in, or nullopt when it was already
-  // final (a late duplicate) or unknown; then nothing changes.
-  std::optional<LinkState> finish(const proto::Result& r);
+  // Records a final result of a pending or leased link (one statement). Returns false when the
+  // link was already final (a late duplicate) or is unknown; then nothing changes.
+  bool finish(const proto::Result& r);
   // Marks a link failed without a result (e.g. lost too many times).
   void fail(std::uint64_t id, proto::Reason reason, std::string_view detail);
 
@@ -102,6 +102,7 @@ private:
   sqlite3* db_ = nullptr;
   std::vector<Stmt> stmts_;
   bool in_tx_ = false;
+  bool insert_first_ = false; // the ledger was empty when opened: insert links without a lookup
 };
 
 } // namespace trawl::broker

@@ -91,6 +91,7 @@ struct Lease {
 
 constexpr std::chrono::milliseconds kCommitEvery{50};
 constexpr std::chrono::milliseconds kJobEvery{1000};
+constexpr std::chrono::milliseconds kExpireEvery{20};
 
 class Vent {
 public:
@@ -121,6 +122,7 @@ public:
   int run() {
     auto next_commit = Clock::now() + kCommitEvery;
     auto next_job = Clock::now();
+    auto next_expire = Clock::now();
     while (!stop_requested()) {
       const auto now = Clock::now();
       if (complete()) {
@@ -148,7 +150,11 @@ public:
       if (items[2].revents & ZMQ_POLLIN) drain_acks();
       if (items[0].revents & ZMQ_POLLIN) drain_links();
       dispatch(now);
-      expire(now);
+      // Deadlines are seconds long: a scan of every lease per turn would cost more than it finds.
+      if (now >= next_expire) {
+        expire(now);
+        next_expire = now + kExpireEvery;
+      }
       if (now >= next_commit) {
         ledger_.commit();
         next_commit = now + kCommitEvery;
@@ -463,10 +469,9 @@ private:
         drop("acks", "not a result");
         continue;
       }
-      const auto before = ledger_.finish(*r);
-      if (!before) continue; // unknown, or a late duplicate of a final result
-      leases_.erase(r->id);
-      if (*before == LinkState::leased) --counts_.leased;
+      if (!ledger_.finish(*r)) continue; // unknown, or a late duplicate of a final result
+      // Leased in the ledger exactly when it is in leases_ (dispatch, requeue, open_run).
+      if (leases_.erase(r->id) == 1) --counts_.leased;
       else --counts_.pending; // sent back already, and then its result came after all
       if (r->status == proto::Status::done) ++counts_.done;
       else ++counts_.failed;

@@ -262,13 +262,15 @@ TEST_CASE("ledger: stable ids, names kept across reopen, batched states, new run
     CHECK(l.task(b.id)->name != "x.jpg");
     l.lease(a.id, "n1", 123);
     CHECK(l.counts().leased == 1);
-    CHECK(l.finish(done_result(a.id, 5, 42)) == LinkState::leased);
-    CHECK_FALSE(l.finish(done_result(a.id, 5, 42)).has_value()); // late duplicate
+    CHECK(l.finish(done_result(a.id, 5, 42)));
+    CHECK_FALSE(l.finish(done_result(a.id, 5, 42))); // late duplicate
+    CHECK_FALSE(l.finish(done_result(999, 5, 42)));  // unknown
     l.lease(b.id, "n1", 123);
     l.release(b.id);
     CHECK(l.pending_after(0, 10).size() == 1);
     l.lease(b.id, "n1", 123);
-    CHECK(l.finish(failed_result(b.id, proto::Reason::http_client)) == LinkState::leased);
+    CHECK(l.finish(failed_result(b.id, proto::Reason::http_client)));
+    CHECK(l.record(b.id)->state == LinkState::failed);
   } // destructor commits
   {
     Ledger l(dir, false);
