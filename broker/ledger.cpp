@@ -29,7 +29,9 @@ public:
     return *this;
   }
   Stmt& bind(int i, std::string_view v) {
-    sqlite3_bind_text(s_, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
+    // SQLITE_STATIC: no copy. Every statement is bound and stepped within one Ledger call, while
+    // the caller's string lives, and reset (bindings cleared) before its next use.
+    sqlite3_bind_text(s_, i, v.data(), static_cast<int>(v.size()), SQLITE_STATIC);
     return *this;
   }
   // Steps once: true when a row is available.
@@ -171,14 +173,15 @@ Ledger::Added Ledger::add_link(std::string_view url, NameAssigner& names) {
   begin();
   if (insert_first_) {
     // (The name of a duplicate is spent: harmless, and duplicates are rare past the fetcher.)
-    stmt(kInsertOrIgnore).bind(1, url).bind(2, names.assign(url)).step();
+    const std::string name = names.assign(url); // bound without a copy: must outlive step()
+    stmt(kInsertOrIgnore).bind(1, url).bind(2, name).step();
     if (sqlite3_changes(db_) == 1)
       return {static_cast<std::uint64_t>(sqlite3_last_insert_rowid(db_)), true, LinkState::pending};
   }
   auto& find = stmt(kFindUrl).bind(1, url);
   if (find.step()) return {static_cast<std::uint64_t>(find.i64(0)), false, static_cast<LinkState>(find.i64(1))};
-  auto& ins = stmt(kInsert).bind(1, url).bind(2, names.assign(url));
-  ins.step();
+  const std::string name = names.assign(url); // bound without a copy: must outlive step()
+  stmt(kInsert).bind(1, url).bind(2, name).step();
   return {static_cast<std::uint64_t>(sqlite3_last_insert_rowid(db_)), true, LinkState::pending};
 }
 
