@@ -131,6 +131,9 @@ std::unique_ptr<Cli> make_cli(const CliSettings& settings) {
   downloader::add_options(*cli->download, cli->download_opts);
   cli->sink = app.add_subcommand("sink", "Collect results, show progress and print the summary");
   broker::add_options(*cli->sink, cli->sink_opts);
+  cli->monitor = app.add_subcommand(
+      "monitor", "Show a running sink's live progress from any host (the sink's --monitor endpoint)");
+  broker::add_options(*cli->monitor, cli->monitor_opts);
 
   cli->config = app.add_subcommand("config", "Work with config files");
   cli->config->require_subcommand(1);
@@ -158,7 +161,9 @@ std::unique_ptr<Cli> make_cli(const CliSettings& settings) {
   if (settings.use_environment) {
     for (CLI::Option* opt : app.get_options())
       if (const auto env = env_name(nullptr, *opt); !env.empty()) opt->envname(env);
-    for (CLI::App* sub : cli->actors())
+    std::vector<CLI::App*> with_env = cli->actors();
+    with_env.push_back(cli->monitor);
+    for (CLI::App* sub : with_env)
       for (CLI::Option* opt : sub->get_options())
         if (const auto env = env_name(sub, *opt); !env.empty()) opt->envname(env);
   }

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "broker/monitor.hpp"
 #include "broker/sink.hpp"
 #include "broker/vent.hpp"
 #include "downloader/downloader.hpp"
@@ -37,6 +38,7 @@ struct Cli {
   broker::VentOptions vent_opts;
   downloader::DownloadOptions download_opts;
   broker::SinkOptions sink_opts;
+  broker::MonitorOptions monitor_opts;
   std::string check_file;     // config check FILE
   std::string man_subcommand; // manpage [SUB]
   std::string shell;          // completion SHELL
@@ -45,6 +47,7 @@ struct Cli {
   CLI::App* vent = nullptr;
   CLI::App* download = nullptr;
   CLI::App* sink = nullptr;
+  CLI::App* monitor = nullptr;
   CLI::App* config = nullptr;
   CLI::App* config_check = nullptr;
   CLI::App* completion = nullptr;

@@ -53,6 +53,7 @@ int main(int argc, char** argv) {
     if (cli->vent->parsed()) return trawl::broker::run(cli->vent_opts);
     if (cli->download->parsed()) return trawl::downloader::run(cli->download_opts);
     if (cli->sink->parsed()) return trawl::broker::run(cli->sink_opts);
+    if (cli->monitor->parsed()) return trawl::broker::run(cli->monitor_opts);
   } catch (const std::exception& e) {
     spdlog::critical("{}", e.what());
     return trawl::kExitFatal;

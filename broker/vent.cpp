@@ -287,6 +287,11 @@ private:
 
   // Sends a leased task back to pending (its node died or its result was lost).
   void requeue(std::uint64_t id, const char* why) {
+    // Counted against the node it was taken away from, for the sink's per-node table.
+    std::string node = "(unknown)";
+    if (auto l = leases_.find(id); l != leases_.end())
+      if (auto p = peers_.find(l->second.peer); p != peers_.end()) node = p->second.node;
+    if (requeued_by_node_.size() < 4096 || requeued_by_node_.count(node)) ++requeued_by_node_[node];
     leases_.erase(id);
     ledger_.release(id);
     --counts_.leased;
@@ -487,6 +492,16 @@ private:
     j.failed = counts_.failed;
     j.skipped = skipped_;
     j.complete = links_ended_ && counts_.pending == 0 && counts_.leased == 0;
+    j.active = counts_.leased;
+    j.nodes = peers_.size();
+    j.requeued = requeued_count_;
+    std::vector<std::pair<std::uint64_t, std::string>> by_count;
+    for (const auto& [node, n] : requeued_by_node_) by_count.emplace_back(n, node);
+    std::sort(by_count.rbegin(), by_count.rend());
+    for (std::size_t i = 0; i < by_count.size() && i < proto::kMaxJobNodes; ++i) {
+      j.requeued_nodes.push_back(by_count[i].second);
+      j.requeued_counts.push_back(by_count[i].first);
+    }
     // Only the latest figures matter: replace what has not gone out yet.
     if (!to_sink_.empty()) to_sink_.pop_back();
     to_sink_.push_back(proto::encode(j));
@@ -520,6 +535,7 @@ private:
   std::deque<std::string> to_sink_;
   std::uint64_t links_this_run_ = 0, new_links_ = 0, skipped_ = 0;
   std::uint64_t dispatched_ = 0, requeued_count_ = 0, dropped_ = 0;
+  std::map<std::string, std::uint64_t> requeued_by_node_;
   std::int64_t started_ms_ = 0;
   bool links_ended_ = false;
   bool skip_known_done_ = false;

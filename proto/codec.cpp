@@ -85,9 +85,10 @@ public:
     return true;
   }
 
-  bool uint_array(std::string_view key, std::size_t max, std::vector<std::uint64_t>& out) {
+  bool uint_array(std::string_view key, std::size_t max, std::vector<std::uint64_t>& out,
+                  bool required = true) {
     const auto* o = find(key);
-    if (!o) return fail(key, "missing");
+    if (!o) return !required || fail(key, "missing");
     if (o->type != msgpack::type::ARRAY) return fail(key, "not an array");
     if (o->via.array.size > max) return fail(key, "too many elements");
     out.clear();
@@ -96,6 +97,23 @@ public:
       const auto& e = o->via.array.ptr[i];
       if (e.type != msgpack::type::POSITIVE_INTEGER) return fail(key, "element not an unsigned integer");
       out.push_back(e.via.u64);
+    }
+    return true;
+  }
+
+  bool str_array(std::string_view key, std::size_t max, std::size_t max_len,
+                 std::vector<std::string>& out, bool required = true) {
+    const auto* o = find(key);
+    if (!o) return !required || fail(key, "missing");
+    if (o->type != msgpack::type::ARRAY) return fail(key, "not an array");
+    if (o->via.array.size > max) return fail(key, "too many elements");
+    out.clear();
+    out.reserve(o->via.array.size);
+    for (std::uint32_t i = 0; i < o->via.array.size; ++i) {
+      const auto& e = o->via.array.ptr[i];
+      if (e.type != msgpack::type::STR) return fail(key, "element not a string");
+      if (e.via.str.size > max_len) return fail(key, "element too long");
+      out.emplace_back(e.via.str.ptr, e.via.str.size);
     }
     return true;
   }
@@ -176,8 +194,15 @@ std::variant<Message, DecodeError> decode_fields(std::string_view type, Fields& 
         !f.uint("done", std::numeric_limits<std::int64_t>::max(), m.done) ||
         !f.uint("failed", std::numeric_limits<std::int64_t>::max(), m.failed) ||
         !f.uint("skipped", std::numeric_limits<std::int64_t>::max(), m.skipped) ||
-        !f.boolean("complete", m.complete))
+        !f.boolean("complete", m.complete) ||
+        !f.uint("active", std::numeric_limits<std::int64_t>::max(), m.active, false) ||
+        !f.uint("nodes", std::numeric_limits<std::int64_t>::max(), m.nodes, false) ||
+        !f.uint("rq", std::numeric_limits<std::int64_t>::max(), m.requeued, false) ||
+        !f.str_array("rq_node", kMaxJobNodes, kMaxNodeBytes, m.requeued_nodes, false) ||
+        !f.uint_array("rq_count", kMaxJobNodes, m.requeued_counts, false))
       return bad(type);
+    if (m.requeued_nodes.size() != m.requeued_counts.size())
+      return DecodeError{"job: rq_node and rq_count differ in length"};
     return m;
   }
   if (type == "ready") {
@@ -254,7 +279,9 @@ std::string encode(const Message& m) {
                    pk.pack_uint32(r.attempt);
                  },
                  [&](const Job& j) {
-                   put_header(pk, 6, "job");
+                   // The optional figures only when set: an idle job's frame stays as before.
+                   const bool extra = j.active || j.nodes || j.requeued || !j.requeued_nodes.empty();
+                   put_header(pk, extra ? 11 : 6, "job");
                    put_str(pk, "start");
                    pk.pack_int64(j.started_unix_ms);
                    put_str(pk, "total");
@@ -267,6 +294,20 @@ std::string encode(const Message& m) {
                    pk.pack_uint64(j.skipped);
                    put_str(pk, "complete");
                    pk.pack(j.complete);
+                   if (!extra) return;
+                   put_str(pk, "active");
+                   pk.pack_uint64(j.active);
+                   put_str(pk, "nodes");
+                   pk.pack_uint64(j.nodes);
+                   put_str(pk, "rq");
+                   pk.pack_uint64(j.requeued);
+                   const std::size_t n = std::min({j.requeued_nodes.size(), j.requeued_counts.size(), kMaxJobNodes});
+                   put_str(pk, "rq_node");
+                   pk.pack_array(static_cast<std::uint32_t>(n));
+                   for (std::size_t i = 0; i < n; ++i) put_str(pk, j.requeued_nodes[i]);
+                   put_str(pk, "rq_count");
+                   pk.pack_array(static_cast<std::uint32_t>(n));
+                   for (std::size_t i = 0; i < n; ++i) pk.pack_uint64(j.requeued_counts[i]);
                  },
                  [&](const Ready& r) {
                    put_header(pk, 5, "ready");

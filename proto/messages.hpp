@@ -28,6 +28,7 @@ inline constexpr std::size_t kMaxNodeBytes = 128;
 inline constexpr std::size_t kMaxDetailBytes = 1024;
 inline constexpr std::size_t kMaxMapEntries = 32;
 inline constexpr std::size_t kMaxReadyIds = 4096;
+inline constexpr std::size_t kMaxJobNodes = 256;
 
 // fetcher -> ventilator: one link to download.
 struct Link {
@@ -82,6 +83,15 @@ struct Job {
   std::uint64_t failed = 0;
   std::uint64_t skipped = 0;
   bool complete = false;
+  // Optional (absent from an older ventilator's frames, then zero/empty): tasks leased now (in
+  // flight or queued at a node), downloaders connected, tasks dispatched again because their node
+  // died or their result was lost, and that count per node the tasks were taken away from
+  // (parallel arrays, at most kMaxJobNodes entries: the largest counts).
+  std::uint64_t active = 0;
+  std::uint64_t nodes = 0;
+  std::uint64_t requeued = 0;
+  std::vector<std::string> requeued_nodes;
+  std::vector<std::uint64_t> requeued_counts;
   friend bool operator==(const Job&, const Job&) = default;
 };
 
