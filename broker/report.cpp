@@ -207,12 +207,17 @@ constexpr const char* kHtmlTail = R"html(</script>
   (function () {
     const svg = document.getElementById('throughput');
     const W = 860, H = 260, m = { l: 60, r: 70, t: 14, b: 34 };
-    const tl = data.timeline, n = tl.done.length, slot = tl.slot_s || 1;
+    const tl = data.timeline, slot = tl.slot_s || 1;
+    // The sink starts before the job: begin the curve at the job's first link.
+    const skip = Math.max(0, Math.min(tl.done.length - 1,
+                                      Math.floor((data.started_unix_ms - tl.origin_unix_ms) / 1000 / slot)));
+    const done = tl.done.slice(skip), failed = tl.failed.slice(skip), bytesv = tl.bytes.slice(skip);
+    const n = done.length;
     el(svg, 'line', { class: 'axis', x1: m.l, y1: H - m.b, x2: W - m.r, y2: H - m.b });
     el(svg, 'line', { class: 'axis', x1: m.l, y1: m.t, x2: m.l, y2: H - m.b });
     if (n === 0) { el(svg, 'text', { class: 'empty', x: W / 2 - 40, y: H / 2 }, 'no results'); return; }
-    const files = tl.done.map((d, i) => (d + tl.failed[i]) / slot);
-    const mbs = tl.bytes.map(b => b / slot / 1e6);
+    const files = done.map((d, i) => (d + failed[i]) / slot);
+    const mbs = bytesv.map(b => b / slot / 1e6);
     const fmax = Math.max(1, ...files), bmax = Math.max(1e-9, ...mbs);
     const x = i => m.l + (n === 1 ? (W - m.l - m.r) / 2 : (i / (n - 1)) * (W - m.l - m.r));
     const yf = v => H - m.b - (v / fmax) * (H - m.t - m.b);
@@ -224,7 +229,7 @@ constexpr const char* kHtmlTail = R"html(</script>
     el(svg, 'text', { x: W - m.r + 4, y: m.t + 10 }, num(bmax, 1) + ' MB/s');
     el(svg, 'text', { x: 4, y: H - m.b }, '0');
     el(svg, 'text', { x: m.l, y: H - 10 }, '0 s');
-    el(svg, 'text', { x: W - m.r - 40, y: H - 10 }, num(n * slot) + ' s');
+    el(svg, 'text', { x: W - m.r - 40, y: H - 10 }, num(n * slot, 1) + ' s');
     el(svg, 'text', { x: W / 2 - 110, y: H - 10 }, 'time (solid: files/s, dashed: MB/s)');
   })();
 
@@ -262,7 +267,7 @@ constexpr const char* kHtmlTail = R"html(</script>
   // Horizontal bars: one per label.
   function bars(id, items, cls, label) {
     const svg = document.getElementById(id);
-    const rowH = 24, W = 860, left = 220, right = 200;
+    const rowH = 24, W = 860, left = 190, right = 320;
     const H = Math.max(1, items.length) * rowH + 10;
     svg.setAttribute('height', H);
     svg.setAttribute('viewBox', '0 0 ' + W + ' ' + H);

@@ -67,8 +67,9 @@ private:
   std::array<std::uint64_t, kBoundsMs.size()> cumulative_{};
 };
 
-// Files and bytes finished per time slot since an origin. Slots start at 1 s; when more than
-// kMaxSlots would be needed, neighbours merge and slots double, so memory stays bounded.
+// Files and bytes finished per time slot since an origin. Slots start at 100 ms (a short job still
+// draws a curve); when more than kMaxSlots would be needed, neighbours merge and slots double, so
+// memory stays bounded (a day-long job has slots of about 3 minutes).
 class Timeline {
 public:
   static constexpr std::size_t kMaxSlots = 512;
@@ -80,7 +81,7 @@ public:
   const std::vector<Slot>& slots() const noexcept { return slots_; }
 
 private:
-  std::int64_t slot_ms_ = 1000;
+  std::int64_t slot_ms_ = 100;
   std::vector<Slot> slots_;
 };
 

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <cmath>
 #include <fstream>
+#include <future>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -19,6 +20,8 @@
 #include "broker/names.hpp"
 #include "broker/report.hpp"
 #include "broker/stats.hpp"
+#include "broker/vent.hpp"
+#include "common/zmq_util.hpp"
 #include "proto/messages.hpp"
 #include "tests/support/process.hpp"
 
@@ -141,7 +144,7 @@ TEST_CASE("timeline: slots coarsen to stay bounded, nothing is lost", "[report]"
     if (ok) bytes += 10;
   }
   CHECK(t.slots().size() <= Timeline::kMaxSlots);
-  CHECK(t.slot_ms() == 16000); // 5000 s in at most 512 slots: 1 s doubled four times
+  CHECK(t.slot_ms() == 12800); // 5000 s in at most 512 slots: 100 ms doubled seven times
   std::uint64_t d = 0, f = 0, b = 0;
   for (const auto& s : t.slots()) {
     d += s.done;
@@ -456,4 +459,75 @@ TEST_CASE("job: the optional per-node requeue figures travel, and a bad pair is 
   REQUIRE(at != std::string::npos);
   frame.replace(at, from.size(), std::string("\xa8rq_count\x91\x05", 11));
   CHECK(std::holds_alternative<proto::DecodeError>(proto::decode(frame)));
+}
+
+TEST_CASE("vent: tasks sent again are counted against the node they were taken from", "[report][broker]") {
+  trawl::testsupport::TempDir dir("trawl-unit-vent-requeue");
+  zmq::context_t ctx;
+  auto sink = make_socket(ctx, zmq::socket_type::pull, {});
+  const auto sink_ep = bind_all(sink, {"tcp://127.0.0.1:*"}).front();
+  VentOptions o;
+  o.links_bind = {"tcp://127.0.0.1:*"};
+  o.tasks_bind = {"tcp://127.0.0.1:*"};
+  o.acks_bind = {"tcp://127.0.0.1:*"};
+  o.sink = {sink_ep};
+  o.state_dir = dir / "state";
+  o.ready_file = dir / "ready";
+  o.ack_timeout = std::chrono::milliseconds(200);
+  auto vent = std::async(std::launch::async, [&] { return run(o); });
+  const auto ep = trawl::testsupport::wait_ready_file(dir / "ready", std::chrono::seconds(10));
+
+  auto links = make_socket(ctx, zmq::socket_type::dealer, {});
+  links.connect(ep.at("links"));
+  for (int i = 1; i <= 2; ++i)
+    links.send(zmq::buffer(proto::encode(proto::Link{"http://a.test/" + std::to_string(i) + ".jpg"})), zmq::send_flags::none);
+  links.send(zmq::buffer(proto::encode(proto::LinksEnd{2})), zmq::send_flags::none);
+
+  auto recv_task = [](zmq::socket_t& s) {
+    zmq::message_t msg;
+    REQUIRE(s.recv(msg));
+    auto d = proto::decode(msg.to_string_view());
+    REQUIRE(std::holds_alternative<proto::Message>(d));
+    return std::get<proto::Task>(std::get<proto::Message>(d));
+  };
+  // Node a takes both tasks, then says it holds neither and no result comes: both are lost.
+  auto a = make_socket(ctx, zmq::socket_type::dealer, {});
+  a.connect(ep.at("tasks"));
+  a.send(zmq::buffer(proto::encode(proto::Ready{"node-a", 2, 0, 0, {}})), zmq::send_flags::none);
+  recv_task(a);
+  recv_task(a);
+  a.send(zmq::buffer(proto::encode(proto::Ready{"node-a", 0, 0, 2, {}})), zmq::send_flags::none);
+  // Node b gets them again after --ack-timeout-ms, and finishes them.
+  auto b = make_socket(ctx, zmq::socket_type::dealer, {});
+  b.connect(ep.at("tasks"));
+  b.send(zmq::buffer(proto::encode(proto::Ready{"node-b", 2, 0, 0, {}})), zmq::send_flags::none);
+  b.set(zmq::sockopt::rcvtimeo, 10000);
+  auto acks = make_socket(ctx, zmq::socket_type::push, {});
+  acks.connect(ep.at("acks"));
+  for (int i = 0; i < 2; ++i) {
+    auto t = recv_task(b);
+    CHECK(t.attempt == 2);
+    proto::Result r;
+    r.id = t.id;
+    r.url = t.url;
+    r.status = proto::Status::done;
+    r.sha256 = std::string(64, 'd');
+    r.node = "node-b";
+    acks.send(zmq::buffer(proto::encode(r)), zmq::send_flags::none);
+  }
+  REQUIRE(vent.wait_for(std::chrono::seconds(10)) == std::future_status::ready);
+  CHECK(vent.get() == 0);
+  proto::Job job;
+  sink.set(zmq::sockopt::rcvtimeo, 5000);
+  for (int i = 0; i < 50 && !job.complete; ++i) {
+    zmq::message_t msg;
+    REQUIRE(sink.recv(msg));
+    job = std::get<proto::Job>(std::get<proto::Message>(proto::decode(msg.to_string_view())));
+  }
+  REQUIRE(job.complete);
+  CHECK(job.done == 2);
+  CHECK(job.requeued == 2);
+  CHECK(job.nodes == 2);
+  CHECK(job.requeued_nodes == std::vector<std::string>{"node-a"});
+  CHECK(job.requeued_counts == std::vector<std::uint64_t>{2});
 }
