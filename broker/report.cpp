@@ -1,5 +1,7 @@
 #include "broker/report.hpp"
 
+#include "common/names.hpp"
+
 #include <cctype>
 #include <cstdio>
 #include <filesystem>
@@ -360,6 +362,45 @@ std::string csv_field(const std::string& v) {
   return out + "\"";
 }
 
+} // namespace
+
+void json_string(std::string& out, std::string_view s) {
+  out += '"';
+  for (std::size_t i = 0; i < s.size();) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    if (c >= 0x80) {
+      const std::size_t n = utf8_sequence_length(s, i);
+      if (n == 0) {
+        out += "\xEF\xBF\xBD"; // U+FFFD for a byte that is not valid UTF-8
+        ++i;
+      } else {
+        out.append(s.substr(i, n));
+        i += n;
+      }
+      continue;
+    }
+    switch (c) {
+    case '"': out += "\\\""; break;
+    case '\\': out += "\\\\"; break;
+    case '\n': out += "\\n"; break;
+    case '\r': out += "\\r"; break;
+    case '\t': out += "\\t"; break;
+    default:
+      if (c < 0x20 || c == 0x7f) {
+        char buf[8];
+        std::snprintf(buf, sizeof buf, "\\u%04x", c);
+        out += buf;
+      } else {
+        out += static_cast<char>(c);
+      }
+    }
+    ++i;
+  }
+  out += '"';
+}
+
+namespace {
+
 void open_or_throw(std::ofstream& out, const std::string& path) {
   out.open(path, std::ios::binary | std::ios::trunc);
   if (!out) throw std::runtime_error("cannot create " + path);
@@ -379,13 +420,36 @@ void ManifestWriter::write(const ManifestRow& r) {
          << (r.ms ? std::to_string(*r.ms) : "") << ',' << (r.ttfb_ms ? std::to_string(*r.ttfb_ms) : "")
          << ',' << r.reason << ',' << csv_field(r.error) << '\n';
   } else {
-    json j{{"id", r.id},         {"url", r.url},          {"path", r.path},
-           {"node", r.node},     {"status", r.status},    {"http_code", r.http_code},
-           {"bytes", r.bytes},   {"sha256", r.sha256},    {"attempts", r.attempts},
-           {"ms", r.ms ? json(*r.ms) : json(nullptr)},
-           {"ttfb_ms", r.ttfb_ms ? json(*r.ttfb_ms) : json(nullptr)},
-           {"reason", r.reason}, {"error", r.error}};
-    out_ << dump_json(j) << '\n';
+    // Written by hand, not through a json object: this runs once per link, in the sink's loop.
+    line_.clear();
+    line_ += "{\"id\":";
+    line_ += std::to_string(r.id);
+    auto field = [this](const char* key, std::string_view value) {
+      line_ += ",\"";
+      line_ += key;
+      line_ += "\":";
+      json_string(line_, value);
+    };
+    auto number = [this](const char* key, std::optional<std::uint64_t> value) {
+      line_ += ",\"";
+      line_ += key;
+      line_ += "\":";
+      line_ += value ? std::to_string(*value) : std::string("null");
+    };
+    field("url", r.url);
+    field("path", r.path);
+    field("node", r.node);
+    field("status", r.status);
+    number("http_code", r.http_code);
+    number("bytes", r.bytes);
+    field("sha256", r.sha256);
+    number("attempts", r.attempts);
+    number("ms", r.ms ? std::optional<std::uint64_t>(*r.ms) : std::nullopt);
+    number("ttfb_ms", r.ttfb_ms ? std::optional<std::uint64_t>(*r.ttfb_ms) : std::nullopt);
+    field("reason", r.reason);
+    field("error", r.error);
+    line_ += "}\n";
+    out_ << line_;
   }
   ++rows_;
   if (!out_) throw std::runtime_error("cannot write " + path_);
@@ -434,6 +498,15 @@ std::uint64_t for_each_ledger_row(const std::string& ledger_path,
   const char* sql = "SELECT id, url, name, state, attempts, node, path, http_code, bytes, sha256, reason, detail "
                     "FROM links ORDER BY id";
   if (sqlite3_prepare_v2(db, sql, -1, &st, nullptr) != SQLITE_OK) fail("cannot read");
+  // fn may throw (a full disk under the manifest): the statement and the handle are closed anyway.
+  struct Closer {
+    sqlite3*& db;
+    sqlite3_stmt*& st;
+    ~Closer() {
+      if (st) sqlite3_finalize(st);
+      if (db) sqlite3_close(db);
+    }
+  } closer{db, st};
   auto text = [st](int col) {
     const auto* p = sqlite3_column_text(st, col);
     return p ? std::string(reinterpret_cast<const char*>(p), static_cast<std::size_t>(sqlite3_column_bytes(st, col)))
@@ -463,8 +536,11 @@ std::uint64_t for_each_ledger_row(const std::string& ledger_path,
     ++n;
   }
   sqlite3_finalize(st);
-  if (rc != SQLITE_DONE) fail("read failed");
-  sqlite3_close(db);
+  st = nullptr;
+  if (rc != SQLITE_DONE) {
+    const std::string msg = "ledger " + ledger_path + ": read failed: " + sqlite3_errmsg(db);
+    throw std::runtime_error(msg);
+  }
   return n;
 }
 

@@ -21,6 +21,8 @@ inline constexpr int kReportSchema = 1;
 
 // JSON text that never throws on bad UTF-8 from the network (invalid bytes become U+FFFD).
 std::string dump_json(const nlohmann::json& j, int indent = -1);
+// Appends `s` as a JSON string literal (quoted, escaped; invalid UTF-8 bytes become U+FFFD).
+void json_string(std::string& out, std::string_view s);
 
 nlohmann::json live_to_json(const LiveFigures& f);
 // nullopt when `j` is not an object with the expected fields and types.
@@ -76,6 +78,7 @@ public:
 private:
   std::string path_;
   std::ofstream out_;
+  std::string line_; // reused for every row
   bool csv_ = false;
   std::uint64_t rows_ = 0;
 };

@@ -339,6 +339,24 @@ TEST_CASE("manifest: JSON Lines and CSV, one row per call, quoting", "[report]")
   CHECK(b["reason"] == "http-4xx");
   CHECK(b["http_code"] == 404);
   CHECK(b["error"] == "line one\nline two");
+  CHECK(a["ttfb_ms"] == 3);
+  CHECK(a["attempts"] == 1);
+  CHECK(a["id"] == 1);
+  {
+    // What a hostile node may send: invalid UTF-8 and control bytes; the row stays valid JSON.
+    ManifestWriter w(dir / "odd.jsonl");
+    ManifestRow odd;
+    odd.id = 7;
+    odd.url = "http://x.test/\xff\xfe\x01\"\\/é.jpg";
+    odd.status = "failed";
+    odd.error = std::string("tab\there\0nul", 12);
+    w.write(odd);
+    w.close();
+    const auto row = json::parse(lines_of(dir / "odd.jsonl").at(0));
+    CHECK(row["url"] == "http://x.test/\xef\xbf\xbd\xef\xbf\xbd\x01\"\\/é.jpg");
+    CHECK(row["error"] == std::string("tab\there\0nul", 12));
+    CHECK(row["ms"].is_null());
+  }
   {
     ManifestWriter w(dir / "m.CSV");
     CHECK(w.csv());
