@@ -142,6 +142,17 @@ std::unique_ptr<Cli> make_cli(const CliSettings& settings) {
                "acceptable to it. Prints 'FILE: ok', or the bad key and exits 2");
   cli->config_check->add_option("FILE", cli->check_file, "The config file to check")->required();
 
+  cli->keygen = app.add_subcommand(
+      "keygen", "Make a CurveZMQ key pair: BASE.key (public and secret key, mode 0600: give it "
+                "to --curve-secret) and BASE.pub (the public key: give it to --curve-server, or "
+                "put it in a --curve-authorized file or directory)");
+  cli->keygen->add_option("--out", cli->keygen_out,
+                          "Path and base name of the files, e.g. keys/node1 writes keys/node1.key "
+                          "and keys/node1.pub (the directory is created, mode 0700)")
+      ->capture_default_str()
+      ->type_name("BASE");
+  cli->keygen->add_flag("--force", cli->keygen_force, "Replace existing key files");
+
   cli->completion = app.add_subcommand("completion", "Print the shell completion script");
   cli->completion->add_option("SHELL", cli->shell, "The shell (only bash for now)")
       ->check(CLI::IsMember({"bash"}))

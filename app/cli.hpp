@@ -42,6 +42,8 @@ struct Cli {
   std::string check_file;     // config check FILE
   std::string man_subcommand; // manpage [SUB]
   std::string shell;          // completion SHELL
+  std::string keygen_out = "trawl"; // keygen --out BASE
+  bool keygen_force = false;         // keygen --force
 
   CLI::App* fetch = nullptr;
   CLI::App* vent = nullptr;
@@ -52,6 +54,7 @@ struct Cli {
   CLI::App* config_check = nullptr;
   CLI::App* completion = nullptr;
   CLI::App* manpage = nullptr; // hidden: used by the build to write the man pages
+  CLI::App* keygen = nullptr;
 
   Cli();
   Cli(const Cli&) = delete;

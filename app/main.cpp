@@ -3,12 +3,14 @@
 // exit codes; all logic lives in the libraries.
 #include <CLI/CLI.hpp>
 #include <exception>
+#include <filesystem>
 #include <iostream>
 #include <stdexcept>
 #include <spdlog/spdlog.h>
 
 #include "app/cli.hpp"
 #include "app/docs.hpp"
+#include "common/curve.hpp"
 #include "common/exit_codes.hpp"
 #include "common/log.hpp"
 #include "common/signals.hpp"
@@ -34,6 +36,23 @@ int main(int argc, char** argv) {
   if (cli->completion->parsed()) {
     std::cout << trawl::app::render_bash_completion(*cli);
     return trawl::kExitOk;
+  }
+  if (cli->keygen->parsed()) {
+    try {
+      const std::filesystem::path base(cli->keygen_out);
+      if (base.has_parent_path() && !std::filesystem::exists(base.parent_path())) {
+        std::filesystem::create_directories(base.parent_path());
+        std::filesystem::permissions(base.parent_path(), std::filesystem::perms::owner_all);
+      }
+      const auto pair = trawl::generate_keypair();
+      trawl::write_keypair(pair, cli->keygen_out, cli->keygen_force);
+      std::cout << "public key " << pair.public_z85 << "\nwrote " << cli->keygen_out
+                << ".key (secret, mode 0600) and " << cli->keygen_out << ".pub\n";
+      return trawl::kExitOk;
+    } catch (const std::exception& e) {
+      std::cerr << "trawl keygen: " << e.what() << "\n";
+      return trawl::kExitFatal;
+    }
   }
   if (cli->manpage->parsed()) {
     try {

@@ -17,7 +17,9 @@
 #include "broker/stats.hpp"
 #include "common/clock.hpp"
 #include "common/exit_codes.hpp"
+#include "common/rate_limit.hpp"
 #include "common/signals.hpp"
+#include "common/zap.hpp"
 #include "common/zmq_util.hpp"
 #include "proto/messages.hpp"
 
@@ -75,6 +77,7 @@ void add_options(CLI::App& cmd, SinkOptions& o) {
                  "Serve Prometheus metrics at http://127.0.0.1:PORT/metrics (loopback only; 0 picks "
                  "a free port, announced in --ready-file); off by default")
       ->check(CLI::Range(0, 65535));
+  add_curve_options(cmd, o.curve, CurveRole::server);
 }
 
 namespace {
@@ -84,12 +87,20 @@ constexpr std::chrono::milliseconds kPublishEvery{250};
 class Sink {
 public:
   explicit Sink(const SinkOptions& o)
-      : opt_(o), stats_(unix_ms_now()),
+      : opt_(o), stats_(unix_ms_now()), curve_(o.curve, CurveRole::server),
         results_(make_socket(ctx_, zmq::socket_type::pull, {.sndhwm = 1000, .rcvhwm = 10000})),
         acks_(make_socket(ctx_, zmq::socket_type::push, {.sndhwm = 10000, .rcvhwm = 1000})) {
+    curve_.check_bind(o.results_bind);
     // Output files first: a bad path is an error before the job, not after it.
     if (!o.manifest.empty()) manifest_ = std::make_unique<ManifestWriter>(o.manifest);
     if (!o.failed.empty()) failed_ = std::make_unique<UrlListWriter>(o.failed);
+    if (curve_.enabled()) {
+      curve_.make_server(results_);
+      curve_.make_client(acks_);
+      // Before the bind: libzmq lets every CURVE client in while no handler is bound.
+      zap_.emplace(ctx_, curve_,
+                   std::vector<std::pair<zmq::socket_t*, std::string>>{{&results_, "results"}});
+    }
     auto bound = bind_all(results_, o.results_bind);
     std::vector<std::string> ack_eps;
     for (const auto& e : o.acks)
@@ -315,12 +326,21 @@ private:
 
   void drop(const std::string& why) {
     ++dropped_;
-    spdlog::warn("dropped a frame ({} so far): {}", dropped_, why);
+    std::string more;
+    // A node of another protocol version repeats itself: a few lines, then fewer.
+    if (why.starts_with("protocol version")) {
+      if (!version_log_.allow()) return;
+      if (const auto n = version_log_.take_suppressed(); n > 0)
+        more = fmt::format(" ({} more such frames not logged)", n);
+    }
+    spdlog::warn("dropped a frame ({} so far): {}{}", dropped_, why, more);
   }
 
   const SinkOptions& opt_;
   JobStats stats_;
+  CurveSetup curve_;
   zmq::context_t ctx_{1};
+  std::optional<ZapHandler> zap_; // after the context, before (so destroyed after) the sockets
   zmq::socket_t results_, acks_;
   std::optional<zmq::socket_t> pub_;
   std::unique_ptr<MetricsServer> metrics_;
@@ -333,6 +353,7 @@ private:
   LiveBlock block_;
   std::chrono::duration<double> interval_{1.0};
   std::uint64_t dropped_ = 0;
+  LogRateLimit version_log_;
 };
 
 } // namespace

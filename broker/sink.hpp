@@ -12,6 +12,8 @@
 #include <string>
 #include <vector>
 
+#include "common/curve.hpp"
+
 namespace CLI {
 class App;
 }
@@ -33,6 +35,7 @@ struct SinkOptions {
   std::string ledger;            // the ventilator's ledger.sqlite, for links without a result here
   std::vector<std::string> monitor; // PUB endpoints for `trawl monitor`
   int metrics_port = -1;            // -1 off, 0 any free port
+  CurveOptions curve; // --curve-secret, --curve-authorized, --curve-server, --insecure
 };
 
 void add_options(CLI::App& cmd, SinkOptions& o);

@@ -14,7 +14,9 @@
 #include "broker/names.hpp"
 #include "common/clock.hpp"
 #include "common/exit_codes.hpp"
+#include "common/rate_limit.hpp"
 #include "common/signals.hpp"
+#include "common/zap.hpp"
 #include "common/zmq_util.hpp"
 #include "proto/messages.hpp"
 
@@ -58,6 +60,7 @@ void add_options(CLI::App& cmd, VentOptions& o) {
                  "A task dispatched this many times without a result fails (reason aborted)")
       ->capture_default_str()
       ->check(CLI::Range(1, 1000));
+  add_curve_options(cmd, o.curve, CurveRole::server);
 }
 
 namespace {
@@ -96,7 +99,7 @@ constexpr std::chrono::milliseconds kExpireEvery{20};
 class Vent {
 public:
   explicit Vent(const VentOptions& o)
-      : opt_(o), ledger_(o.state_dir, o.fresh),
+      : opt_(o), ledger_(o.state_dir, o.fresh), curve_(o.curve, CurveRole::server),
         links_(make_socket(ctx_, zmq::socket_type::router, {.sndhwm = 1000, .rcvhwm = 1000})),
         tasks_(make_socket(ctx_, zmq::socket_type::router, {})),
         acks_(make_socket(ctx_, zmq::socket_type::pull, {.sndhwm = 1000, .rcvhwm = 10000})),
@@ -104,6 +107,15 @@ public:
     open_run();
     // A task for a peer that has gone is an error we see, not a message silently dropped.
     tasks_.set(zmq::sockopt::router_mandatory, 1);
+    for (const auto* eps : {&o.links_bind, &o.tasks_bind, &o.acks_bind}) curve_.check_bind(*eps);
+    if (curve_.enabled()) {
+      for (auto* s : {&links_, &tasks_, &acks_}) curve_.make_server(*s);
+      curve_.make_client(sink_);
+      // Before any bind: libzmq lets every CURVE client in while no handler is bound.
+      zap_.emplace(ctx_, curve_,
+                   std::vector<std::pair<zmq::socket_t*, std::string>>{
+                       {&links_, "links"}, {&tasks_, "tasks"}, {&acks_, "acks"}});
+    }
     auto links = bind_all(links_, o.links_bind);
     auto tasks = bind_all(tasks_, o.tasks_bind);
     auto acks = bind_all(acks_, o.acks_bind);
@@ -510,7 +522,15 @@ private:
 
   void drop(std::string_view socket, const std::string& why) {
     ++dropped_;
-    spdlog::warn("dropped a frame on {} ({} so far): {}", socket, dropped_, why);
+    std::string more;
+    // A node of another protocol version repeats itself every second: a few lines, then fewer.
+    if (why.starts_with("protocol version")) {
+      auto& limit = version_log_[std::string(socket)];
+      if (!limit.allow()) return;
+      if (const auto n = limit.take_suppressed(); n > 0)
+        more = fmt::format(" ({} more such frames not logged)", n);
+    }
+    spdlog::warn("dropped a frame on {} ({} so far): {}{}", socket, dropped_, why, more);
   }
 
   void flush_sink(std::chrono::milliseconds budget) {
@@ -523,7 +543,9 @@ private:
 
   const VentOptions& opt_;
   Ledger ledger_;
+  CurveSetup curve_;
   zmq::context_t ctx_{1};
+  std::optional<ZapHandler> zap_; // after the context, before (so destroyed after) the sockets
   zmq::socket_t links_, tasks_, acks_, sink_;
   std::map<std::string, Peer> peers_;
   std::unordered_map<std::uint64_t, Lease> leases_;
@@ -536,6 +558,7 @@ private:
   std::uint64_t links_this_run_ = 0, new_links_ = 0, skipped_ = 0;
   std::uint64_t dispatched_ = 0, requeued_count_ = 0, dropped_ = 0;
   std::map<std::string, std::uint64_t> requeued_by_node_;
+  std::map<std::string, LogRateLimit> version_log_; // per socket
   std::int64_t started_ms_ = 0;
   bool links_ended_ = false;
   bool skip_known_done_ = false;

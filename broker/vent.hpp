@@ -19,6 +19,8 @@
 #include <string>
 #include <vector>
 
+#include "common/curve.hpp"
+
 namespace CLI {
 class App;
 }
@@ -37,6 +39,7 @@ struct VentOptions {
   std::chrono::milliseconds peer_timeout{5000};
   std::chrono::milliseconds ack_timeout{10000};
   int max_dispatch = 5;
+  CurveOptions curve; // --curve-secret, --curve-authorized, --curve-server, --insecure
 };
 
 void add_options(CLI::App& cmd, VentOptions& o);

@@ -20,6 +20,7 @@
 
 #include "common/exit_codes.hpp"
 #include "common/names.hpp"
+#include "common/rate_limit.hpp"
 #include "common/signals.hpp"
 #include "common/zmq_util.hpp"
 #include "downloader/address_policy.hpp"
@@ -55,6 +56,7 @@ constexpr milliseconds kDiskPauseMax{60000};
 
 // Temporary names are unique within the process, also across several run() calls (tests).
 std::atomic<std::uint64_t> g_temp_counter{0};
+const Clock::time_point g_process_start = Clock::now(); // static init: about when the process began
 
 std::string default_node() {
   char host[256] = {};
@@ -275,8 +277,15 @@ private:
     auto decoded = proto::decode(std::string_view(msg.data<char>(), msg.size()));
     if (const auto* err = std::get_if<proto::DecodeError>(&decoded)) {
       ++counters_.bad_frames;
-      spdlog::warn("dropped an undecodable frame of {} bytes ({} so far): {}", msg.size(),
-                   counters_.bad_frames, err->what);
+      std::string more;
+      // A ventilator of another protocol version repeats itself: a few lines, then fewer.
+      if (err->what.starts_with("protocol version")) {
+        if (!version_log_.allow()) return;
+        if (const auto n = version_log_.take_suppressed(); n > 0)
+          more = fmt::format(" ({} more such frames not logged)", n);
+      }
+      spdlog::warn("dropped an undecodable frame of {} bytes ({} so far): {}{}", msg.size(),
+                   counters_.bad_frames, err->what, more);
       return;
     }
     auto& m = std::get<proto::Message>(decoded);
@@ -288,6 +297,11 @@ private:
       return;
     }
     ++counters_.tasks;
+    if (counters_.tasks == 1) // how long a node takes to get work after it starts (docs, bench)
+      spdlog::info("first task after {} ms (id {})",
+                   std::chrono::duration_cast<milliseconds>(Clock::now() - g_process_start)
+                       .count(),
+                   task->id);
     held_ids_.insert(task->id);
     start(std::move(*task), 1);
   }
@@ -560,6 +574,7 @@ private:
   milliseconds disk_pause_ = kDiskPauseFirst; // the next pause
   bool disk_probing_ = false; // since a disk failure, until a transfer completes
   Counters counters_;
+  LogRateLimit version_log_;
 };
 
 // Checks the options; returns an error message or "".
@@ -703,6 +718,7 @@ void add_options(CLI::App& cmd, DownloadOptions& o) {
       ->group(""); // hidden: it would mark links done that were never downloaded
   cmd.add_option("--user-agent", o.user_agent,
                  "User-Agent header (default trawl/" TRAWL_VERSION ")");
+  add_curve_options(cmd, o.curve, CurveRole::downloader);
 }
 
 int run(const DownloadOptions& o) {
@@ -730,6 +746,9 @@ int run(const DownloadOptions& o) {
     zmq::socket_t results = make_socket(ctx, zmq::socket_type::push, result_opt);
 
     try {
+      const CurveSetup curve(o.curve, CurveRole::downloader);
+      curve.make_client(tasks);
+      curve.make_sink_client(results);
       connect_all(tasks, o.connect);
       connect_all(results, o.sink);
     } catch (const std::exception& e) {

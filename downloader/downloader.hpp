@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "common/curve.hpp"
+
 namespace CLI {
 class App;
 }
@@ -36,6 +38,7 @@ struct DownloadOptions {
   // Benchmarks only (hidden flag --bench-null): every task is reported done at once with an empty
   // body, without network or disk, to measure the pipeline's own per-link cost.
   bool bench_null = false;
+  CurveOptions curve;     // --curve-secret, --curve-server, --curve-sink-server
 };
 
 // Registers the download flags on `cmd`, writing into `o`.
@@ -48,3 +51,4 @@ void add_options(CLI::App& cmd, DownloadOptions& o);
 int run(const DownloadOptions& o);
 
 } // namespace trawl::downloader
+

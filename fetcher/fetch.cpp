@@ -159,6 +159,7 @@ int run_impl(const FetchOptions& o, const std::function<bool()>& stop) {
   // "received" until the ventilator says so.)
   zmq::socket_t sock = make_socket(ctx, zmq::socket_type::dealer, so);
   try {
+    CurveSetup(o.curve, CurveRole::client).make_client(sock);
     connect_all(sock, o.connect);
   } catch (const std::runtime_error& e) {
     throw UsageError(e.what());
@@ -344,6 +345,7 @@ void add_options(CLI::App& cmd, FetchOptions& o) {
       ->type_name("BYTES")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
+  add_curve_options(cmd, o.curve, CurveRole::client);
 }
 
 } // namespace trawl::fetcher

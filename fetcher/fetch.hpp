@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "common/curve.hpp"
 #include "fetcher/source.hpp"
 
 namespace CLI {
@@ -28,6 +29,7 @@ struct FetchOptions {
   std::uint64_t max_body_bytes = 64ull * 1024 * 1024; // cap on a fetched or gallery document
   int sndhwm = 1000;                   // links queued in ZeroMQ before sending blocks
   GalleryOptions gallery;              // album handling (not a flag yet)
+  CurveOptions curve;                  // --curve-secret, --curve-server
 };
 
 // Registers the fetch flags on `cmd` (the `fetch` subcommand). `o` must outlive the parse.
