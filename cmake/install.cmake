@@ -28,13 +28,14 @@ add_custom_target(trawl_docs ALL DEPENDS ${TRAWL_DOCS_OUTPUTS})
 
 # The layout (prefix /usr in the package; /usr/local by default):
 #   bin/trawl, bin/trawl-pipeline            the binary; launch/pipeline for installed use
-#   lib/trawl/pipeline                       launch/pipeline itself (launch/demo is dev-only)
+#   lib/trawl/pipeline, lib/trawl/add-node   launch/pipeline and launch/add-node (launch/demo is dev-only)
 #   lib/systemd/system/trawl-download@.service
 #   share/man/man1/trawl*.1.gz, share/bash-completion/completions/trawl
 #   share/doc/trawl/{README.md,OPERATIONS.md,ARCHITECTURE.md,PROTOCOL.md,CHANGELOG.md,examples/}
 install(TARGETS trawl RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
 install(PROGRAMS ${PROJECT_SOURCE_DIR}/packaging/trawl-pipeline DESTINATION ${CMAKE_INSTALL_BINDIR})
-install(PROGRAMS ${PROJECT_SOURCE_DIR}/launch/pipeline DESTINATION lib/trawl)
+install(PROGRAMS ${PROJECT_SOURCE_DIR}/launch/pipeline ${PROJECT_SOURCE_DIR}/launch/add-node
+        DESTINATION lib/trawl)
 # The unit names /usr/bin/trawl; under another prefix it names that prefix's binary.
 install(CODE "
   file(READ \"${PROJECT_SOURCE_DIR}/launch/trawl-download@.service\" unit)
