@@ -22,6 +22,10 @@ struct Outcome {
   std::int64_t content_length = -1;          // announced by the last response; -1 when none
   std::uint64_t bytes = 0;                   // body bytes written to the temporary file
   std::string local_detail;                  // why we aborted, when `local` is set
+  // The answer was not HTTP at all (libcurl: "Received HTTP/0.9 when not allowed"). Seen when a
+  // server sent more than its Content-Length: the excess waits on the keep-alive connection and
+  // is read as the next request's answer. Retryable (libcurl drops that connection).
+  bool not_http = false;
 };
 
 // The single mapping from an outcome to a reason; Reason::none means the body is complete.

@@ -105,6 +105,12 @@ TEST_CASE("classify: precedence of local aborts, statuses, curl codes and length
     CHECK(classify(o) == Reason::none);
   }
   SECTION("no status at all is not success") {
+    Outcome garbled;
+    garbled.code = CURLE_UNSUPPORTED_PROTOCOL;
+    CHECK(classify(garbled) == Reason::scheme); // a refused scheme stays one
+    garbled.not_http = true; // stale bytes read as an answer: retried
+    CHECK(classify(garbled) == Reason::truncated);
+    CHECK(trawl::proto::is_retryable(classify(garbled)));
     CHECK(classify(Outcome{}) == Reason::other);
   }
   SECTION("the curl error buffer is the detail when it says something") {
