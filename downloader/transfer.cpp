@@ -291,7 +291,8 @@ Finished Transfer::finish(CURLcode code, const std::string& final_path, bool ano
   }
   o.local = local_;
   o.local_detail = local_detail_;
-  o.not_http = code == CURLE_UNSUPPORTED_PROTOCOL && o.http_status == 0 &&
+  // (After a redirect the status is the redirect's: the check is on libcurl's message alone.)
+  o.not_http = code == CURLE_UNSUPPORTED_PROTOCOL &&
                std::strstr(errbuf_.data(), "HTTP/0.9") != nullptr;
   o.content_length = easy_.info_off(CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, -1);
   // The body of this response is what came after the kept bytes; a continued range must reach
