@@ -63,7 +63,7 @@ Reason classify(const Outcome& o) noexcept {
   // A final error status wins over what happened to its body: a 503 whose body was cut short is
   // still a 503 (and is retried as one). 3xx does not: it is the redirect that failed.
   if (o.http_status >= 400) return proto::reason_for_http(o.http_status);
-  if (o.code == CURLE_UNSUPPORTED_PROTOCOL && o.not_http) return Reason::truncated;
+  if (o.code == CURLE_UNSUPPORTED_PROTOCOL && o.http_url) return Reason::truncated;
   if (o.code != CURLE_OK) return reason_for_curl(o.code);
   if (o.http_status < 200 || o.http_status >= 300) {
     // 1xx/3xx as a final answer (a redirect without Location, 304), or no status at all.

@@ -22,10 +22,11 @@ struct Outcome {
   std::int64_t content_length = -1;          // announced by the last response; -1 when none
   std::uint64_t bytes = 0;                   // body bytes written to the temporary file
   std::string local_detail;                  // why we aborted, when `local` is set
-  // The answer was not HTTP at all (libcurl: "Received HTTP/0.9 when not allowed"). Seen when a
-  // server sent more than its Content-Length: the excess waits on the keep-alive connection and
-  // is read as the next request's answer. Retryable (libcurl drops that connection).
-  bool not_http = false;
+  // Whether the URL libcurl ended on (after redirects) is http or https. CURLE_UNSUPPORTED_PROTOCOL
+  // then does not mean a refused scheme but an answer that is not HTTP ("Received HTTP/0.9"),
+  // e.g. the excess of an earlier response that sent more than its Content-Length, read from the
+  // same keep-alive connection. That is retryable: libcurl drops the connection.
+  bool http_url = false;
 };
 
 // The single mapping from an outcome to a reason; Reason::none means the body is complete.

@@ -4,6 +4,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <strings.h>
 #include <curl/header.h>
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -291,9 +292,12 @@ Finished Transfer::finish(CURLcode code, const std::string& final_path, bool ano
   }
   o.local = local_;
   o.local_detail = local_detail_;
-  // (After a redirect the status is the redirect's: the check is on libcurl's message alone.)
-  o.not_http = code == CURLE_UNSUPPORTED_PROTOCOL &&
-               std::strstr(errbuf_.data(), "HTTP/0.9") != nullptr;
+  if (code == CURLE_UNSUPPORTED_PROTOCOL) {
+    char* url = nullptr; // a refused redirect target becomes the effective URL
+    curl_easy_getinfo(easy_.get(), CURLINFO_EFFECTIVE_URL, &url);
+    o.http_url = url != nullptr && (strncasecmp(url, "http://", 7) == 0 ||
+                                    strncasecmp(url, "https://", 8) == 0);
+  }
   o.content_length = easy_.info_off(CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, -1);
   // The body of this response is what came after the kept bytes; a continued range must reach
   // the end of the whole body, whatever its Content-Length says.

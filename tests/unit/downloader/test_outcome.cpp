@@ -108,7 +108,7 @@ TEST_CASE("classify: precedence of local aborts, statuses, curl codes and length
     Outcome garbled;
     garbled.code = CURLE_UNSUPPORTED_PROTOCOL;
     CHECK(classify(garbled) == Reason::scheme); // a refused scheme stays one
-    garbled.not_http = true; // stale bytes read as an answer: retried
+    garbled.http_url = true; // an http URL answered with something not HTTP: retried
     CHECK(classify(garbled) == Reason::truncated);
     CHECK(trawl::proto::is_retryable(classify(garbled)));
     CHECK(classify(Outcome{}) == Reason::other);
