@@ -416,11 +416,7 @@ private:
       return;
     }
 
-    proto::Result r;
-    r.id = task.id;
-    r.url = std::move(task.url);
-    r.node = node_;
-    r.attempt = attempt;
+    proto::Result r = result_of(task.id, std::move(task.url), attempt);
     r.http_code = f.http_status > 0 ? static_cast<std::uint32_t>(f.http_status) : 0;
     r.ms = f.ms;
     r.ttfb_ms = f.ttfb_ms;
@@ -442,34 +438,40 @@ private:
       spdlog::debug("task {} attempt {}: failed, {} ({})", r.id, attempt,
                     proto::reason_name(r.reason), r.detail);
     }
+    deliver(r);
+  }
+
+  // The fields every result carries.
+  proto::Result result_of(std::uint64_t id, std::string url, std::uint32_t attempt) const {
+    proto::Result r;
+    r.id = id;
+    r.url = std::move(url);
+    r.node = node_;
+    r.attempt = attempt;
+    return r;
+  }
+
+  // The task is no longer held; its result goes to the sink (or waits for it, in order).
+  void deliver(const proto::Result& r) {
     release_id(r.id);
     send(proto::encode(r));
   }
 
   // --bench-null: done at once, nothing fetched or written (the SHA-256 of an empty body).
   void report_null(const proto::Task& task, std::uint32_t attempt) {
-    proto::Result r;
-    r.id = task.id;
-    r.url = task.url;
-    r.node = node_;
-    r.attempt = attempt;
+    proto::Result r = result_of(task.id, task.url, attempt);
     r.status = proto::Status::done;
     r.path = out_ + "/" + task.name;
     r.sha256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
     r.http_code = 200;
     ++counters_.done;
-    release_id(r.id);
-    send(proto::encode(r));
+    deliver(r);
   }
 
   // A failure decided before or without a transfer (unsafe name, temp file, stop).
   void report_failure(const proto::Task& task, std::uint32_t attempt, proto::Reason reason,
                       std::string detail) {
-    proto::Result r;
-    r.id = task.id;
-    r.url = task.url;
-    r.node = node_;
-    r.attempt = attempt;
+    proto::Result r = result_of(task.id, task.url, attempt);
     r.status = proto::Status::failed;
     r.reason = reason;
     r.detail = std::move(detail);
@@ -477,8 +479,7 @@ private:
     if (reason == proto::Reason::aborted) ++counters_.aborted;
     spdlog::debug("task {} attempt {}: failed, {} ({}) {}", task.id, attempt,
                   proto::reason_name(reason), r.detail, task.url);
-    release_id(r.id);
-    send(proto::encode(r));
+    deliver(r);
   }
 
   // The link that hit the full disk has failed with reason disk (the ledger keeps it, and a new
