@@ -208,7 +208,8 @@ private:
           record_files(*r);
         }
         // The result itself is the acknowledgement: the ventilator records it in its ledger.
-        if (send_acks_) pending_acks_.emplace_back(msg->to_string_view());
+        // (Sent on as received, without a copy: `r` owns its fields, nothing points into msg.)
+        if (send_acks_) pending_acks_.push_back(std::move(*msg));
       } else if (auto* j = std::get_if<proto::Job>(&m)) {
         stats_.set_job(*j);
       } else {
@@ -348,7 +349,7 @@ private:
   std::unique_ptr<UrlListWriter> failed_;
   bool files_broken_ = false;
   bool send_acks_ = false;
-  std::deque<std::string> pending_acks_;
+  std::deque<zmq::message_t> pending_acks_;
   std::string mode_;
   LiveBlock block_;
   std::chrono::duration<double> interval_{1.0};

@@ -61,6 +61,10 @@ bool try_send(zmq::socket_t& s, const std::string& frame) {
   return sent.has_value();
 }
 
+bool try_send(zmq::socket_t& s, zmq::message_t& msg) {
+  return s.send(msg, zmq::send_flags::dontwait).has_value();
+}
+
 std::optional<zmq::message_t> try_recv(zmq::socket_t& s) {
   zmq::message_t msg;
   auto got = s.recv(msg, zmq::recv_flags::dontwait);

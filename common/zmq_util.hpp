@@ -35,6 +35,9 @@ void write_ready_file(const std::string& path,
 
 // Non-blocking send of one encoded message. Returns false when the socket would block.
 bool try_send(zmq::socket_t& s, const std::string& frame);
+// The same for a message already in hand (e.g. one received, sent on): no copy. On success the
+// message is handed to ZeroMQ and left empty; otherwise it is unchanged.
+bool try_send(zmq::socket_t& s, zmq::message_t& msg);
 
 // Non-blocking receive; nullopt when nothing is queued.
 std::optional<zmq::message_t> try_recv(zmq::socket_t& s);
