@@ -6,15 +6,18 @@
 #include <catch2/catch.hpp>
 
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <future>
 #include <httplib.h>
 #include <map>
 #include <netinet/in.h>
 #include <openssl/evp.h>
+#include <poll.h>
 #include <string>
 #include <sys/socket.h>
 #include <thread>
@@ -77,9 +80,9 @@ struct TempDir {
   }
 };
 
-// A loopback port with nothing listening: bound without listen(), noted, closed.
-inline int closed_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+// A TCP socket bound to an ephemeral port of 127.0.0.1; `port` receives the port.
+inline int bind_loopback(int& port) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   REQUIRE(fd >= 0);
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
@@ -87,9 +90,102 @@ inline int closed_port() {
   socklen_t len = sizeof addr;
   REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&addr), len) == 0);
   REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
-  ::close(fd);
-  return ntohs(addr.sin_port);
+  port = ntohs(addr.sin_port);
+  return fd;
 }
+
+// A loopback port with nothing listening: bound without listen(), noted, closed.
+inline int closed_port() {
+  int port = 0;
+  ::close(bind_loopback(port));
+  return port;
+}
+
+inline bool send_all(int fd, std::string_view data) {
+  while (!data.empty()) {
+    const ssize_t n = ::send(fd, data.data(), data.size(), MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    data.remove_prefix(static_cast<std::size_t>(n));
+  }
+  return true;
+}
+
+// Reads a request head into `got` (up to the blank line, at most 16 KiB, at most 2 s, less when
+// `quit` is set meanwhile). False when it did not come whole.
+inline bool read_request_head(int fd, std::string& got, const std::atomic<bool>& quit) {
+  const auto deadline = std::chrono::steady_clock::now() + 2s;
+  char buf[4096];
+  while (got.find("\r\n\r\n") == std::string::npos && got.size() < 16384) {
+    if (quit || std::chrono::steady_clock::now() >= deadline) return false;
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, 50) <= 0) continue;
+    const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+    if (n <= 0) return false;
+    got.append(buf, static_cast<std::size_t>(n));
+  }
+  return true;
+}
+
+// A TCP server on 127.0.0.1 that hands every connection to `handler` on its own thread (at most
+// `max_conns` connections, accepted for at most a minute), then closes it. The handler must
+// return soon after `quit`. Without `accept`, the listen backlog of 0 makes a queue of one that a
+// test can fill.
+class RawServer {
+public:
+  using Handler = std::function<void(int fd, const std::atomic<bool>& quit)>;
+
+  explicit RawServer(Handler h, bool accept = true, std::size_t max_conns = 16)
+      : handler_(std::move(h)), max_conns_(max_conns) {
+    fd_ = bind_loopback(port_);
+    REQUIRE(::listen(fd_, accept ? 16 : 0) == 0);
+    if (accept) thread_ = std::thread([this] { accept_loop(); });
+  }
+  ~RawServer() {
+    quit_ = true;
+    if (thread_.joinable()) thread_.join();
+    for (auto& t : conns_) t.join();
+    ::close(fd_);
+  }
+  RawServer(const RawServer&) = delete;
+  RawServer& operator=(const RawServer&) = delete;
+
+  std::string url(const std::string& path) const {
+    return "http://127.0.0.1:" + std::to_string(port_) + path;
+  }
+  int port() const { return port_; }
+  int hits() const { return hits_; }
+
+private:
+  void accept_loop() {
+    const auto deadline = std::chrono::steady_clock::now() + 60s;
+    while (!quit_ && std::chrono::steady_clock::now() < deadline) {
+      pollfd p{fd_, POLLIN, 0};
+      if (::poll(&p, 1, 50) <= 0) continue;
+      const int c = ::accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC);
+      if (c < 0) continue;
+      if (conns_.size() >= max_conns_) {
+        ::close(c);
+        continue;
+      }
+      ++hits_;
+      conns_.emplace_back([this, c] {
+        handler_(c, quit_);
+        ::shutdown(c, SHUT_RDWR);
+        ::close(c);
+      });
+    }
+  }
+
+  Handler handler_;
+  std::size_t max_conns_;
+  int fd_ = -1;
+  int port_ = 0;
+  std::atomic<bool> quit_{false};
+  std::atomic<int> hits_{0};
+  std::thread thread_;
+  std::vector<std::thread> conns_;
+};
 
 inline std::vector<std::string> part_files(const fs::path& dir) {
   std::vector<std::string> found;

@@ -34,102 +34,18 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-bool send_all(int fd, std::string_view data) {
-  while (!data.empty()) {
-    const ssize_t n = ::send(fd, data.data(), data.size(), MSG_NOSIGNAL);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return false;
-    data.remove_prefix(static_cast<std::size_t>(n));
-  }
-  return true;
-}
-
 // Sleeps `ms` in slices; false when told to quit meanwhile.
 bool pause_for(int ms, const std::atomic<bool>& quit) {
   for (int i = 0; i < ms / 10 && !quit; ++i) std::this_thread::sleep_for(10ms);
   return !quit;
 }
 
-// Reads the request head (up to the blank line, at most 16 KiB, at most 2 s).
+// Reads (and drops) the request head.
 bool read_request(int fd) {
-  std::string got;
-  const auto deadline = Clock::now() + 2s;
-  char buf[4096];
-  while (got.find("\r\n\r\n") == std::string::npos && got.size() < 16384) {
-    if (Clock::now() >= deadline) return false;
-    pollfd p{fd, POLLIN, 0};
-    if (::poll(&p, 1, 100) <= 0) continue;
-    const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
-    if (n <= 0) return false;
-    got.append(buf, static_cast<std::size_t>(n));
-  }
-  return true;
+  static const std::atomic<bool> never{false};
+  std::string head;
+  return read_request_head(fd, head, never);
 }
-
-// A TCP server on 127.0.0.1 that hands every connection to `handler` on its own thread (at most
-// 16 connections, accepted for at most a minute). The handler must return soon after `quit`.
-class RawServer {
-public:
-  using Handler = std::function<void(int fd, const std::atomic<bool>& quit)>;
-
-  explicit RawServer(Handler h, bool accept = true) : handler_(std::move(h)) {
-    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    REQUIRE(fd_ >= 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof addr;
-    REQUIRE(::bind(fd_, reinterpret_cast<sockaddr*>(&addr), len) == 0);
-    // Without accept, a backlog of 0 makes a queue of one that a test can fill.
-    REQUIRE(::listen(fd_, accept ? 16 : 0) == 0);
-    REQUIRE(::getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
-    port_ = ntohs(addr.sin_port);
-    if (accept) thread_ = std::thread([this] { accept_loop(); });
-  }
-  ~RawServer() {
-    quit_ = true;
-    if (thread_.joinable()) thread_.join();
-    for (auto& t : conns_) t.join();
-    ::close(fd_);
-  }
-  RawServer(const RawServer&) = delete;
-  RawServer& operator=(const RawServer&) = delete;
-
-  std::string url(const std::string& path) const {
-    return "http://127.0.0.1:" + std::to_string(port_) + path;
-  }
-  int port() const { return port_; }
-  int hits() const { return hits_; }
-
-private:
-  void accept_loop() {
-    const auto deadline = Clock::now() + 60s;
-    while (!quit_ && Clock::now() < deadline) {
-      pollfd p{fd_, POLLIN, 0};
-      if (::poll(&p, 1, 50) <= 0) continue;
-      const int c = ::accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC);
-      if (c < 0) continue;
-      if (conns_.size() >= 16) {
-        ::close(c);
-        continue;
-      }
-      ++hits_;
-      conns_.emplace_back([this, c] {
-        handler_(c, quit_);
-        ::shutdown(c, SHUT_RDWR);
-        ::close(c);
-      });
-    }
-  }
-
-  Handler handler_;
-  int fd_ = -1;
-  int port_ = 0;
-  std::atomic<bool> quit_{false};
-  std::atomic<int> hits_{0};
-  std::thread thread_;
-  std::vector<std::thread> conns_;
-};
 
 // Limits of a second, so that every bad server is given up on within about two.
 TransferSettings tight() {

@@ -68,16 +68,6 @@ TEST_CASE("resume: Accept-Ranges, validators and continuity", "[downloader][resu
 
 namespace {
 
-bool send_all(int fd, std::string_view data) {
-  while (!data.empty()) {
-    const ssize_t n = ::send(fd, data.data(), data.size(), MSG_NOSIGNAL);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return false;
-    data.remove_prefix(static_cast<std::size_t>(n));
-  }
-  return true;
-}
-
 // The value of header `name` in a request head, "" when absent.
 std::string header_of(const std::string& head, const std::string& name) {
   std::string lower_head = head, key = "\r\n" + name + ":";
@@ -92,36 +82,16 @@ std::string header_of(const std::string& head, const std::string& name) {
 
 // A loopback HTTP server that answers one request per connection with `reply(n, head, fd)`, n
 // counting requests from 0, then closes the connection; it records every request head and the
-// body bytes sent through send_body(). At most 32 connections, accepted for at most a minute.
+// body bytes sent through send_body(). A RawServer of at most 32 connections underneath.
 class Scripted {
 public:
   using Reply = std::function<void(int n, const std::string& head, Scripted& s, int fd)>;
 
-  explicit Scripted(Reply r) : reply_(std::move(r)) {
-    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    REQUIRE(fd_ >= 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof addr;
-    REQUIRE(::bind(fd_, reinterpret_cast<sockaddr*>(&addr), len) == 0);
-    REQUIRE(::listen(fd_, 16) == 0);
-    REQUIRE(::getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
-    port_ = ntohs(addr.sin_port);
-    thread_ = std::thread([this] { accept_loop(); });
-  }
-  ~Scripted() {
-    quit_ = true;
-    thread_.join();
-    for (auto& t : conns_) t.join();
-    ::close(fd_);
-  }
-  Scripted(const Scripted&) = delete;
-  Scripted& operator=(const Scripted&) = delete;
+  explicit Scripted(Reply r)
+      : reply_(std::move(r)),
+        server_([this](int fd, const std::atomic<bool>& quit) { serve(fd, quit); }, true, 32) {}
 
-  std::string url(const std::string& path) const {
-    return "http://127.0.0.1:" + std::to_string(port_) + path;
-  }
+  std::string url(const std::string& path) const { return server_.url(path); }
   std::vector<std::string> heads() const {
     std::lock_guard lock(mu_);
     return heads_;
@@ -137,57 +107,23 @@ public:
   }
 
 private:
-  void accept_loop() {
-    const auto deadline = Clock::now() + 60s;
-    while (!quit_ && Clock::now() < deadline) {
-      pollfd p{fd_, POLLIN, 0};
-      if (::poll(&p, 1, 50) <= 0) continue;
-      const int c = ::accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC);
-      if (c < 0) continue;
-      if (conns_.size() >= 32) {
-        ::close(c);
-        continue;
-      }
-      conns_.emplace_back([this, c] {
-        std::string head;
-        if (read_head(c, head)) {
-          int n = 0;
-          {
-            std::lock_guard lock(mu_);
-            n = static_cast<int>(heads_.size());
-            heads_.push_back(head);
-          }
-          reply_(n, head, *this, c);
-        }
-        ::shutdown(c, SHUT_RDWR);
-        ::close(c);
-      });
+  void serve(int fd, const std::atomic<bool>& quit) {
+    std::string head;
+    if (!read_request_head(fd, head, quit)) return;
+    int n = 0;
+    {
+      std::lock_guard lock(mu_);
+      n = static_cast<int>(heads_.size());
+      heads_.push_back(head);
     }
-  }
-
-  bool read_head(int fd, std::string& got) const {
-    const auto deadline = Clock::now() + 2s;
-    char buf[4096];
-    while (got.find("\r\n\r\n") == std::string::npos && got.size() < 16384) {
-      if (quit_ || Clock::now() >= deadline) return false;
-      pollfd p{fd, POLLIN, 0};
-      if (::poll(&p, 1, 50) <= 0) continue;
-      const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
-      if (n <= 0) return false;
-      got.append(buf, static_cast<std::size_t>(n));
-    }
-    return true;
+    reply_(n, head, *this, fd);
   }
 
   Reply reply_;
-  int fd_ = -1;
-  int port_ = 0;
-  std::atomic<bool> quit_{false};
   std::atomic<std::uint64_t> body_bytes_{0};
   mutable std::mutex mu_;
   std::vector<std::string> heads_;
-  std::thread thread_;
-  std::vector<std::thread> conns_;
+  RawServer server_; // last: stopped (its threads joined) before the members above go
 };
 
 // "bytes=N-" -> N; -1 when the head asks for no range (or another form).
