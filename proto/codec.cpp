@@ -87,14 +87,13 @@ public:
 
   bool uint_array(std::string_view key, std::size_t max, std::vector<std::uint64_t>& out,
                   bool required = true) {
-    const auto* o = find(key);
-    if (!o) return !required || fail(key, "missing");
-    if (o->type != msgpack::type::ARRAY) return fail(key, "not an array");
-    if (o->via.array.size > max) return fail(key, "too many elements");
+    bool ok = false;
+    const auto* a = array(key, max, required, ok);
+    if (!a) return ok;
     out.clear();
-    out.reserve(o->via.array.size);
-    for (std::uint32_t i = 0; i < o->via.array.size; ++i) {
-      const auto& e = o->via.array.ptr[i];
+    out.reserve(a->size);
+    for (std::uint32_t i = 0; i < a->size; ++i) {
+      const auto& e = a->ptr[i];
       if (e.type != msgpack::type::POSITIVE_INTEGER) return fail(key, "element not an unsigned integer");
       out.push_back(e.via.u64);
     }
@@ -103,14 +102,13 @@ public:
 
   bool str_array(std::string_view key, std::size_t max, std::size_t max_len,
                  std::vector<std::string>& out, bool required = true) {
-    const auto* o = find(key);
-    if (!o) return !required || fail(key, "missing");
-    if (o->type != msgpack::type::ARRAY) return fail(key, "not an array");
-    if (o->via.array.size > max) return fail(key, "too many elements");
+    bool ok = false;
+    const auto* a = array(key, max, required, ok);
+    if (!a) return ok;
     out.clear();
-    out.reserve(o->via.array.size);
-    for (std::uint32_t i = 0; i < o->via.array.size; ++i) {
-      const auto& e = o->via.array.ptr[i];
+    out.reserve(a->size);
+    for (std::uint32_t i = 0; i < a->size; ++i) {
+      const auto& e = a->ptr[i];
       if (e.type != msgpack::type::STR) return fail(key, "element not a string");
       if (e.via.str.size > max_len) return fail(key, "element too long");
       out.emplace_back(e.via.str.ptr, e.via.str.size);
@@ -128,6 +126,24 @@ public:
   const std::string& error() const { return error_; }
 
 private:
+  // The array under `key` once its type and size are checked, or nullptr: then `ok` says whether
+  // the frame is still acceptable (an optional key that is absent).
+  const msgpack::object_array* array(std::string_view key, std::size_t max, bool required, bool& ok) {
+    ok = false;
+    const auto* o = find(key);
+    if (!o) {
+      ok = !required || fail(key, "missing");
+      return nullptr;
+    }
+    if (o->type != msgpack::type::ARRAY)
+      fail(key, "not an array");
+    else if (o->via.array.size > max)
+      fail(key, "too many elements");
+    else
+      return &o->via.array;
+    return nullptr;
+  }
+
   bool fail(std::string_view key, std::string_view why) {
     error_ = "field '" + std::string(key) + "': " + std::string(why);
     return false;
