@@ -1,15 +1,19 @@
-// Prometheus metrics of the sink: the text exposition format rendered from JobStats, and a tiny
-// HTTP responder on 127.0.0.1 that serves the latest rendering from its own thread. The sink's loop
-// only swaps a string under a mutex (publish), so a slow or hostile scraper can never block it;
-// the responder serves one connection at a time with short socket timeouts and a bounded request.
+// Prometheus metrics of the sink: the text exposition format rendered from JobStats, and an HTTP
+// server (cpp-httplib) on 127.0.0.1 that serves the latest rendering from its own threads. The
+// sink's loop only swaps a string under a mutex (publish), so a slow or hostile scraper can never
+// block it; the server's read and write timeouts are short.
 #pragma once
 
-#include <atomic>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
 
 #include "broker/stats.hpp"
+
+namespace httplib {
+class Server;
+}
 
 namespace trawl::broker {
 
@@ -29,13 +33,11 @@ public:
   void publish(std::string text);
 
 private:
-  void serve();
-  void answer(int fd);
+  std::string text() const;
 
-  int listen_fd_ = -1;
-  int wake_fd_[2] = {-1, -1}; // a pipe: writing to it ends serve()
+  std::unique_ptr<httplib::Server> server_;
   int port_ = 0;
-  std::mutex mutex_;
+  mutable std::mutex mutex_;
   std::string text_;
   std::thread thread_;
 };
