@@ -6,7 +6,7 @@
 // failed URLs and an HTML report (broker/report.hpp), publish its live figures on a PUB socket
 // for `trawl monitor` (broker/monitor.hpp), and serve Prometheus metrics on loopback
 // (broker/metrics.hpp). None of these can slow the job: files are streamed, PUB drops what a slow
-// monitor cannot take, the metrics responder runs in its own thread.
+// monitor cannot take, the metrics server runs in its own threads.
 #pragma once
 
 #include <string>
