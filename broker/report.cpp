@@ -406,6 +406,15 @@ void open_or_throw(std::ofstream& out, const std::string& path) {
   if (!out) throw std::runtime_error("cannot create " + path);
 }
 
+// Flushes and closes (once); a write that failed on the way, or the flush, throws.
+void close_or_throw(std::ofstream& out, const std::string& path) {
+  if (!out.is_open()) return;
+  out.flush();
+  const bool ok = static_cast<bool>(out);
+  out.close();
+  if (!ok) throw std::runtime_error("cannot write " + path);
+}
+
 } // namespace
 
 ManifestWriter::ManifestWriter(const std::string& path) : path_(path), csv_(ends_with_ci(path, ".csv")) {
@@ -455,13 +464,7 @@ void ManifestWriter::write(const ManifestRow& r) {
   if (!out_) throw std::runtime_error("cannot write " + path_);
 }
 
-void ManifestWriter::close() {
-  if (!out_.is_open()) return;
-  out_.flush();
-  const bool ok = static_cast<bool>(out_);
-  out_.close();
-  if (!ok) throw std::runtime_error("cannot write " + path_);
-}
+void ManifestWriter::close() { close_or_throw(out_, path_); }
 
 UrlListWriter::UrlListWriter(const std::string& path) : path_(path) { open_or_throw(out_, path); }
 
@@ -475,13 +478,7 @@ void UrlListWriter::write(const std::string& url) {
   if (!out_) throw std::runtime_error("cannot write " + path_);
 }
 
-void UrlListWriter::close() {
-  if (!out_.is_open()) return;
-  out_.flush();
-  const bool ok = static_cast<bool>(out_);
-  out_.close();
-  if (!ok) throw std::runtime_error("cannot write " + path_);
-}
+void UrlListWriter::close() { close_or_throw(out_, path_); }
 
 std::uint64_t for_each_ledger_row(const std::string& ledger_path,
                                   const std::function<bool(std::uint64_t)>& have,
