@@ -21,6 +21,7 @@
 #include "proto/messages.hpp"
 #include "tests/support/corpus.hpp"
 #include "tests/support/process.hpp"
+#include "tests/support/messages.hpp"
 
 namespace fs = std::filesystem;
 using namespace trawl::testsupport;
@@ -326,7 +327,7 @@ TEST_CASE("a sink driven by hand: metrics endpoint values and JSON progress line
     REQUIRE(push.send(zmq::buffer(frame)));
   };
 
-  send(trawl::proto::Job{1, -1, 0, 0, 0, false});
+  send(trawl::testsupport::job_of(1, -1, 0, 0, 0, false));
   std::uint64_t bytes = 0, latency_ms_sum = 0;
   for (std::uint64_t id = 1; id <= 20; ++id) {
     trawl::proto::Result r;
@@ -374,7 +375,7 @@ TEST_CASE("a sink driven by hand: metrics endpoint values and JSON progress line
   CHECK_THAT(text, Catch::Contains("\ntrawl_job_complete 0\n"));
 
   std::this_thread::sleep_for(std::chrono::milliseconds(600)); // a few --interval 0.2 lines
-  send(trawl::proto::Job{1, 20, 15, 5, 0, true});
+  send(trawl::testsupport::job_of(1, 20, 15, 5, 0, true));
   auto status = sink.wait_for(std::chrono::seconds(20));
   REQUIRE(status);
   CHECK(*status == 1);

@@ -13,6 +13,7 @@
 #include "broker/vent.hpp"
 #include "common/exit_codes.hpp"
 #include "common/zmq_util.hpp"
+#include "tests/support/messages.hpp"
 
 using namespace trawl;
 using namespace trawl::broker;
@@ -93,15 +94,15 @@ TEST_CASE("stats: counts, duplicates, percentiles and completion", "[broker]") {
   JobStats s;
   const auto now = JobStats::Clock::now();
   CHECK_FALSE(s.complete());
-  s.set_job({1000, -1, 0, 0, 0, false});
+  s.set_job(trawl::testsupport::job_of(1000, -1, 0, 0, 0, false));
   for (std::uint64_t id = 1; id <= 100; ++id) CHECK(s.add(done_result(id, static_cast<std::uint32_t>(id), 10), 2000, now));
   CHECK_FALSE(s.add(done_result(5, 5, 10), 2000, now));
   CHECK(s.duplicates() == 1);
   CHECK(s.add(failed_result(101, proto::Reason::http_client), 3500, now));
   CHECK_FALSE(s.complete()); // the ventilator did not say so
-  s.set_job({1000, 101, 100, 1, 0, false});
+  s.set_job(trawl::testsupport::job_of(1000, 101, 100, 1, 0, false));
   CHECK_FALSE(s.complete());
-  s.set_job({1000, 101, 100, 1, 0, true});
+  s.set_job(trawl::testsupport::job_of(1000, 101, 100, 1, 0, true));
   CHECK(s.complete());
   CHECK(s.done() == 100);
   CHECK(s.failed() == 1);
@@ -228,7 +229,7 @@ TEST_CASE("sink: completes on the announced total, acks every result, exit 1 on 
   auto results = make_socket(ctx, zmq::socket_type::push, {});
   results.connect(ep["results"]);
   auto send = [&](const proto::Message& m) { results.send(zmq::buffer(proto::encode(m)), zmq::send_flags::none); };
-  send(proto::Job{1, 3, 0, 0, 0, false});
+  send(trawl::testsupport::job_of(1, 3, 0, 0, 0, false));
   send(done_result(1, 10, 100));
   results.send(zmq::buffer(std::string("\x81\xa1v\x05")), zmq::send_flags::none); // malformed
   send(done_result(1, 10, 100)); // duplicate
@@ -237,7 +238,7 @@ TEST_CASE("sink: completes on the announced total, acks every result, exit 1 on 
   send(failed_result(3, proto::Reason::http_client));
   // All three are in, but the ventilator's word decides.
   CHECK(sink.wait_for(std::chrono::milliseconds(300)) == std::future_status::timeout);
-  send(proto::Job{1, 3, 2, 1, 0, true});
+  send(trawl::testsupport::job_of(1, 3, 2, 1, 0, true));
   REQUIRE(sink.wait_for(std::chrono::seconds(10)) == std::future_status::ready);
   CHECK(sink.get() == kExitSomeFailed);
   std::multiset<std::uint64_t> acked;

@@ -24,6 +24,7 @@
 #include "common/zmq_util.hpp"
 #include "proto/messages.hpp"
 #include "tests/support/process.hpp"
+#include "tests/support/messages.hpp"
 
 using namespace trawl;
 using namespace trawl::broker;
@@ -69,19 +70,6 @@ std::vector<std::string> lines_of(const std::string& path) {
 }
 
 } // namespace
-
-// A job message with the six fields every ventilator sends (the optional ones left empty).
-proto::Job job_of(std::int64_t started, std::int64_t total, std::uint64_t done, std::uint64_t failed,
-                  std::uint64_t skipped, bool complete) {
-  proto::Job j;
-  j.started_unix_ms = started;
-  j.total = total;
-  j.done = done;
-  j.failed = failed;
-  j.skipped = skipped;
-  j.complete = complete;
-  return j;
-}
 
 TEST_CASE("histogram: buckets are contiguous and every value lands in its own", "[report]") {
   std::uint32_t expected_lower = 0;
@@ -259,7 +247,7 @@ TEST_CASE("report: counts, per-node sums, failures and requeues from the ventila
   }
   CHECK(s.add(result(++id, false, 5, 0, "b"), 2500, now));
   CHECK_FALSE(s.add(result(1, true, 5, 100, "a"), 2600, now)); // duplicate
-  proto::Job j = job_of(1000, 31, 30, 1, 4, true);
+  proto::Job j = trawl::testsupport::job_of(1000, 31, 30, 1, 4, true);
   j.active = 0;
   j.nodes = 2;
   j.requeued = 3;
@@ -438,7 +426,7 @@ TEST_CASE("metrics: Prometheus text with exact values, served on loopback", "[re
   const auto now = JobStats::Clock::now();
   for (std::uint64_t id = 1; id <= 10; ++id) s.add(result(id, true, static_cast<std::uint32_t>(id * 100), 1000, "n\"1"), 5000, now);
   s.add(result(11, false, 1, 0, "n2"), 5000, now);
-  proto::Job j = job_of(1000, 12, 10, 1, 0, false);
+  proto::Job j = trawl::testsupport::job_of(1000, 12, 10, 1, 0, false);
   j.active = 1;
   j.nodes = 2;
   s.set_job(j);
@@ -468,7 +456,7 @@ TEST_CASE("metrics: Prometheus text with exact values, served on loopback", "[re
 }
 
 TEST_CASE("job: the optional per-node requeue figures travel, and a bad pair is refused", "[report][proto]") {
-  proto::Job j = job_of(5, 10, 3, 1, 0, false);
+  proto::Job j = trawl::testsupport::job_of(5, 10, 3, 1, 0, false);
   j.active = 4;
   j.nodes = 2;
   j.requeued = 7;
@@ -478,7 +466,7 @@ TEST_CASE("job: the optional per-node requeue figures travel, and a bad pair is 
   REQUIRE(std::holds_alternative<proto::Message>(d));
   CHECK(std::get<proto::Job>(std::get<proto::Message>(d)) == j);
   // Without them (an older ventilator), the frame is the old one and decodes to zeros.
-  const proto::Job plain = job_of(5, 10, 3, 1, 0, false);
+  const proto::Job plain = trawl::testsupport::job_of(5, 10, 3, 1, 0, false);
   auto p = proto::decode(proto::encode(plain));
   REQUIRE(std::holds_alternative<proto::Message>(p));
   CHECK(std::get<proto::Job>(std::get<proto::Message>(p)).requeued_nodes.empty());

@@ -3,6 +3,7 @@
 #include <random>
 
 #include "proto/messages.hpp"
+#include "tests/support/messages.hpp"
 
 using namespace trawl::proto;
 
@@ -62,9 +63,9 @@ TEST_CASE("every message survives a round trip", "[proto]") {
   f.reason = Reason::http_client;
   f.detail = "HTTP 404";
   CHECK(std::get<Result>(round_trip(f)) == f);
-  const Job j{1764507631000, 91, 80, 3, 10, true};
+  const Job j = trawl::testsupport::job_of(1764507631000, 91, 80, 3, 10, true);
   CHECK(std::get<Job>(round_trip(j)) == j);
-  CHECK(std::get<Job>(round_trip(Job{5, -1})).total == -1);
+  CHECK(std::get<Job>(round_trip(trawl::testsupport::job_of(5, -1))).total == -1);
   const Ready ready{"host-1", 68, 3, 1000, {7, 8, 900}};
   CHECK(std::get<Ready>(round_trip(ready)) == ready);
   Ready full{"host-2", 5000, 4096, 5000, {}};
