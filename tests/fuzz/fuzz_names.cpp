@@ -9,6 +9,7 @@
 #include <string_view>
 
 #include "common/names.hpp"
+#include "tests/support/utf8_reference.hpp"
 
 namespace {
 
@@ -16,39 +17,6 @@ void require(bool ok) {
   if (!ok) std::abort();
 }
 
-bool valid_utf8(std::string_view s) {
-  for (std::size_t i = 0; i < s.size();) {
-    const auto b0 = static_cast<unsigned char>(s[i]);
-    std::size_t n = 0;
-    std::uint32_t cp = 0;
-    if (b0 < 0x80) {
-      ++i;
-      continue;
-    }
-    if ((b0 & 0xE0) == 0xC0) {
-      n = 2;
-      cp = b0 & 0x1Fu;
-    } else if ((b0 & 0xF0) == 0xE0) {
-      n = 3;
-      cp = b0 & 0x0Fu;
-    } else if ((b0 & 0xF8) == 0xF0) {
-      n = 4;
-      cp = b0 & 0x07u;
-    } else {
-      return false;
-    }
-    if (i + n > s.size()) return false;
-    for (std::size_t k = 1; k < n; ++k) {
-      const auto b = static_cast<unsigned char>(s[i + k]);
-      if ((b & 0xC0) != 0x80) return false;
-      cp = (cp << 6) | (b & 0x3Fu);
-    }
-    if ((n == 2 && cp < 0x80) || (n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000)) return false;
-    if ((cp >= 0xD800 && cp <= 0xDFFF) || cp > 0x10FFFF) return false;
-    i += n;
-  }
-  return true;
-}
 
 void require_safe(const std::string& name) {
   require(!name.empty() && name.size() <= trawl::kMaxFileNameBytes);
@@ -59,7 +27,7 @@ void require_safe(const std::string& name) {
     const auto u = static_cast<unsigned char>(c);
     require(u >= 0x20 && u != 0x7F && c != '/' && c != '\\');
   }
-  require(valid_utf8(name));
+  require(trawl::testsupport::valid_utf8_reference(name));
   require(trawl::is_safe_name(name));
   require(trawl::sanitize_name(name) == name);
 }

@@ -2,37 +2,12 @@
 #include <string>
 
 #include "common/names.hpp"
+#include "tests/support/utf8_reference.hpp"
 
 using namespace trawl;
 
 namespace {
 
-// True when `s` is well-formed UTF-8 (no overlongs, surrogates or values past U+10FFFF).
-bool valid_utf8(std::string_view s) {
-  for (std::size_t i = 0; i < s.size();) {
-    const auto b0 = static_cast<unsigned char>(s[i]);
-    std::size_t n = 0;
-    std::uint32_t cp = 0;
-    if (b0 < 0x80) {
-      ++i;
-      continue;
-    }
-    if ((b0 & 0xE0) == 0xC0) n = 2, cp = b0 & 0x1Fu;
-    else if ((b0 & 0xF0) == 0xE0) n = 3, cp = b0 & 0x0Fu;
-    else if ((b0 & 0xF8) == 0xF0) n = 4, cp = b0 & 0x07u;
-    else return false;
-    if (i + n > s.size()) return false;
-    for (std::size_t k = 1; k < n; ++k) {
-      const auto b = static_cast<unsigned char>(s[i + k]);
-      if ((b & 0xC0) != 0x80) return false;
-      cp = (cp << 6) | (b & 0x3Fu);
-    }
-    if ((n == 2 && cp < 0x80) || (n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000)) return false;
-    if ((cp >= 0xD800 && cp <= 0xDFFF) || cp > 0x10FFFF) return false;
-    i += n;
-  }
-  return true;
-}
 
 // The properties every name handed to the file system must have.
 void check_safe(const std::string& name) {
@@ -43,7 +18,7 @@ void check_safe(const std::string& name) {
   CHECK(name.find('\\') == std::string::npos);
   CHECK(name != "..");
   CHECK(name.front() != '.');
-  CHECK(valid_utf8(name));
+  CHECK(trawl::testsupport::valid_utf8_reference(name));
   for (char c : name) {
     const auto u = static_cast<unsigned char>(c);
     CHECK((u >= 0x20 && u != 0x7F));
