@@ -156,8 +156,6 @@ TEST_CASE("hostile frames on every socket: dropped, logged, and the job still co
           "[e2e][hostile]") {
   auto fixture = FixtureServer::start();
   TempDir dir("trawl-e2e-hostile");
-  const std::string links = "ipc://" + (dir / "links"), tasks = "ipc://" + (dir / "tasks"),
-                    acks = "ipc://" + (dir / "acks"), results = "ipc://" + (dir / "results");
   const std::string out = dir / "out";
 
   zmq::context_t ctx(1);
@@ -170,15 +168,10 @@ TEST_CASE("hostile frames on every socket: dropped, logged, and the job still co
   fake_vent.bind("tcp://127.0.0.1:*");
   const std::string fake_ep = fake_vent.get(zmq::sockopt::last_endpoint);
 
-  auto sink = Child::spawn({TRAWL_BIN, "sink", "--bind", results, "--acks", acks, "--progress",
-                            "none", "--ready-file", dir / "sink.ready"},
-                           {}, dir / "sink.out", dir / "sink.err");
-  wait_ready_file(dir / "sink.ready", 10s, &sink);
-  auto vent = Child::spawn({TRAWL_BIN, "vent", "--links", links, "--bind", tasks, "--acks", acks,
-                            "--sink", results, "--state", dir / "state", "--ready-file",
-                            dir / "vent.ready"},
-                           {}, "", dir / "vent.err");
-  wait_ready_file(dir / "vent.ready", 10s, &vent);
+  auto broker = start_broker(TRAWL_BIN, dir.path());
+  const std::string &links = broker.links, &tasks = broker.tasks, &acks = broker.acks,
+                    &results = broker.results;
+  Child &sink = broker.sink, &vent = broker.vent;
   auto download = Child::spawn({TRAWL_BIN, "download", "--connect", tasks, "--connect", fake_ep,
                                 "--sink", results, "--out", out, "-j", "4", "--node", "dl1"},
                                {}, "", dir / "download.err");

@@ -177,17 +177,9 @@ TEST_CASE("a node of another protocol version gets no task and is named in a few
   auto fixture = FixtureServer::start({"--corpus", "uniform", "--count", "40", "--size", "1000",
                                        "--delay-ms", "20"});
   TempDir dir("trawl-e2e-version");
-  const std::string links = "ipc://" + (dir / "links"), tasks = "ipc://" + (dir / "tasks"),
-                    acks = "ipc://" + (dir / "acks"), results = "ipc://" + (dir / "results");
-  auto sink = Child::spawn({TRAWL_BIN, "sink", "--bind", results, "--acks", acks, "--progress",
-                            "none", "--ready-file", dir / "sink.ready"},
-                           {}, dir / "sink.out", dir / "sink.err");
-  wait_ready_file(dir / "sink.ready", 10s, &sink);
-  auto vent = Child::spawn({TRAWL_BIN, "vent", "--links", links, "--bind", tasks, "--acks", acks,
-                            "--sink", results, "--state", dir / "state", "--ready-file",
-                            dir / "vent.ready"},
-                           {}, "", dir / "vent.err");
-  wait_ready_file(dir / "vent.ready", 10s, &vent);
+  auto broker = start_broker(TRAWL_BIN, dir.path());
+  const std::string &links = broker.links, &tasks = broker.tasks, &results = broker.results;
+  Child& sink = broker.sink;
 
   // A "version 2" node: a DEALER announcing plenty of room, every frame with v=2.
   zmq::context_t ctx(1);

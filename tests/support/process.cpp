@@ -327,3 +327,26 @@ FixtureServer::~FixtureServer() {
 }
 
 } // namespace trawl::testsupport
+
+namespace trawl::testsupport {
+
+Broker start_broker(const std::string& trawl, const std::string& dir) {
+  using namespace std::chrono_literals;
+  Broker b;
+  b.links = "ipc://" + dir + "/links";
+  b.tasks = "ipc://" + dir + "/tasks";
+  b.acks = "ipc://" + dir + "/acks";
+  b.results = "ipc://" + dir + "/results";
+  b.sink = Child::spawn({trawl, "sink", "--bind", b.results, "--acks", b.acks, "--progress", "none",
+                         "--ready-file", dir + "/sink.ready"},
+                        {}, dir + "/sink.out", dir + "/sink.err");
+  wait_ready_file(dir + "/sink.ready", 10s, &b.sink);
+  b.vent = Child::spawn({trawl, "vent", "--links", b.links, "--bind", b.tasks, "--acks", b.acks,
+                         "--sink", b.results, "--state", dir + "/state", "--ready-file",
+                         dir + "/vent.ready"},
+                        {}, "", dir + "/vent.err");
+  wait_ready_file(dir + "/vent.ready", 10s, &b.vent);
+  return b;
+}
+
+} // namespace trawl::testsupport

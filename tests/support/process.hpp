@@ -82,6 +82,15 @@ std::string http_get(const std::string& url);
 
 // A fresh directory under /tmp, removed with its contents by the destructor (kept when the
 // environment has TRAWL_KEEP_TMP set, for debugging). Throws std::system_error when mkdtemp fails.
+// A sink and a ventilator (`trawl`, the binary under test) on ipc endpoints in `dir`, each
+// started and ready: the sink's stdout in dir/sink.out, their stderr in dir/sink.err and
+// dir/vent.err, the ledger in dir/state.
+struct Broker {
+  std::string links, tasks, acks, results;
+  Child sink, vent;
+};
+Broker start_broker(const std::string& trawl, const std::string& dir);
+
 class TempDir {
 public:
   explicit TempDir(const std::string& prefix = "trawl-test");
