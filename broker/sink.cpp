@@ -198,7 +198,7 @@ private:
           drop("result for task 0");
           continue;
         }
-        if (!stats_.add(*r, unix_ms_now(), JobStats::Clock::now())) {
+        if (!stats_.add(*r, unix_ms_now())) {
           spdlog::debug("duplicate result for task {} ignored", r->id);
         } else {
           // Per-link failures are in the summary, the report and --failed; at the default level

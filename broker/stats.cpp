@@ -143,12 +143,11 @@ NodeFigures& JobStats::node(const std::string& name) {
   return nodes_[name];
 }
 
-bool JobStats::add(const proto::Result& r, std::int64_t now_unix_ms, Clock::time_point now) {
+bool JobStats::add(const proto::Result& r, std::int64_t now_unix_ms) {
   if (!seen_.insert(id_key(r.id))) {
     ++duplicates_;
     return false;
   }
-  (void)now;
   if (origin_unix_ms_ == 0) origin_unix_ms_ = now_unix_ms - r.ms;
   const std::int64_t start_ms = now_unix_ms - r.ms;
   if (first_result_start_ms_ == 0 || start_ms < first_result_start_ms_) first_result_start_ms_ = start_ms;

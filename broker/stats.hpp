@@ -121,7 +121,7 @@ public:
   explicit JobStats(std::int64_t origin_unix_ms = 0);
 
   // Records a result; returns false (and changes nothing) for a duplicate of a task already seen.
-  bool add(const proto::Result& r, std::int64_t now_unix_ms, Clock::time_point now);
+  bool add(const proto::Result& r, std::int64_t now_unix_ms);
   void set_job(const proto::Job& j);
 
   // Complete when the ventilator says so (it knows from its ledger), or, without a ventilator's

@@ -95,10 +95,10 @@ TEST_CASE("stats: counts, duplicates, percentiles and completion", "[broker]") {
   const auto now = JobStats::Clock::now();
   CHECK_FALSE(s.complete());
   s.set_job(trawl::testsupport::job_of(1000, -1, 0, 0, 0, false));
-  for (std::uint64_t id = 1; id <= 100; ++id) CHECK(s.add(done_result(id, static_cast<std::uint32_t>(id), 10), 2000, now));
-  CHECK_FALSE(s.add(done_result(5, 5, 10), 2000, now));
+  for (std::uint64_t id = 1; id <= 100; ++id) CHECK(s.add(done_result(id, static_cast<std::uint32_t>(id), 10), 2000));
+  CHECK_FALSE(s.add(done_result(5, 5, 10), 2000));
   CHECK(s.duplicates() == 1);
-  CHECK(s.add(failed_result(101, proto::Reason::http_client), 3500, now));
+  CHECK(s.add(failed_result(101, proto::Reason::http_client), 3500));
   CHECK_FALSE(s.complete()); // the ventilator did not say so
   s.set_job(trawl::testsupport::job_of(1000, 101, 100, 1, 0, false));
   CHECK_FALSE(s.complete());

@@ -239,14 +239,13 @@ TEST_CASE("live figures: JSON round trip; malformed objects are refused", "[repo
 
 TEST_CASE("report: counts, per-node sums, failures and requeues from the ventilator", "[report]") {
   JobStats s(1000);
-  const auto now = JobStats::Clock::now();
   std::uint64_t id = 0, bytes = 0;
   for (int i = 0; i < 30; ++i) {
     bytes += 100 + i;
-    CHECK(s.add(result(++id, true, 50 + i, 100 + i, i % 3 ? "a" : "b"), 2000 + i * 10, now));
+    CHECK(s.add(result(++id, true, 50 + i, 100 + i, i % 3 ? "a" : "b"), 2000 + i * 10));
   }
-  CHECK(s.add(result(++id, false, 5, 0, "b"), 2500, now));
-  CHECK_FALSE(s.add(result(1, true, 5, 100, "a"), 2600, now)); // duplicate
+  CHECK(s.add(result(++id, false, 5, 0, "b"), 2500));
+  CHECK_FALSE(s.add(result(1, true, 5, 100, "a"), 2600)); // duplicate
   proto::Job j = trawl::testsupport::job_of(1000, 31, 30, 1, 4, true);
   j.active = 0;
   j.nodes = 2;
@@ -300,8 +299,8 @@ TEST_CASE("HTML report: data inline, no way out of its script element", "[report
   JobStats s(1);
   auto bad = result(1, false, 5, 0, "n</script><script>alert(1)</script>");
   bad.url = "http://x.test/</script><img src=x>.jpg";
-  s.add(bad, 10, JobStats::Clock::now());
-  s.add(result(2, true, 5, 10, "n"), 20, JobStats::Clock::now());
+  s.add(bad, 10);
+  s.add(result(2, true, 5, 10, "n"), 20);
   const std::string html = render_html(report_json(s, {}));
   CHECK(html.find("</script><img") == std::string::npos);
   CHECK(html.find("</script><script>alert") == std::string::npos);
@@ -423,9 +422,8 @@ TEST_CASE("ledger pass: the links without a result here, with their ledger state
 
 TEST_CASE("metrics: Prometheus text with exact values, served on loopback", "[report]") {
   JobStats s(1000);
-  const auto now = JobStats::Clock::now();
-  for (std::uint64_t id = 1; id <= 10; ++id) s.add(result(id, true, static_cast<std::uint32_t>(id * 100), 1000, "n\"1"), 5000, now);
-  s.add(result(11, false, 1, 0, "n2"), 5000, now);
+  for (std::uint64_t id = 1; id <= 10; ++id) s.add(result(id, true, static_cast<std::uint32_t>(id * 100), 1000, "n\"1"), 5000);
+  s.add(result(11, false, 1, 0, "n2"), 5000);
   proto::Job j = trawl::testsupport::job_of(1000, 12, 10, 1, 0, false);
   j.active = 1;
   j.nodes = 2;
