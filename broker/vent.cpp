@@ -265,7 +265,8 @@ private:
         give_up(task->id, task->attempts);
         continue;
       }
-      const std::string frame = proto::encode(proto::Task{task->id, task->url, task->name, task->attempts + 1});
+      const std::string frame =
+          proto::encode(proto::Task{task->id, std::move(task->url), std::move(task->name), task->attempts + 1});
       try {
         tasks_.send(zmq::buffer(peer->first), zmq::send_flags::sndmore | zmq::send_flags::dontwait);
         if (!tasks_.send(zmq::buffer(frame), zmq::send_flags::dontwait)) {
