@@ -399,3 +399,57 @@ TEST_CASE("a sink driven by hand: metrics endpoint values and JSON progress line
   CHECK(json::parse(read_file(dir / "report.json"))["bytes"] == bytes);
   CHECK_THAT(read_file(dir / "stderr"), Catch::Contains("dropped a frame"));
 }
+
+TEST_CASE("--quiet: no progress and no summary, the exit status and the report still tell", "[e2e][report]") {
+  TempDir dir("trawl-e2e-quiet");
+  // --progress lines and a short --interval ask for lines that --quiet must silence.
+  auto sink = Child::spawn({TRAWL_BIN, "sink", "--bind", "tcp://127.0.0.1:*", "--acks", "", "--ready-file",
+                            dir / "ready", "--progress", "lines", "--interval", "0.1", "--quiet",
+                            "--report", dir / "report.json", "--failed", dir / "failed.txt"},
+                           {}, dir / "stdout", dir / "stderr");
+  const auto ready = wait_ready_file(dir / "ready", std::chrono::seconds(10), &sink);
+  REQUIRE(ready.count("results"));
+
+  zmq::context_t ctx;
+  zmq::socket_t push(ctx, zmq::socket_type::push);
+  push.set(zmq::sockopt::linger, 2000);
+  push.connect(ready.at("results"));
+  auto send = [&push](const trawl::proto::Message& m) {
+    const std::string frame = trawl::proto::encode(m);
+    REQUIRE(push.send(zmq::buffer(frame)));
+  };
+  send(trawl::testsupport::job_of(1, -1, 0, 0, 0, false));
+  for (std::uint64_t id = 1; id <= 6; ++id) {
+    trawl::proto::Result r;
+    r.id = id;
+    r.url = "http://127.0.0.1:1/q" + std::to_string(id);
+    r.node = "n";
+    r.ms = 10;
+    if (id <= 5) {
+      r.status = trawl::proto::Status::done;
+      r.bytes = 100;
+      r.sha256 = std::string(64, 'a');
+      r.http_code = 200;
+    } else {
+      r.status = trawl::proto::Status::failed;
+      r.reason = trawl::proto::Reason::http_client;
+      r.http_code = 404;
+    }
+    send(r);
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(500)); // five --interval periods
+  send(trawl::testsupport::job_of(1, 6, 5, 1, 0, true));
+  auto status = sink.wait_for(std::chrono::seconds(20));
+  REQUIRE(status);
+  CHECK(*status == 1); // one link failed
+  CHECK(read_file(dir / "stdout").empty());
+  const std::string err = read_file(dir / "stderr");
+  INFO("stderr:\n" << err);
+  CHECK(err.find("files/s") == std::string::npos); // no progress line
+  CHECK(err.find("done,") == std::string::npos);
+  const auto report = json::parse(read_file(dir / "report.json"));
+  CHECK(report["links"]["done"] == 5);
+  CHECK(report["links"]["failed"] == 1);
+  CHECK(report["bytes"] == 500);
+  CHECK(read_file(dir / "failed.txt") == "http://127.0.0.1:1/q6\n");
+}
