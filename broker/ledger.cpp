@@ -5,6 +5,7 @@
 #include <stdexcept>
 
 #include "broker/names.hpp"
+#include "broker/scheduler.hpp"
 
 namespace trawl::broker {
 
@@ -69,17 +70,22 @@ enum StmtIndex {
   kSetMeta,
   kIdsInState,
   kNames,
+  kPendingOfHost,
+  kPendingHosts,
+  kHostOf,
+  kLeasedHosts,
   kStmtCount
 };
 
 const char* const kSql[kStmtCount] = {
     "SELECT id, state FROM links WHERE url = ?1",
-    "INSERT INTO links(url, name, state, attempts) VALUES(?1, ?2, 0, 0)",
-    "INSERT OR IGNORE INTO links(url, name, state, attempts) VALUES(?1, ?2, 0, 0)",
+    "INSERT INTO links(id, url, name, state, attempts, host) VALUES(?1, ?2, ?3, 0, 0, ?4)",
+    "INSERT OR IGNORE INTO links(id, url, name, state, attempts, host) VALUES(?1, ?2, ?3, 0, 0, ?4)",
     "SELECT id, url, name, attempts FROM links WHERE state = 0 AND id > ?1 ORDER BY id LIMIT ?2",
     "SELECT id, url, name, attempts FROM links WHERE id = ?1",
     "SELECT state, attempts, bytes, sha256, node, reason, detail FROM links WHERE id = ?1",
-    "UPDATE links SET state = 1, attempts = attempts + 1, lease_until = ?2, node = ?3 WHERE id = ?1",
+    "UPDATE links SET state = 1, attempts = attempts + 1, lease_until = ?2, node = ?3 "
+    "WHERE id = ?1 AND state = 0",
     "UPDATE links SET state = 0, lease_until = NULL WHERE id = ?1 AND state = 1",
     "SELECT state FROM links WHERE id = ?1",
     "UPDATE links SET state = ?2, bytes = ?3, sha256 = ?4, node = ?5, reason = ?6, detail = ?7, "
@@ -89,7 +95,22 @@ const char* const kSql[kStmtCount] = {
     "INSERT INTO meta(key, value) VALUES(?1, ?2) ON CONFLICT(key) DO UPDATE SET value = ?2",
     "SELECT id FROM links WHERE state = ?1 ORDER BY id",
     "SELECT name FROM links ORDER BY id",
+    "SELECT id, url, name, attempts FROM links WHERE host = ?1 AND id > ?2 AND state = 0 "
+    "ORDER BY id LIMIT ?3",
+    "SELECT DISTINCT host FROM links WHERE state = 0",
+    "SELECT host FROM links WHERE id = ?1",
+    "SELECT id, host FROM links WHERE state = 1 ORDER BY id",
 };
+
+// host_key(url) as an SQL function, to fill the host column of a ledger written before it existed.
+void sql_host_key(sqlite3_context* ctx, int, sqlite3_value** argv) {
+  const auto* p = sqlite3_value_text(argv[0]);
+  const std::string key =
+      p ? host_key(std::string_view(reinterpret_cast<const char*>(p),
+                                    static_cast<std::size_t>(sqlite3_value_bytes(argv[0]))))
+        : std::string();
+  sqlite3_result_text(ctx, key.data(), static_cast<int>(key.size()), SQLITE_TRANSIENT);
+}
 
 } // namespace
 
@@ -123,6 +144,28 @@ Ledger::Ledger(const std::string& dir, bool fresh) {
   // per change, measured as the ventilator's largest cost). Pending links are found by walking
   // the ids from a cursor, which the ventilator does once per pass over the ledger.
   exec("DROP INDEX IF EXISTS links_state");
+  // Politeness (broker/scheduler.hpp): each link's host, and an index on (host, id) to walk one
+  // host's links from a cursor. Host and id never change, so a state change does not touch it;
+  // it costs one b-tree insert per new link. A ledger of an earlier version gets the column and
+  // has it filled.
+  bool has_host = false;
+  {
+    Stmt cols(db_, "SELECT 1 FROM pragma_table_info('links') WHERE name = 'host'");
+    has_host = cols.step();
+  }
+  if (!has_host) {
+    exec("ALTER TABLE links ADD COLUMN host TEXT");
+    if (sqlite3_create_function(db_, "trawl_host_key", 1, SQLITE_UTF8 | SQLITE_DETERMINISTIC,
+                                nullptr, &sql_host_key, nullptr, nullptr) != SQLITE_OK)
+      fail_sql("cannot register trawl_host_key");
+    exec("UPDATE links SET host = trawl_host_key(url)");
+  }
+  exec("CREATE INDEX IF NOT EXISTS links_host_id ON links(host, id)");
+  {
+    Stmt max_id(db_, "SELECT coalesce(max(id), 0) FROM links");
+    max_id.step();
+    next_id_ = static_cast<std::uint64_t>(max_id.i64(0)) + 1;
+  }
   for (int i = 0; i < kStmtCount; ++i) stmts_.emplace_back(db_, kSql[i]);
   // A job that starts from an empty ledger has no known URL to look up first: a link is
   // inserted at once, and only a rare duplicate costs a second statement.
@@ -173,16 +216,64 @@ Ledger::Added Ledger::add_link(std::string_view url, NameAssigner& names) {
   begin();
   if (insert_first_) {
     // (The name of a duplicate is spent: harmless, and duplicates are rare past the fetcher.)
-    const std::string name = names.assign(url); // bound without a copy: must outlive step()
-    stmt(kInsertOrIgnore).bind(1, url).bind(2, name).step();
-    if (sqlite3_changes(db_) == 1)
-      return {static_cast<std::uint64_t>(sqlite3_last_insert_rowid(db_)), true, LinkState::pending};
+    const std::uint64_t id = next_id_;
+    std::string host = host_key(url);
+    const std::string name = names.assign(url, id); // bound without a copy: must outlive step()
+    stmt(kInsertOrIgnore)
+        .bind(1, static_cast<std::int64_t>(id))
+        .bind(2, url)
+        .bind(3, name)
+        .bind(4, host)
+        .step();
+    if (sqlite3_changes(db_) == 1) {
+      ++next_id_;
+      return {id, true, LinkState::pending, std::move(host)};
+    }
   }
   auto& find = stmt(kFindUrl).bind(1, url);
-  if (find.step()) return {static_cast<std::uint64_t>(find.i64(0)), false, static_cast<LinkState>(find.i64(1))};
-  const std::string name = names.assign(url); // bound without a copy: must outlive step()
-  stmt(kInsert).bind(1, url).bind(2, name).step();
-  return {static_cast<std::uint64_t>(sqlite3_last_insert_rowid(db_)), true, LinkState::pending};
+  if (find.step()) return {static_cast<std::uint64_t>(find.i64(0)), false, static_cast<LinkState>(find.i64(1)), {}};
+  const std::uint64_t id = next_id_;
+  std::string host = host_key(url);
+  const std::string name = names.assign(url, id); // bound without a copy: must outlive step()
+  stmt(kInsert)
+      .bind(1, static_cast<std::int64_t>(id))
+      .bind(2, url)
+      .bind(3, name)
+      .bind(4, host)
+      .step();
+  ++next_id_;
+  return {id, true, LinkState::pending, std::move(host)};
+}
+
+std::vector<TaskRow> Ledger::pending_of_host(const std::string& host, std::uint64_t after,
+                                             std::size_t n) {
+  std::vector<TaskRow> rows;
+  auto& s = stmt(kPendingOfHost)
+                .bind(1, host)
+                .bind(2, static_cast<std::int64_t>(after))
+                .bind(3, static_cast<std::int64_t>(n));
+  while (s.step())
+    rows.push_back({static_cast<std::uint64_t>(s.i64(0)), s.text(1), s.text(2), static_cast<std::uint32_t>(s.i64(3))});
+  return rows;
+}
+
+std::vector<std::string> Ledger::pending_hosts() {
+  std::vector<std::string> hosts;
+  auto& s = stmt(kPendingHosts);
+  while (s.step()) hosts.push_back(s.text(0));
+  return hosts;
+}
+
+std::string Ledger::host_of(std::uint64_t id) {
+  auto& s = stmt(kHostOf).bind(1, static_cast<std::int64_t>(id));
+  return s.step() ? s.text(0) : std::string();
+}
+
+std::vector<std::pair<std::uint64_t, std::string>> Ledger::leased_hosts() {
+  std::vector<std::pair<std::uint64_t, std::string>> out;
+  auto& s = stmt(kLeasedHosts);
+  while (s.step()) out.emplace_back(static_cast<std::uint64_t>(s.i64(0)), s.text(1));
+  return out;
 }
 
 void Ledger::load_names(NameAssigner& names) {
@@ -219,9 +310,10 @@ std::vector<std::uint64_t> Ledger::ids_in_state(LinkState st) {
   return ids;
 }
 
-void Ledger::lease(std::uint64_t id, std::string_view node, std::int64_t until_unix_ms) {
+bool Ledger::lease(std::uint64_t id, std::string_view node, std::int64_t until_unix_ms) {
   begin();
   stmt(kLease).bind(1, static_cast<std::int64_t>(id)).bind(2, until_unix_ms).bind(3, node).step();
+  return sqlite3_changes(db_) > 0;
 }
 
 void Ledger::release(std::uint64_t id) {

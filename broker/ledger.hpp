@@ -9,6 +9,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "proto/messages.hpp"
@@ -59,6 +60,7 @@ public:
     std::uint64_t id;
     bool is_new;
     LinkState state;
+    std::string host; // host_key(url)
   };
   // Adds a link (its file name chosen by `names`) unless the URL is known already.
   Added add_link(std::string_view url, NameAssigner& names);
@@ -69,10 +71,20 @@ public:
   // Up to `n` pending links with id > after, in id order.
   std::vector<TaskRow> pending_after(std::uint64_t after, std::size_t n);
   std::optional<TaskRow> task(std::uint64_t id);
+  // Up to `n` pending links of `host` (host_key of their URL) with id > after, in id order: one
+  // lookup in the (state, host, id) index.
+  std::vector<TaskRow> pending_of_host(const std::string& host, std::uint64_t after, std::size_t n);
+  // Every host that has pending links.
+  std::vector<std::string> pending_hosts();
+  // The host of link `id` ("" when unknown).
+  std::string host_of(std::uint64_t id);
+  // (id, host) of every leased link.
+  std::vector<std::pair<std::uint64_t, std::string>> leased_hosts();
   std::optional<LinkRecord> record(std::uint64_t id);
   std::vector<std::uint64_t> ids_in_state(LinkState s);
 
-  void lease(std::uint64_t id, std::string_view node, std::int64_t until_unix_ms);
+  // pending -> leased. Returns false (and changes nothing) when the link is not pending.
+  bool lease(std::uint64_t id, std::string_view node, std::int64_t until_unix_ms);
   void release(std::uint64_t id); // leased -> pending
   // Records a final result of a pending or leased link (one statement). Returns false when the
   // link was already final (a late duplicate) or is unknown; then nothing changes.
@@ -103,6 +115,7 @@ private:
   std::vector<Stmt> stmts_;
   bool in_tx_ = false;
   bool insert_first_ = false; // the ledger was empty when opened: insert links without a lookup
+  std::uint64_t next_id_ = 1; // the id of the next link added: its position in the job
 };
 
 } // namespace trawl::broker

@@ -12,6 +12,7 @@
 
 #include "broker/ledger.hpp"
 #include "broker/names.hpp"
+#include "broker/scheduler.hpp"
 #include "common/clock.hpp"
 #include "common/exit_codes.hpp"
 #include "common/rate_limit.hpp"
@@ -61,6 +62,41 @@ void add_options(CLI::App& cmd, VentOptions& o) {
       ->capture_default_str()
       ->check(CLI::Range(1, 1000));
   add_curve_options(cmd, o.curve, CurveRole::server);
+  cmd.add_option("--per-host", o.per_host,
+                 "Tasks of one host (host[:port] of the URL) out at once across every downloader "
+                 "node, retries included; 0 = no cap. The default is polite on the internet; a "
+                 "benchmark against one local server raises it (bench/run sets "
+                 "TRAWL_VENT_PER_HOST=0)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 1000000));
+  cmd.add_option("--rate-per-host", o.rate_per_host,
+                 "New tasks of one host per second at most, across every node (e.g. 0.5, 5); "
+                 "0 = no limit. A host that answers 429/503 with Retry-After gets no new task "
+                 "until then (at most 60 s), whatever this says")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 1e6));
+  cmd.add_option("--host-rate", o.host_rates,
+                 "HOST=R: new tasks of this host per second at most, instead of --rate-per-host "
+                 "(repeatable; HOST as in the URL, with :port when it has one; 0 = no limit)")
+      ->type_name("HOST=R")
+      ->check(CLI::Validator(
+          [](std::string& v) {
+            return parse_host_rate(v) ? std::string() : "expected HOST=R with R >= 0, got '" + v + "'";
+          },
+          "HOST=R"));
+  cmd.add_option("--name", o.name_layout,
+                 "File names of new links: basename (the URL's, sanitised; a clash gets 8 hex "
+                 "digits of the URL hash), hash (SHA-256 of the URL, hex, plus its extension: the "
+                 "URL's hash, since names are chosen before the download) or index (the link's "
+                 "position in the job, zero-padded: 000000042.jpg). Links already in the ledger "
+                 "keep their names")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"basename", "hash", "index"}));
+  cmd.add_option("--shard", o.shard,
+                 "At most this many files per subdirectory of the output (0000/, 0001/, ..., by "
+                 "job order); 0 = all in the output directory")
+      ->capture_default_str()
+      ->check(CLI::Range(std::uint64_t{0}, std::uint64_t{1} << 40));
 }
 
 namespace {
@@ -87,6 +123,7 @@ struct Peer {
 
 // A dispatched task waiting for its result.
 struct Lease {
+  std::string host;              // host_key of its URL: its place in the per-host limits
   std::string peer;              // routing id; empty for a lease found in the ledger at start
   std::uint64_t seq = 0;         // the peer's `sent` count when it was sent
   Clock::time_point deadline{};  // set once the node no longer holds it (or at start)
@@ -95,6 +132,43 @@ struct Lease {
 constexpr std::chrono::milliseconds kCommitEvery{50};
 constexpr std::chrono::milliseconds kJobEvery{1000};
 constexpr std::chrono::milliseconds kExpireEvery{20};
+// Pending links, nothing out, nothing ready or waiting for this long: re-read every host's queue
+// from the ledger (a safety net; see HostScheduler::rescan).
+constexpr std::chrono::milliseconds kRescanAfter{2000};
+
+// The scheduler reads a host's pending links from the ledger.
+class LedgerSource : public PendingSource {
+public:
+  explicit LedgerSource(Ledger& l) : ledger_(l) {}
+  std::vector<TaskRow> pending_of_host(const std::string& host, std::uint64_t after,
+                                       std::size_t n) override {
+    return ledger_.pending_of_host(host, after, n);
+  }
+  std::optional<TaskRow> pending_task(std::uint64_t id) override {
+    auto rec = ledger_.record(id);
+    if (!rec || rec->state != LinkState::pending) return std::nullopt;
+    return ledger_.task(id);
+  }
+
+private:
+  Ledger& ledger_;
+};
+
+NamingOptions naming(const VentOptions& o) {
+  NamingOptions n;
+  n.layout = parse_layout(o.name_layout).value_or(NameLayout::basename);
+  n.shard = o.shard;
+  return n;
+}
+
+SchedulerLimits limits(const VentOptions& o) {
+  SchedulerLimits l;
+  l.per_host = o.per_host;
+  l.rate_per_host = o.rate_per_host;
+  for (const auto& h : o.host_rates)
+    if (auto hr = parse_host_rate(h)) l.host_rates[hr->first] = hr->second;
+  return l;
+}
 
 class Vent {
 public:
@@ -103,7 +177,8 @@ public:
         links_(make_socket(ctx_, zmq::socket_type::router, {.sndhwm = 1000, .rcvhwm = 1000})),
         tasks_(make_socket(ctx_, zmq::socket_type::router, {})),
         acks_(make_socket(ctx_, zmq::socket_type::pull, {.sndhwm = 1000, .rcvhwm = 10000})),
-        sink_(make_socket(ctx_, zmq::socket_type::push, {})) {
+        sink_(make_socket(ctx_, zmq::socket_type::push, {})), source_(ledger_),
+        sched_(limits(o), source_), names_(naming(o)) {
     open_run();
     // A task for a peer that has gone is an error we see, not a message silently dropped.
     tasks_.set(zmq::sockopt::router_mandatory, 1);
@@ -145,7 +220,11 @@ public:
         flush_sink(std::chrono::seconds(2));
         return kExitOk;
       }
-      const bool busy = can_dispatch();
+      const bool busy = can_dispatch(now);
+      auto wait = std::chrono::milliseconds(50);
+      if (const auto wake = sched_.next_wakeup(); wake && !busy)
+        wait = std::clamp(std::chrono::ceil<std::chrono::milliseconds>(*wake - now),
+                          std::chrono::milliseconds(0), wait);
       zmq::pollitem_t items[] = {
           {links_.handle(), 0, ZMQ_POLLIN, 0},
           {tasks_.handle(), 0, ZMQ_POLLIN, 0},
@@ -153,7 +232,7 @@ public:
           {sink_.handle(), 0, static_cast<short>(to_sink_.empty() ? 0 : ZMQ_POLLOUT), 0},
       };
       try {
-        zmq::poll(items, 4, std::chrono::milliseconds(busy ? 0 : 50));
+        zmq::poll(items, 4, busy ? std::chrono::milliseconds(0) : wait);
       } catch (const zmq::error_t& e) {
         if (e.num() == EINTR) continue;
         throw;
@@ -161,10 +240,11 @@ public:
       if (items[1].revents & ZMQ_POLLIN) drain_ready(now);
       if (items[2].revents & ZMQ_POLLIN) drain_acks();
       if (items[0].revents & ZMQ_POLLIN) drain_links();
-      dispatch(now);
+      dispatch(Clock::now());
       // Deadlines are seconds long: a scan of every lease per turn would cost more than it finds.
       if (now >= next_expire) {
         expire(now);
+        watch_stall(now);
         next_expire = now + kExpireEvery;
       }
       if (now >= next_commit) {
@@ -205,9 +285,14 @@ private:
     }
     started_ms_ = std::stoll(ledger_.meta("started_ms", "0"));
     ledger_.load_names(names_);
-    // Leases of an earlier ventilator: their results may still arrive; give them time.
+    for (const auto& host : ledger_.pending_hosts()) sched_.add_pending(host);
+    // Leases of an earlier ventilator: their results may still arrive; give them time. They
+    // count against their hosts' limits meanwhile.
     const auto deadline = Clock::now() + opt_.ack_timeout;
-    for (auto id : ledger_.ids_in_state(LinkState::leased)) leases_[id] = Lease{"", 0, deadline};
+    for (auto& [id, host] : ledger_.leased_hosts()) {
+      sched_.adopt(host);
+      leases_[id] = Lease{std::move(host), "", 0, deadline};
+    }
     spdlog::info("ledger {}: {} links ({} done, {} failed, {} pending, {} leased); {} run{}",
                  ledger_.path(), counts_.total(), counts_.done, counts_.failed, counts_.pending,
                  counts_.leased, new_run ? "new" : "continuing the",
@@ -218,11 +303,30 @@ private:
     return links_ended_ && counts_.pending == 0 && counts_.leased == 0 && to_sink_.empty();
   }
 
-  bool can_dispatch() {
+  bool can_dispatch(Clock::time_point now) {
     if (counts_.pending == 0) return false;
+    bool credit = false;
     for (const auto& [id, p] : peers_)
-      if (p.credit() > 0) return true;
-    return false;
+      if (p.credit() > 0) credit = true;
+    return credit && sched_.ready(now);
+  }
+
+  // Pending links, but nothing out, nothing ready and nothing waiting for a timer, while a
+  // downloader has room: the scheduler lost track of some links (should not happen). Re-read.
+  void watch_stall(Clock::time_point now) {
+    const bool stalled = counts_.pending > 0 && leases_.empty() && !sched_.ready(now) &&
+                         !sched_.next_wakeup() && best_peer() != peers_.end();
+    if (!stalled) {
+      stall_since_ = {};
+      return;
+    }
+    if (stall_since_ == Clock::time_point{}) stall_since_ = now;
+    if (now - stall_since_ < kRescanAfter) return;
+    spdlog::warn("{} pending links but none ready to dispatch: re-reading the ledger",
+                 counts_.pending);
+    for (const auto& host : ledger_.pending_hosts()) sched_.add_pending(host);
+    sched_.rescan();
+    stall_since_ = {};
   }
 
   // The peer with the most room: a node that just joined gets work first.
@@ -234,55 +338,47 @@ private:
     return best;
   }
 
-  // The next pending task: first those sent back (lost leases), then the ledger in id order.
-  std::optional<TaskRow> next_task() {
-    while (!requeued_.empty()) {
-      const auto id = requeued_.front();
-      requeued_.pop_front();
-      auto rec = ledger_.record(id);
-      if (!rec || rec->state != LinkState::pending || leases_.count(id)) continue;
-      return ledger_.task(id);
-    }
-    if (batch_.empty()) {
-      auto rows = ledger_.pending_after(cursor_, 512);
-      if (rows.empty()) return std::nullopt;
-      cursor_ = rows.back().id;
-      batch_.assign(std::make_move_iterator(rows.begin()), std::make_move_iterator(rows.end()));
-    }
-    TaskRow t = std::move(batch_.front());
-    batch_.pop_front();
-    return t;
-  }
-
   void dispatch(Clock::time_point now) {
     while (counts_.pending > 0) {
       auto peer = best_peer();
       if (peer == peers_.end()) return;
-      auto task = next_task();
-      if (!task) return;
-      if (leases_.count(task->id)) continue; // already out (a stale batch entry)
-      if (task->attempts >= static_cast<std::uint32_t>(opt_.max_dispatch)) {
-        give_up(task->id, task->attempts);
+      auto pick = sched_.next(now);
+      if (!pick) return;
+      const TaskRow& task = pick->task;
+      if (leases_.count(task.id)) { // already out (read twice after a rescan)
+        sched_.drop(pick->host);
         continue;
       }
-      const std::string frame =
-          proto::encode(proto::Task{task->id, std::move(task->url), std::move(task->name), task->attempts + 1});
+      if (task.attempts >= static_cast<std::uint32_t>(opt_.max_dispatch)) {
+        sched_.drop(pick->host);
+        give_up(task.id, task.attempts);
+        continue;
+      }
+      // Copied, not moved: the pick goes back to its host's queue if the send fails.
+      const auto [dir, name] = split_name(task.name);
+      const std::string frame = proto::encode(proto::Task{task.id, task.url, std::string(name),
+                                                          task.attempts + 1, std::string(dir)});
       try {
         tasks_.send(zmq::buffer(peer->first), zmq::send_flags::sndmore | zmq::send_flags::dontwait);
         if (!tasks_.send(zmq::buffer(frame), zmq::send_flags::dontwait)) {
-          requeued_.push_front(task->id);
+          sched_.unpick(*pick);
           return; // its queue is full: next turn
         }
       } catch (const zmq::error_t& e) {
         if (e.num() != EHOSTUNREACH) throw;
         spdlog::info("downloader {} is gone", peer->second.node);
-        requeued_.push_front(task->id);
+        sched_.unpick(*pick);
         drop_peer(peer, now);
         continue;
       }
       ++peer->second.sent;
-      ledger_.lease(task->id, peer->second.node, unix_ms_now());
-      leases_[task->id] = Lease{peer->first, peer->second.sent, {}};
+      if (!ledger_.lease(task.id, peer->second.node, unix_ms_now())) {
+        // No longer pending (a late result finished it while it waited in memory): the node
+        // gets a task whose result the ledger will ignore; nothing is counted twice.
+        sched_.drop(pick->host);
+        continue;
+      }
+      leases_[task.id] = Lease{pick->host, peer->first, peer->second.sent, {}};
       --counts_.pending;
       ++counts_.leased;
       ++dispatched_;
@@ -300,16 +396,19 @@ private:
 
   // Sends a leased task back to pending (its node died or its result was lost).
   void requeue(std::uint64_t id, const char* why) {
+    const auto lease = leases_.find(id);
+    if (lease == leases_.end()) return;
     // Counted against the node it was taken away from, for the sink's per-node table.
     std::string node = "(unknown)";
-    if (auto l = leases_.find(id); l != leases_.end())
-      if (auto p = peers_.find(l->second.peer); p != peers_.end()) node = p->second.node;
+    if (auto p = peers_.find(lease->second.peer); p != peers_.end()) node = p->second.node;
     if (requeued_by_node_.size() < 4096 || requeued_by_node_.count(node)) ++requeued_by_node_[node];
-    leases_.erase(id);
+    const std::string host = std::move(lease->second.host);
+    leases_.erase(lease);
     ledger_.release(id);
     --counts_.leased;
     ++counts_.pending;
-    requeued_.push_back(id);
+    sched_.requeue(id, host);
+    sched_.finished(host, Clock::now());
     ++requeued_count_;
     spdlog::info("task {}: dispatched again ({})", id, why);
   }
@@ -347,7 +446,12 @@ private:
         drop("tasks", err->what);
         continue;
       }
-      auto* ready = std::get_if<proto::Ready>(&std::get<proto::Message>(decoded));
+      auto& m = std::get<proto::Message>(decoded);
+      if (auto* t = std::get_if<proto::Throttle>(&m)) {
+        on_throttle(*t, now);
+        continue;
+      }
+      auto* ready = std::get_if<proto::Ready>(&m);
       if (!ready) {
         drop("tasks", "not a ready message");
         continue;
@@ -392,6 +496,15 @@ private:
       auto l = leases_.find(task);
       if (l != leases_.end() && l->second.peer.empty()) l->second = Lease{id, 0, {}};
     }
+  }
+
+  // A downloader's task got 429/503 with Retry-After: its host waits, for every node.
+  void on_throttle(const proto::Throttle& t, Clock::time_point now) {
+    const auto lease = leases_.find(t.id);
+    if (lease == leases_.end()) return; // not ours, or finished already: nothing to slow
+    spdlog::info("host {} asked to wait {} ms (task {}): no new task for it until then",
+                 lease->second.host, t.wait_ms, t.id);
+    sched_.pause(lease->second.host, std::chrono::milliseconds(t.wait_ms), now);
   }
 
   void expire(Clock::time_point now) {
@@ -460,6 +573,7 @@ private:
     ++links_this_run_;
     const auto added = ledger_.add_link(url, names_);
     if (added.is_new) {
+      sched_.add_pending(added.host);
       ++counts_.pending;
       ++new_links_;
     } else if (added.state == LinkState::done && skip_known_done_) {
@@ -489,8 +603,13 @@ private:
       }
       if (!ledger_.finish(*r)) continue; // unknown, or a late duplicate of a final result
       // Leased in the ledger exactly when it is in leases_ (dispatch, requeue, open_run).
-      if (leases_.erase(r->id) == 1) --counts_.leased;
-      else --counts_.pending; // sent back already, and then its result came after all
+      if (auto lease = leases_.find(r->id); lease != leases_.end()) {
+        sched_.finished(lease->second.host, Clock::now());
+        leases_.erase(lease);
+        --counts_.leased;
+      } else {
+        --counts_.pending; // sent back already, and then its result came after all
+      }
       if (r->status == proto::Status::done) ++counts_.done;
       else ++counts_.failed;
       job_changed_ = true;
@@ -550,9 +669,9 @@ private:
   zmq::socket_t links_, tasks_, acks_, sink_;
   std::map<std::string, Peer> peers_;
   std::unordered_map<std::uint64_t, Lease> leases_;
-  std::deque<std::uint64_t> requeued_;
-  std::deque<TaskRow> batch_;
-  std::uint64_t cursor_ = 0;
+  LedgerSource source_;
+  HostScheduler sched_;
+  Clock::time_point stall_since_{};
   NameAssigner names_;
   LedgerCounts counts_;
   std::deque<std::string> to_sink_;

@@ -13,9 +13,14 @@
 // (the result was lost with a sink that died), the task is dispatched again. Leases found in the
 // ledger at start (the ventilator itself was restarted) get --ack-timeout-ms for their results to
 // arrive. A late duplicate result is recognised by its task id and ignored.
+//
+// Politeness: which task goes next is the scheduler's choice (broker/scheduler.hpp): round-robin
+// over hosts, at most --per-host tasks of a host out at once across all nodes, --rate-per-host,
+// and a pause after a downloader reports a Retry-After (proto::Throttle).
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -40,6 +45,13 @@ struct VentOptions {
   std::chrono::milliseconds ack_timeout{10000};
   int max_dispatch = 5;
   CurveOptions curve; // --curve-secret, --curve-authorized, --curve-server, --insecure
+  // Politeness for the whole job (broker/scheduler.hpp).
+  std::uint32_t per_host = 8;
+  double rate_per_host = 0;
+  std::vector<std::string> host_rates; // "HOST=R": this host's rate instead of rate_per_host
+  // Output layout of new links (broker/names.hpp).
+  std::string name_layout = "basename";
+  std::uint64_t shard = 0;
 };
 
 void add_options(CLI::App& cmd, VentOptions& o);

@@ -26,6 +26,8 @@
 #include "downloader/address_policy.hpp"
 #include "downloader/curl_handles.hpp"
 #include "downloader/outcome.hpp"
+#include "downloader/output_tree.hpp"
+#include "downloader/request_headers.hpp"
 #include "downloader/transfer.hpp"
 #include "proto/messages.hpp"
 
@@ -74,6 +76,7 @@ struct Counters {
   std::uint64_t aborted = 0;
   std::uint64_t bad_frames = 0;
   std::uint64_t undelivered = 0;
+  std::uint64_t deduped = 0;
 };
 
 // A task whose last attempt failed with a retryable reason, waiting for its next attempt.
@@ -104,7 +107,7 @@ public:
       : opt_(o), out_(std::move(out_dir)), tasks_(tasks), results_(results),
         node_(o.node.empty() ? default_node() : o.node),
         sha256_(EVP_MD_fetch(nullptr, "SHA256", nullptr), &EVP_MD_free),
-        rng_(std::random_device{}()) {
+        rng_(std::random_device{}()), headers_(o.headers), tree_(out_) {
     if (!sha256_) throw std::runtime_error("OpenSSL has no SHA256");
     settings_.connect_timeout_s = o.connect_timeout_s;
     settings_.timeout_s = o.timeout_s;
@@ -114,6 +117,9 @@ public:
     settings_.max_redirects = o.max_redirects;
     settings_.max_size = o.max_size;
     settings_.user_agent = o.user_agent.empty() ? "trawl/" TRAWL_VERSION : o.user_agent;
+    settings_.content.expect = parse_expect(o.expect).value_or(Expect::any);
+    settings_.content.min_size = o.min_size;
+    settings_.headers = headers_.get();
 
     multi_.set_long(CURLMOPT_MAX_TOTAL_CONNECTIONS, o.concurrency);
     if (o.per_host > 0) multi_.set_long(CURLMOPT_MAX_HOST_CONNECTIONS, o.per_host);
@@ -318,6 +324,11 @@ private:
                      bounded("unsafe file name: " + task.name, proto::kMaxDetailBytes));
       return;
     }
+    if (!task.dir.empty() && !is_safe_name(task.dir)) {
+      report_failure(task, attempt, proto::Reason::bad_url,
+                     bounded("unsafe directory name: " + task.dir, proto::kMaxDetailBytes));
+      return;
+    }
     if (task.url.find('\0') != std::string::npos) {
       report_failure(task, attempt, proto::Reason::bad_url, "URL contains a NUL byte");
       return;
@@ -377,10 +388,58 @@ private:
     }
   }
 
+  // Ends the attempt: the body goes to its final name, in its --shard subdirectory when it has
+  // one (created, and entered without following links, here: see OutputTree).
+  Finished finish_into_tree(Transfer& t, CURLcode code, bool another_attempt) {
+    const proto::Task& task = t.task();
+    if (task.dir.empty()) return t.finish(code, out_ + "/" + task.name, another_attempt);
+    const int dir_fd = tree_.open_subdir(task.dir);
+    const int dir_errno = errno;
+    Finished f = t.finish(code, out_ + "/" + task.dir + "/" + task.name, dir_fd, task.name,
+                          another_attempt);
+    if (dir_fd >= 0) {
+      ::close(dir_fd);
+    } else if (f.reason == proto::Reason::io) {
+      f.detail = bounded("cannot create or open directory " + out_ + "/" + task.dir + ": " +
+                             std::strerror(dir_errno),
+                         proto::kMaxDetailBytes);
+    }
+    return f;
+  }
+
+  // --dedupe-content: a body seen before becomes a hard link to its first copy; says so in the
+  // result's detail (the ledger and manifest keep it).
+  void dedupe(const proto::Task& task, proto::Result& r) {
+    const int dir_fd = task.dir.empty() ? tree_.root() : tree_.open_subdir(task.dir);
+    if (dir_fd < 0) return;
+    const std::string rel = task.dir.empty() ? task.name : task.dir + "/" + task.name;
+    const std::string temp = ".trawl-" + std::to_string(getpid()) + "-" +
+                             std::to_string(g_temp_counter.fetch_add(1)) + ".part";
+    const auto d = tree_.dedupe(dir_fd, task.name, rel, r.bytes, r.sha256, temp);
+    if (dir_fd != tree_.root()) ::close(dir_fd);
+    if (!d.error.empty()) {
+      spdlog::warn("task {}: --dedupe-content: {} (the file is kept as it is)", task.id, d.error);
+    } else if (d.linked) {
+      r.detail = bounded("same content as " + d.first + " (hard link)", proto::kMaxDetailBytes);
+      ++counters_.deduped;
+    }
+  }
+
+  // The host asked for a pause (429/503 with Retry-After): tell the ventilator, which slows the
+  // host down for every node. Best effort: a lost message only costs politeness.
+  void report_throttle(std::uint64_t id, long retry_after_s) {
+    const auto ms = std::min<long>(retry_after_s, 3600) * 1000;
+    try {
+      try_send(tasks_, proto::encode(proto::Throttle{id, static_cast<std::uint32_t>(ms)}));
+    } catch (const zmq::error_t& e) {
+      if (e.num() != EINTR) throw;
+    }
+  }
+
   void complete(Transfer& t, CURLcode code, bool stopping) {
     const std::uint32_t max_attempts = 1 + static_cast<std::uint32_t>(std::max(opt_.retries, 0));
     // A body cut short is kept for the next attempt only when there will be one.
-    Finished f = t.finish(code, out_ + "/" + t.task().name, !stopping && t.attempt() < max_attempts);
+    Finished f = finish_into_tree(t, code, !stopping && t.attempt() < max_attempts);
     proto::Task task = t.task();
     const std::uint32_t attempt = t.attempt();
     release(&t);
@@ -406,6 +465,7 @@ private:
       // Retry-After only means something on "come back later" answers.
       const long retry_after =
           (f.http_status == 429 || f.http_status == 503) ? f.retry_after_s : 0;
+      if (retry_after > 0) report_throttle(task.id, retry_after);
       const auto delay = retry_delay(attempt, jitter_(rng_), retry_after);
       spdlog::debug("task {} attempt {}: {} ({}), retry in {} ms{}", task.id, attempt,
                     proto::reason_name(f.reason), f.detail, delay.count(),
@@ -426,6 +486,7 @@ private:
       r.path = f.path;
       r.bytes = f.bytes;
       r.sha256 = f.sha256;
+      if (opt_.dedupe_content) dedupe(task, r);
       ++counters_.done;
       counters_.bytes += f.bytes;
       if (f.resumed_from > 0) ++counters_.resumed;
@@ -565,6 +626,7 @@ private:
   std::uint64_t last_received_ = 0;
   Clock::time_point last_ready_{};
 
+  HeaderList headers_; // -H lines; settings_.headers points at it, so it outlives the handles
   CurlMulti multi_; // declared before the slots: it must be freed after every easy handle
   std::vector<std::unique_ptr<Transfer>> slots_; // at most `concurrency`, reused
   std::vector<Transfer*> idle_;
@@ -576,6 +638,7 @@ private:
   bool disk_probing_ = false; // since a disk failure, until a transfer completes
   Counters counters_;
   LogRateLimit version_log_;
+  OutputTree tree_;
 };
 
 // Checks the options; returns an error message or "".
@@ -592,6 +655,10 @@ std::string check_options(const DownloadOptions& o) {
     return "timeouts must not be negative";
   if (o.grace.count() < 0) return "--grace-ms must not be negative";
   if (o.per_host < 0) return "--per-host must not be negative";
+  for (const auto& h : o.headers)
+    if (const std::string why = check_header(h); !why.empty())
+      return "-H '" + bounded(h, 80) + "': " + why;
+  if (!parse_expect(o.expect)) return "--expect must be any or image";
   if (o.node.size() > proto::kMaxNodeBytes)
     return "--node is longer than " + std::to_string(proto::kMaxNodeBytes) + " bytes";
   return {};
@@ -720,6 +787,26 @@ void add_options(CLI::App& cmd, DownloadOptions& o) {
   cmd.add_option("--user-agent", o.user_agent,
                  "User-Agent header (default trawl/" TRAWL_VERSION ")");
   add_curve_options(cmd, o.curve, CurveRole::downloader);
+  cmd.add_option("-H,--header", o.headers,
+                 "extra request header 'Name: value' (repeatable; e.g. an API token); sent with "
+                 "every request; a value with CR, LF or other control bytes is refused; "
+                 "'Name:' with no value leaves that header out")
+      ->type_name("'NAME: VALUE'");
+  cmd.add_option("--expect", o.expect,
+                 "image: a body must start like a JPEG, PNG, GIF, WebP or AVIF/HEIF image; "
+                 "anything else (an HTML error page served with 200, JSON, a video) fails with "
+                 "reason content after its first bytes and is not stored; any: no check")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"any", "image"}));
+  cmd.add_option("--min-size", o.min_size,
+                 "bodies smaller than this (bytes, or with a unit: 2k) fail with reason content "
+                 "and are not stored (placeholder images); 0 = no check")
+      ->capture_default_str()
+      ->transform(CLI::AsSizeValue(false));
+  cmd.add_flag("--dedupe-content", o.dedupe_content,
+               "store identical bodies once: a file whose SHA-256 equals an earlier file's in "
+               "--out becomes a hard link to it (the result's detail names the first copy); the "
+               "index is OUT/.trawl/objects, shared by the downloaders writing to OUT");
 }
 
 int run(const DownloadOptions& o) {
@@ -773,8 +860,9 @@ int run(const DownloadOptions& o) {
     remove_stale_parts(*out);
 
     spdlog::info("downloader summary: {} tasks, {} done, {} failed ({} aborted), {} bytes, {} "
-                 "retries, {} resumed, {} bad frames",
-                 c.tasks, c.done, c.failed, c.aborted, c.bytes, c.retries, c.resumed, c.bad_frames);
+                 "retries, {} resumed, {} bad frames{}",
+                 c.tasks, c.done, c.failed, c.aborted, c.bytes, c.retries, c.resumed, c.bad_frames,
+                 c.deduped > 0 ? ", " + std::to_string(c.deduped) + " stored as hard links" : "");
     return c.aborted > 0 ? kExitInterrupted : kExitOk;
   } catch (const std::exception& e) {
     spdlog::error("downloader: {}", e.what());

@@ -39,6 +39,10 @@ struct DownloadOptions {
   // body, without network or disk, to measure the pipeline's own per-link cost.
   bool bench_null = false;
   CurveOptions curve;     // --curve-secret, --curve-server, --curve-sink-server
+  std::vector<std::string> headers; // -H 'Name: value', checked by check_header()
+  std::string expect = "any";       // any | image (downloader/content_check.hpp)
+  std::uint64_t min_size = 0;       // bodies shorter than this fail with reason content
+  bool dedupe_content = false;      // identical bodies stored once (downloader/output_tree.hpp)
 };
 
 // Registers the download flags on `cmd`, writing into `o`.

@@ -78,6 +78,8 @@ std::string Transfer::begin(const proto::Task& task, std::uint32_t attempt,
   local_detail_.clear();
   gate_.filter = s.address_filter;
   gate_.refused.clear();
+  content_ = s.content;
+  sniff_.reset();
   errbuf_[0] = '\0';
   begin_reason_ = proto::Reason::io;
 
@@ -121,6 +123,7 @@ std::string Transfer::begin(const proto::Task& task, std::uint32_t attempt,
   // after a transfer (CURLE_BAD_FUNCTION_ARGUMENT), and reuse is worth more than the fewer
   // write() calls.
   easy_.set_str(CURLOPT_USERAGENT, s.user_agent.c_str());
+  if (s.headers != nullptr) easy_.set_ptr(CURLOPT_HTTPHEADER, s.headers);
 
   // A partial body that still holds what it says is continued; any other is removed when
   // `resume` goes out of scope, and the attempt starts from the first byte.
@@ -128,8 +131,21 @@ std::string Transfer::begin(const proto::Task& task, std::uint32_t attempt,
     easy_.set_str(CURLOPT_RANGE, (std::to_string(offset_) + "-").c_str());
     if (!if_range_.empty()) {
       // If the resource changed since, the server sends all of it (200) instead of the range.
-      headers_.reset(curl_slist_append(nullptr, ("If-Range: " + if_range_).c_str()));
-      if (!headers_) throw CurlError("curl_slist_append failed");
+      // A list of its own: the -H lines (shared, not to be changed) plus If-Range.
+      curl_slist* list = nullptr;
+      for (const curl_slist* h = s.headers; h != nullptr; h = h->next) {
+        curl_slist* next = curl_slist_append(list, h->data);
+        if (next == nullptr) {
+          curl_slist_free_all(list);
+          throw CurlError("curl_slist_append failed");
+        }
+        list = next;
+      }
+      headers_.reset(curl_slist_append(list, ("If-Range: " + if_range_).c_str()));
+      if (!headers_) {
+        curl_slist_free_all(list);
+        throw CurlError("curl_slist_append failed");
+      }
       easy_.set_ptr(CURLOPT_HTTPHEADER, headers_.get());
     }
     return {};
@@ -248,6 +264,14 @@ std::size_t Transfer::write_body(const char* data, std::size_t n) {
     return discarded_ > kMaxDiscardBytes ? 0 : n; // classify() reports the status either way
   }
   if (!settled_ && !settle_response(status)) return 0;
+  // The first bytes of the body are checked (--expect); a continued range's were checked by the
+  // attempt that wrote them.
+  if (offset_ > 0) sniff_.skip();
+  if (std::string why = sniff_.feed(content_, std::string_view(data, n)); !why.empty()) {
+    local_ = proto::Reason::content;
+    local_detail_ = bounded(why, proto::kMaxDetailBytes);
+    return 0;
+  }
   // The server may announce no length, or a false one: count what actually arrives.
   if (n > max_size_ - bytes_) {
     local_ = proto::Reason::too_large;
@@ -277,6 +301,11 @@ std::size_t Transfer::write_body(const char* data, std::size_t n) {
 }
 
 Finished Transfer::finish(CURLcode code, const std::string& final_path, bool another_attempt) {
+  return finish(code, final_path, AT_FDCWD, final_path, another_attempt);
+}
+
+Finished Transfer::finish(CURLcode code, const std::string& final_path, int dir_fd,
+                          const std::string& name, bool another_attempt) {
   Finished f;
   Outcome o;
   o.code = code;
@@ -331,12 +360,19 @@ Finished Transfer::finish(CURLcode code, const std::string& final_path, bool ano
     f.detail = describe(o, f.reason, errbuf_.data());
   }
   if (f.reason == proto::Reason::none) {
+    if (offset_ > 0) sniff_.skip(); // see write_body()
+    if (std::string why = sniff_.finish(content_, bytes_); !why.empty()) {
+      f.reason = proto::Reason::content;
+      f.detail = bounded(why, proto::kMaxDetailBytes);
+    }
+  }
+  if (f.reason == proto::Reason::none) {
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned len = 0;
     if (EVP_DigestFinal_ex(md_ctx_.get(), md, &len) != 1) {
       f.reason = proto::Reason::other;
       f.detail = "EVP_DigestFinal_ex failed";
-    } else if (std::rename(temp_path_.c_str(), final_path.c_str()) != 0) {
+    } else if (::renameat(AT_FDCWD, temp_path_.c_str(), dir_fd, name.c_str()) != 0) {
       const int err = errno;
       f.reason = write_error_reason(err);
       f.detail = bounded("rename to " + final_path + ": " + std::strerror(err),

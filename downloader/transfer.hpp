@@ -18,6 +18,7 @@
 #include <utility>
 
 #include "downloader/address_policy.hpp"
+#include "downloader/content_check.hpp"
 #include "downloader/curl_handles.hpp"
 #include "proto/messages.hpp"
 
@@ -35,6 +36,10 @@ struct TransferSettings {
   // Refuses connections to the addresses it names (--deny-private: non_public_range); checked
   // on every address libcurl connects to, redirects included. nullptr: no check.
   AddressFilter address_filter = nullptr;
+  // --expect, --min-size: a body that fails them ends with Reason::content, never renamed.
+  ContentPolicy content;
+  // -H lines (owned by the worker, outliving every transfer); nullptr: none.
+  curl_slist* headers = nullptr;
 };
 
 // A temporary file removed when the last reference to it goes, unless release()d first: a kept
@@ -108,6 +113,10 @@ public:
   // unless `another_attempt` says the caller will retry a retryable failure and the body can be
   // continued: then the file is handed over in Finished::partial.
   Finished finish(CURLcode code, const std::string& final_path, bool another_attempt = false);
+  // The same, renaming into the directory `dir_fd` as `name` (renameat: no link in the path is
+  // followed); `final_path` is the path the result reports.
+  Finished finish(CURLcode code, const std::string& final_path, int dir_fd, const std::string& name,
+                  bool another_attempt = false);
 
   // Ends the attempt without an outcome (stop): removes the temporary file.
   void discard() noexcept;
@@ -155,6 +164,8 @@ private:
   proto::Reason begin_reason_ = proto::Reason::io;
   std::string local_detail_;
   SocketGate gate_; // CURLOPT_OPENSOCKETDATA while settings.address_filter is set
+  ContentPolicy content_;
+  ContentSniffer sniff_;
 };
 
 } // namespace trawl::downloader

@@ -178,7 +178,7 @@ std::variant<Message, DecodeError> decode_fields(std::string_view type, Fields& 
     Task m;
     if (!f.uint("id", std::numeric_limits<std::uint64_t>::max(), m.id) ||
         !f.str("url", kMaxUrlBytes, m.url) || !f.str("name", kMaxNameBytes, m.name) ||
-        !f.u32("att", m.attempt))
+        !f.u32("att", m.attempt) || !f.str("dir", kMaxNameBytes, m.dir, false))
       return bad(type);
     if (m.url.empty() || m.name.empty()) return DecodeError{"task: empty url or name"};
     return m;
@@ -230,13 +230,20 @@ std::variant<Message, DecodeError> decode_fields(std::string_view type, Fields& 
       return bad(type);
     return m;
   }
+  if (type == "throttle") {
+    Throttle m;
+    if (!f.uint("id", std::numeric_limits<std::uint64_t>::max(), m.id) || !f.u32("ms", m.wait_ms))
+      return bad(type);
+    return m;
+  }
   return DecodeError{"unknown message type '" + std::string(type.substr(0, 32)) + "'"};
 }
 
 } // namespace
 
 std::string_view type_name(const Message& m) noexcept {
-  static constexpr std::string_view names[] = {"link", "end", "task", "result", "job", "ready"};
+  static constexpr std::string_view names[] = {"link", "end", "task", "result", "job", "ready",
+                                                  "throttle"};
   return names[m.index()];
 }
 
@@ -255,7 +262,7 @@ std::string encode(const Message& m) {
                    pk.pack_uint64(e.count);
                  },
                  [&](const Task& t) {
-                   put_header(pk, 4, "task");
+                   put_header(pk, t.dir.empty() ? 4 : 5, "task");
                    put_str(pk, "id");
                    pk.pack_uint64(t.id);
                    put_str(pk, "url");
@@ -264,6 +271,10 @@ std::string encode(const Message& m) {
                    put_str(pk, t.name);
                    put_str(pk, "att");
                    pk.pack_uint32(t.attempt);
+                   if (!t.dir.empty()) {
+                     put_str(pk, "dir");
+                     put_str(pk, t.dir);
+                   }
                  },
                  [&](const Result& r) {
                    put_header(pk, 13, "result");
@@ -338,6 +349,13 @@ std::string encode(const Message& m) {
                    put_str(pk, "ids");
                    pk.pack_array(static_cast<std::uint32_t>(r.ids.size()));
                    for (auto id : r.ids) pk.pack_uint64(id);
+                 },
+                 [&](const Throttle& t) {
+                   put_header(pk, 2, "throttle");
+                   put_str(pk, "id");
+                   pk.pack_uint64(t.id);
+                   put_str(pk, "ms");
+                   pk.pack_uint32(t.wait_ms);
                  },
              },
              m);

@@ -43,12 +43,15 @@ struct LinksEnd {
 };
 
 // ventilator -> downloader: fetch `url` into the file `name` (a safe base name chosen by the
-// ventilator, unique within the job) inside the downloader's output directory.
+// ventilator, unique within the job) inside the downloader's output directory, or inside its
+// subdirectory `dir` (one safe name, e.g. "0000", with --shard; empty: none; key "dir", sent only
+// when set).
 struct Task {
   std::uint64_t id = 0;
   std::string url;
   std::string name;
   std::uint32_t attempt = 1;
+  std::string dir{}; // a default initializer: older code that sets four fields stays warning-free
   friend bool operator==(const Task&, const Task&) = default;
 };
 
@@ -107,7 +110,16 @@ struct Ready {
   friend bool operator==(const Ready&, const Ready&) = default;
 };
 
-using Message = std::variant<Link, LinksEnd, Task, Result, Job, Ready>;
+// downloader -> ventilator, on the task socket: the host of task `id` answered 429 or 503 with
+// Retry-After; the ventilator gives that host no new task for `wait_ms` (politeness for the whole
+// job: every node slows down, not only the one that was told).
+struct Throttle {
+  std::uint64_t id = 0;
+  std::uint32_t wait_ms = 0;
+  friend bool operator==(const Throttle&, const Throttle&) = default;
+};
+
+using Message = std::variant<Link, LinksEnd, Task, Result, Job, Ready, Throttle>;
 
 std::string_view type_name(const Message& m) noexcept;
 

@@ -60,6 +60,7 @@ struct Options {
   int cut_count = 1;
   std::int64_t stall_after = -1; // every file answer goes silent after this many body bytes
   int trickle_ms = 0;            // every file answer sends one body byte per this many ms
+  int vhosts = 0;            // extra listeners on 127.0.0.2, 127.0.0.3, ... (virtual hosts)
 };
 
 // Set when the server is asked to stop: a stalled or trickling answer gives up its thread.
@@ -167,6 +168,67 @@ private:
   std::atomic<std::uint64_t> range_requests_{0}, partial_responses_{0}, body_bytes_{0};
   std::map<std::string, std::uint64_t> by_path_;
 };
+
+// Per virtual host (the Host header the client sent): requests, requests in flight now and at
+// most, and when each request arrived (ms since the fixture started; the first 100,000). In flight
+// means from the request's arrival until its response is written (the logger runs then), so the
+// maximum is the concurrency a politeness limit is judged by.
+class HostStats {
+public:
+  static constexpr std::size_t kMaxTimes = 100000;
+
+  void arrived(const std::string& host) {
+    const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                        std::chrono::steady_clock::now() - start_)
+                        .count();
+    std::lock_guard lock(mutex_);
+    auto& h = hosts_[host];
+    ++h.requests;
+    h.max_in_flight = std::max(h.max_in_flight, ++h.in_flight);
+    if (h.times_ms.size() < kMaxTimes) h.times_ms.push_back(ms);
+  }
+
+  void answered(const std::string& host) {
+    std::lock_guard lock(mutex_);
+    auto& h = hosts_[host];
+    if (h.in_flight > 0) --h.in_flight;
+  }
+
+  nlohmann::json json() const {
+    std::lock_guard lock(mutex_);
+    nlohmann::json j = nlohmann::json::object();
+    for (const auto& [name, h] : hosts_)
+      j[name] = {{"requests", h.requests}, {"in_flight", h.in_flight},
+                 {"max_in_flight", h.max_in_flight}, {"times_ms", h.times_ms}};
+    return j;
+  }
+
+  // The first request on a host to a /x/busy/ path is answered 429; true when this is it.
+  bool first_busy(const std::string& host) {
+    std::lock_guard lock(mutex_);
+    return hosts_[host].busy_answered++ == 0;
+  }
+
+private:
+  struct Host {
+    std::uint64_t requests = 0, in_flight = 0, max_in_flight = 0, busy_answered = 0;
+    std::vector<std::int64_t> times_ms;
+  };
+  const std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
+  mutable std::mutex mutex_;
+  std::map<std::string, Host> hosts_;
+};
+
+// A 1x1 GIF (35 bytes), written out field by field: the placeholder image that --min-size drops.
+std::string placeholder_gif() {
+  std::string g = "GIF89a";
+  g += std::string("\x01\x00\x01\x00\x80\x00\x00", 7);  // 1x1, a 2-colour global table
+  g += std::string("\x00\x00\x00\xFF\xFF\xFF", 6);      // black, white
+  g += std::string("\x2C\x00\x00\x00\x00\x01\x00\x01\x00\x00", 10); // image descriptor
+  g += std::string("\x02\x02\x44\x01\x00", 5);           // LZW: clear, pixel 0, end
+  g += "\x3B";                                              // trailer
+  return g;
+}
 
 // How to misbehave while answering a file request. Add a mode by adding a kind and its fields
 // here, parsing it in parse_fault() and applying it in send_file(); the routes need no change.
@@ -419,10 +481,54 @@ void not_found(Response& res, const std::string& what) {
 }
 
 void install_routes(httplib::Server& svr, const Options& opt, FileStore& store, Stats& stats,
-                    FaultPlan& faults, const std::string& own_url) {
-  svr.set_pre_routing_handler([&stats](const Request& req, Response&) {
-    if (req.path.rfind("/stats", 0) != 0) stats.count(req.path);
+                    FaultPlan& faults, const std::string& own_url, HostStats& hosts) {
+  svr.set_pre_routing_handler([&stats, &hosts](const Request& req, Response&) {
+    if (req.path.rfind("/stats", 0) != 0) {
+      stats.count(req.path);
+      hosts.arrived(req.get_header_value("Host"));
+    }
     return httplib::Server::HandlerResponse::Unhandled;
+  });
+  // Runs once the response is written: the request is no longer in flight.
+  svr.set_logger([&opt, &hosts](const Request& req, const Response& res) {
+    if (req.path.rfind("/stats", 0) != 0) hosts.answered(req.get_header_value("Host"));
+    if (opt.verbose) spdlog::info("{} {} {} -> {}", req.get_header_value("Host"), req.method, req.path, res.status);
+  });
+
+  // Content checks and politeness (/x/...): an HTML error page answered with 200 under any name
+  // (.jpg included), a tiny placeholder image, the same bytes under every name, and a file whose
+  // host answers its first /x/busy/ request with 429 and Retry-After: SECONDS.
+  svr.Get(R"(/x/html/([^/]+))", [&opt](const Request&, Response& res) {
+    delay(opt);
+    res.set_content("<!DOCTYPE html>\n<html><head><title>Not here</title></head><body><h1>This "
+                    "image is no longer available</h1></body></html>\n",
+                    "text/html; charset=utf-8");
+  });
+  svr.Get(R"(/x/placeholder/([^/]+))", [&opt](const Request&, Response& res) {
+    delay(opt);
+    res.set_content(placeholder_gif(), "image/gif");
+  });
+  svr.Get(R"(/x/same/([^/]+))", [&opt](const Request&, Response& res) {
+    delay(opt);
+    res.set_content(ts::file_bytes("same.jpg", 5000), "image/jpeg");
+  });
+  svr.Get(R"(/x/headers/([^/]+))", [](const Request& req, Response& res) {
+    std::string body;
+    for (const auto& [k, v] : req.headers) body += k + ": " + v + "\n"; // a multimap: sorted
+    res.set_content(body, "text/plain");
+  });
+  svr.Get(R"(/x/busy/(\d{1,4})/i/([^/]+))", [&](const Request& req, Response& res) {
+    delay(opt);
+    if (hosts.first_busy(req.get_header_value("Host"))) {
+      res.status = 429;
+      res.set_header("Retry-After", req.matches[1].str());
+      res.set_content("busy: come back later\n", "text/plain");
+      return;
+    }
+    const std::string name = req.matches[2];
+    auto bytes = store.get(name);
+    if (!bytes) return not_found(res, name);
+    send_file(req, res, name, std::move(bytes), ts::mime_type_for(name), Fault{}, opt, stats);
   });
 
   svr.Get(R"(/3/gallery/.*\.json)", [&](const Request& req, Response& res) {
@@ -488,25 +594,23 @@ void install_routes(httplib::Server& svr, const Options& opt, FileStore& store, 
     res.set_content(faults.describe(ts::files_of(store.items(), true)), "application/json");
   });
 
-  svr.Get("/stats", [&stats](const Request&, Response& res) {
-    res.set_content(stats.json(), "application/json");
+  svr.Get("/stats", [&stats, &hosts](const Request&, Response& res) {
+    auto j = nlohmann::json::parse(stats.json());
+    j["hosts"] = hosts.json();
+    res.set_content(j.dump(), "application/json");
   });
 
   ts::install_hostile_routes(svr); // /h/...: lying, stalling, redirecting, bombing
-
-  if (opt.verbose) {
-    svr.set_logger([](const Request& req, const Response& res) {
-      spdlog::info("{} {} -> {}", req.method, req.path, res.status);
-    });
-  }
 }
 
 // PATH.tmp then rename: a reader sees no file or the whole file, never half of it.
-void write_ready_file(const std::string& path, int port, const std::string& url) {
+void write_ready_file(const std::string& path, int port, const std::string& url,
+                      const std::vector<std::string>& vhosts) {
   const std::string tmp = path + ".tmp";
   {
     std::ofstream out(tmp, std::ios::trunc);
     out << "port=" << port << "\nurl=" << url << "\npid=" << ::getpid() << "\n";
+    for (std::size_t i = 0; i < vhosts.size(); ++i) out << "vhost." << i + 1 << "=" << vhosts[i] << "\n";
     if (!out.flush()) throw std::runtime_error("cannot write " + tmp);
   }
   std::filesystem::rename(tmp, path);
@@ -520,8 +624,12 @@ int main(int argc, char** argv) {
                "trawl's tests, demo and benchmarks.\n"
                "Routes: /3/gallery/...json (gallery page), /i/NAME (file), /a/ID (album page), "
                "/list.txt, /manifest.tsv (name, size, sha256), /stats (request, range and body-byte "
-               "counters), /fault/MODE/i/NAME (a file with a fault: cut-N, stall-N, trickle-MS, "
-               "status-CODE)."};
+               "counters; per Host: requests, in flight, most in flight, arrival times), "
+               "/fault/MODE/i/NAME (a file with a fault: cut-N, stall-N, trickle-MS, status-CODE), "
+               "/x/html/NAME (an HTML page with 200), /x/placeholder/NAME (a 35-byte GIF), "
+               "/x/same/NAME (the same bytes for every NAME), /x/headers/NAME (the request's "
+               "headers), /x/busy/SECS/i/NAME (429 with Retry-After: SECS on a host's first such "
+               "request, then the file)."};
   app.add_option("--host", opt.host, "Address to listen on")->capture_default_str();
   app.add_option("--port", opt.port, "Port to listen on; 0 picks a free port")
       ->capture_default_str()
@@ -577,6 +685,12 @@ int main(int argc, char** argv) {
   app.add_option("--trickle-ms", opt.trickle_ms,
                  "Every file answer sends its body one byte per this many milliseconds")
       ->check(CLI::Range(1, 60000));
+  app.add_option("--vhosts", opt.vhosts,
+                 "Also listen on 127.0.0.2, 127.0.0.3, ... (this many), each on a free port: "
+                 "virtual hosts for politeness tests, announced as vhost.1=URL ... in the ready "
+                 "file; /stats counts per Host")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 16));
   CLI11_PARSE(app, argc, argv);
   spdlog::set_default_logger(spdlog::stderr_color_mt("fixture"));  // stdout stays clean
 
@@ -624,7 +738,47 @@ int main(int argc, char** argv) {
       opt.host == "0.0.0.0" || opt.host == "::" ? "127.0.0.1" : opt.host;
   const std::string own_url = "http://" + url_host + ":" + std::to_string(port);
   FaultPlan faults(opt);
-  install_routes(svr, opt, store, stats, faults, own_url);
+  HostStats host_stats;
+  install_routes(svr, opt, store, stats, faults, own_url, host_stats);
+
+  // Virtual hosts: one more server per loopback address, same routes and counters.
+  std::vector<std::unique_ptr<httplib::Server>> extra;
+  std::vector<std::string> vhost_urls;
+  for (int i = 0; i < opt.vhosts; ++i) {
+    auto s = std::make_unique<httplib::Server>();
+    const std::size_t vthreads = std::min<std::size_t>(opt.threads, 128);
+    s->new_task_queue = [vthreads] { return new httplib::ThreadPool(vthreads); };
+    s->set_keep_alive_max_count(1000);
+    s->set_keep_alive_timeout(3);
+    const std::string addr = "127.0.0." + std::to_string(i + 2);
+    const int p = s->bind_to_any_port(addr);
+    if (p <= 0) {
+      spdlog::error("trawl-fixture: cannot listen on {}", addr);
+      return 1;
+    }
+    vhost_urls.push_back("http://" + addr + ":" + std::to_string(p));
+    install_routes(*s, opt, store, stats, faults, vhost_urls.back(), host_stats);
+    extra.push_back(std::move(s));
+  }
+  std::vector<std::thread> extra_threads;
+  std::vector<std::unique_ptr<std::atomic<bool>>> extra_done;
+  for (auto& s : extra) {
+    extra_done.push_back(std::make_unique<std::atomic<bool>>(false));
+    extra_threads.emplace_back([&s, &flag = *extra_done.back()] {
+      s->listen_after_bind();
+      flag = true;
+    });
+  }
+  // stop() before a server's accept loop starts is a no-op: repeat until each has returned.
+  auto stop_extras = [&] {
+    for (std::size_t i = 0; i < extra.size(); ++i) {
+      while (!*extra_done[i]) {
+        extra[i]->stop();
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      }
+      extra_threads[i].join();
+    }
+  };
 
   std::atomic<bool> done{false};
   std::thread signal_thread([&] {
@@ -646,16 +800,18 @@ int main(int argc, char** argv) {
   });
 
   try {
-    if (!opt.ready_file.empty()) write_ready_file(opt.ready_file, port, own_url);
+    if (!opt.ready_file.empty()) write_ready_file(opt.ready_file, port, own_url, vhost_urls);
   } catch (const std::exception& e) {
     spdlog::error("trawl-fixture: {}", e.what());
     done = true;
     signal_thread.join();
+    stop_extras();
     return 1;
   }
   spdlog::info("trawl-fixture: serving {} corpus on {}", opt.corpus, own_url);
 
   const bool ok = svr.listen_after_bind();
+  stop_extras(); // the main server stopped: the virtual hosts stop too
   done = true;
   signal_thread.join();
   spdlog::info("trawl-fixture: stopped");
