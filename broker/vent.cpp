@@ -64,9 +64,9 @@ void add_options(CLI::App& cmd, VentOptions& o) {
   add_curve_options(cmd, o.curve, CurveRole::server);
   cmd.add_option("--per-host", o.per_host,
                  "Tasks of one host (host[:port] of the URL) out at once across every downloader "
-                 "node, retries included; 0 = no cap. The default is polite on the internet; a "
-                 "benchmark against one local server raises it (bench/run sets "
-                 "TRAWL_VENT_PER_HOST=0)")
+                 "node, retries included; 0 = no cap. The default (8) is polite to a real host "
+                 "(a browser opens about 6 connections per host); benchmarks and tests against "
+                 "one local server set 0 (TRAWL_VENT_PER_HOST=0 with launch/pipeline)")
       ->capture_default_str()
       ->check(CLI::Range(0, 1000000));
   cmd.add_option("--rate-per-host", o.rate_per_host,

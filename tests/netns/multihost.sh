@@ -120,7 +120,7 @@ start_hub() { # vent and sink in hub, tcp on 10.77.0.1 with keys; sets tasks_ep 
   results_ep=$(ready_value "$d/sink.ready" results)
   spawn hub "job$job-vent" "$trawl" vent --links "ipc://$d/links" --bind "tcp://${addr[hub]}:*" \
     --acks "ipc://$d/acks" --sink "$results_ep" --state "$d/state" --peer-timeout-ms 2000 \
-    --ready-file "$d/vent.ready" "${server_keys[@]}"
+    --per-host 0 --ready-file "$d/vent.ready" "${server_keys[@]}"
   vent_pid=$last
   wait_file "$d/vent.ready" 10 || { fail "job $job: vent did not start"; cat "$work/job$job-vent.log" >&2; return 1; }
   tasks_ep=$(ready_value "$d/vent.ready" tasks)
