@@ -91,7 +91,7 @@ void check_outcome(const std::vector<Link>& links, const std::map<std::string, L
 
 } // namespace
 
-TEST_CASE("a link larger than the free disk fails with reason disk; the rest land whole",
+TEST_CASE("a link larger than the free disk fails with reason disk, the rest land whole",
           "[e2e][disk]") {
   TempDir dir("trawl-e2e-disk");
   const std::string out = dir / "out";
@@ -126,7 +126,7 @@ TEST_CASE("a link larger than the free disk fails with reason disk; the rest lan
   CHECK(done >= 11);
 }
 
-TEST_CASE("a full disk pauses the downloader; freed space lets the job finish; a re-run fetches "
+TEST_CASE("a full disk pauses the downloader, freed space lets the job finish, a re-run fetches "
           "what failed",
           "[e2e][disk]") {
   TempDir dir("trawl-e2e-disk-full");

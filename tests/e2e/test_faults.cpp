@@ -316,7 +316,7 @@ TEST_CASE("a server without Range support: cut bodies start over and complete", 
   CHECK(stats["body_bytes"].get<std::uint64_t>() == corpus_bytes(kCount, kSize) + kCount * 500000);
 }
 
-TEST_CASE("stalled and trickling bodies fail as timeouts within the limits; nothing lands", "[e2e]") {
+TEST_CASE("stalled and trickling bodies fail as timeouts within the limits, nothing lands", "[e2e]") {
   struct Mode {
     const char* name;
     std::vector<std::string> fixture, download;

@@ -400,7 +400,7 @@ TEST_CASE("a sink driven by hand: metrics endpoint values and JSON progress line
   CHECK_THAT(read_file(dir / "stderr"), Catch::Contains("dropped a frame"));
 }
 
-TEST_CASE("--quiet: no progress and no summary, the exit status and the report still tell", "[e2e][report]") {
+TEST_CASE("quiet mode: --quiet prints no progress and no summary, the exit status and the report still tell", "[e2e][report]") {
   TempDir dir("trawl-e2e-quiet");
   // --progress lines and a short --interval ask for lines that --quiet must silence.
   auto sink = Child::spawn({TRAWL_BIN, "sink", "--bind", "tcp://127.0.0.1:*", "--acks", "", "--ready-file",

@@ -43,7 +43,7 @@ TEST_CASE("index layout: the job order, zero-padded, plus the extension", "[brok
   CHECK(names.assign("http://x.test/c.jpg", 1234567890) == "1234567890.jpg");
 }
 
-TEST_CASE("shard: at most N per directory, by job order; names stay unique", "[broker][names]") {
+TEST_CASE("shard: at most N per directory, by job order, names stay unique", "[broker][names]") {
   NameAssigner names(NamingOptions{NameLayout::basename, 3});
   std::vector<std::string> got;
   for (std::uint64_t i = 1; i <= 7; ++i) got.push_back(names.assign("http://x.test/" + std::to_string(i) + "/cat.jpg", i));

@@ -200,7 +200,7 @@ TEST_CASE("formatting: bytes, durations, thousands, the live block and line", "[
   CHECK_THAT(render_block(f, 4), Catch::StartsWith("[????]"));
 }
 
-TEST_CASE("live figures: JSON round trip; malformed objects are refused", "[report]") {
+TEST_CASE("live figures: JSON round trip, malformed objects are refused", "[report]") {
   LiveFigures f;
   f.unix_ms = 5;
   f.total = -1;

@@ -222,7 +222,7 @@ TEST_CASE("scheduler: returned tasks go first, stale ones are skipped", "[broker
   CHECK(p->task.id == 4);
 }
 
-TEST_CASE("scheduler: links added later are found; idle hosts are forgotten", "[broker][scheduler]") {
+TEST_CASE("scheduler: links added later are found, idle hosts are forgotten", "[broker][scheduler]") {
   FakeSource src;
   src.add("a.test");
   HostScheduler s(SchedulerLimits{}, src);

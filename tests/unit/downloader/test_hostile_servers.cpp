@@ -501,7 +501,7 @@ std::string_view deny_127_0_0_2(const sockaddr* sa, socklen_t len) noexcept {
 }
 } // namespace
 
-TEST_CASE("hostile: --deny-private refuses loopback, without retry; allows it when off",
+TEST_CASE("hostile: --deny-private refuses loopback, without retry, allows it when off",
           "[downloader][hostile][address]") {
   TempDir tmp;
   Server server;

@@ -336,7 +336,7 @@ TEST_CASE("resume: whatever the server answers to the range, the file is the rig
   }
 }
 
-TEST_CASE("resume: no Range without Accept-Ranges, nor without a length or validator; no 206 "
+TEST_CASE("resume: no Range without Accept-Ranges, nor without a length or validator, no 206 "
           "unasked",
           "[downloader][resume]") {
   TempDir tmp;

@@ -119,7 +119,7 @@ TEST_CASE("http: a body starting with '{' is a gallery whatever its type", "[fet
   REQUIRE(dynamic_cast<ListSource*>(as_list.get()) != nullptr);
 }
 
-TEST_CASE("http: a text body is a URL list; redirects are followed", "[fetcher]") {
+TEST_CASE("http: a text body is a URL list, redirects are followed", "[fetcher]") {
   Server server;
   auto src = open_source(opts(server.url("/list.txt")));
   CHECK(drain(*src) == std::vector<std::string>{"http://h/1.jpg", "http://h/2.png"});

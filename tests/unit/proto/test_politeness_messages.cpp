@@ -30,7 +30,7 @@ void put(msgpack::packer<msgpack::sbuffer>& pk, std::string_view k) {
 
 } // namespace
 
-TEST_CASE("a task with a directory round-trips; without one its encoding is unchanged", "[proto]") {
+TEST_CASE("a task with a directory round-trips, without one its encoding is unchanged", "[proto]") {
   const Task sharded{7, "http://x.test/a.jpg", "a.jpg", 1, "0003"};
   CHECK(std::get<Task>(round_trip(sharded)) == sharded);
   const Task flat{7, "http://x.test/a.jpg", "a.jpg", 1, {}};
