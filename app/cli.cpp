@@ -9,6 +9,7 @@
 #include <regex>
 
 #include "proto/messages.hpp"
+#include "proto/version.hpp"
 
 namespace trawl::app {
 namespace {

@@ -443,7 +443,7 @@ private:
       }
       auto decoded = proto::decode(body.to_string_view());
       if (auto* err = std::get_if<proto::DecodeError>(&decoded)) {
-        drop("tasks", err->what);
+        if (drop("tasks", err->what)) answer_version(tasks_, routing, err->what);
         continue;
       }
       auto& m = std::get<proto::Message>(decoded);
@@ -538,7 +538,7 @@ private:
       const auto* msg = &body;
       auto decoded = proto::decode(msg->to_string_view());
       if (auto* err = std::get_if<proto::DecodeError>(&decoded)) {
-        drop("links", err->what);
+        if (drop("links", err->what)) answer_version(links_, routing, err->what);
         continue;
       }
       auto& m = std::get<proto::Message>(decoded);
@@ -640,17 +640,32 @@ private:
     job_changed_ = false;
   }
 
-  void drop(std::string_view socket, const std::string& why) {
+  // Counts and logs a dropped frame; false when the line was not logged (rate limit).
+  bool drop(std::string_view socket, const std::string& why) {
     ++dropped_;
     std::string more;
     // A node of another protocol version repeats itself every second: a few lines, then fewer.
     if (why.starts_with("protocol version")) {
       auto& limit = version_log_[std::string(socket)];
-      if (!limit.allow()) return;
+      if (!limit.allow()) return false;
       if (const auto n = limit.take_suppressed(); n > 0)
         more = fmt::format(" ({} more such frames not logged)", n);
     }
     spdlog::warn("dropped a frame on {} ({} so far): {}{}", socket, dropped_, why, more);
+    return true;
+  }
+
+  // A peer of another protocol version is told ours (as often as it is logged), so that its own
+  // log names both versions: a fetcher then stops at once, a downloader says why no task comes.
+  void answer_version(zmq::socket_t& sock, const zmq::message_t& routing, const std::string& why) {
+    if (!why.starts_with("protocol version")) return;
+    try {
+      zmq::message_t to(routing.data(), routing.size());
+      if (sock.send(to, zmq::send_flags::sndmore | zmq::send_flags::dontwait))
+        sock.send(zmq::buffer(proto::encode_version_notice()), zmq::send_flags::dontwait);
+    } catch (const zmq::error_t& e) {
+      spdlog::debug("could not answer a peer of another protocol version: {}", e.what());
+    }
   }
 
   void flush_sink(std::chrono::milliseconds budget) {

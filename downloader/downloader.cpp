@@ -289,6 +289,11 @@ private:
         if (!version_log_.allow()) return;
         if (const auto n = version_log_.take_suppressed(); n > 0)
           more = fmt::format(" ({} more such frames not logged)", n);
+        spdlog::error("dropped a frame of {} bytes ({} so far): the ventilator speaks {}: it "
+                      "refuses this node, and no task will come from it until both run trawl of "
+                      "the same protocol version{}",
+                      msg.size(), counters_.bad_frames, err->what, more);
+        return;
       }
       spdlog::warn("dropped an undecodable frame of {} bytes ({} so far): {}{}", msg.size(),
                    counters_.bad_frames, err->what, more);

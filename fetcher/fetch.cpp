@@ -233,6 +233,14 @@ int run_impl(const FetchOptions& o, const std::function<bool()>& stop) {
     auto reply = try_recv(sock);
     if (!reply) continue;
     auto decoded = proto::decode(reply->to_string_view());
+    if (const auto* err = std::get_if<proto::DecodeError>(&decoded);
+        err && err->what.starts_with("protocol version")) {
+      sock.set(zmq::sockopt::linger, 0);
+      spdlog::error("the ventilator at {} speaks {}: it refused the links; run trawl of the "
+                    "same protocol version on both sides",
+                    join(o.connect), err->what);
+      return kExitFatal;
+    }
     const auto* m = std::get_if<proto::Message>(&decoded);
     const auto* receipt = m ? std::get_if<proto::LinksEnd>(m) : nullptr;
     if (!receipt) {

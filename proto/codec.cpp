@@ -4,6 +4,7 @@
 #include <msgpack.hpp>
 
 #include "proto/messages.hpp"
+#include "proto/version.hpp"
 
 namespace trawl::proto {
 namespace {
@@ -359,6 +360,13 @@ std::string encode(const Message& m) {
                  },
              },
              m);
+  return std::string(buf.data(), buf.size());
+}
+
+std::string encode_version_notice() {
+  msgpack::sbuffer buf;
+  Packer pk(buf);
+  put_header(pk, 0, "version");
   return std::string(buf.data(), buf.size());
 }
 

@@ -17,7 +17,7 @@
 
 namespace trawl::proto {
 
-inline constexpr std::uint32_t kProtocolVersion = 1;
+// The protocol version, kProtocolVersion, is in the generated header proto/version.hpp.
 
 // Hard bounds on what a decoder accepts; a frame or field beyond them is rejected, never allocated.
 inline constexpr std::size_t kMaxFrameBytes = 256 * 1024;
@@ -133,5 +133,11 @@ struct DecodeError {
 // Decodes one frame. Never throws, never allocates more than a small multiple of the frame size.
 std::variant<Message, DecodeError> decode(std::span<const std::byte> frame) noexcept;
 std::variant<Message, DecodeError> decode(std::string_view frame) noexcept;
+
+// The ventilator's answer to a frame of another protocol version: a header alone,
+// {v: this build's version, t: "version"}. The peer cannot decode it either, so its log names both
+// versions too ("protocol version 1 (this build speaks 2)"); a peer of the same version never
+// gets one (decode() would reject the unknown type).
+std::string encode_version_notice();
 
 } // namespace trawl::proto

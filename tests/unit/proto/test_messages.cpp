@@ -92,6 +92,18 @@ TEST_CASE("task has a stable golden encoding", "[proto]") {
   CHECK(bytes == golden);
 }
 
+TEST_CASE("the version notice is a bare header that a peer of another version cannot decode",
+          "[proto]") {
+  const std::string notice = encode_version_notice();
+  CHECK(notice == std::string("\x82\xa1v\x01\xa1t\xa7version"));
+  // A peer of the same version never gets one, and would not take it for a message.
+  CHECK(error_of(notice) == "unknown message type 'version'");
+  // What a version-2 node's notice does here: the error names both versions.
+  std::string v2 = notice;
+  v2[3] = '\x02';
+  CHECK(error_of(v2) == "protocol version 2 (this build speaks 1)");
+}
+
 TEST_CASE("decode rejects empty, garbage and truncated frames", "[proto]") {
   CHECK_THAT(error_of(""), Catch::Contains("empty"));
   CHECK_THAT(error_of("\xc1"), Catch::Contains("malformed"));
