@@ -93,4 +93,12 @@ if(TRAWL_BUILD_TESTS)
   add_test(NAME package.deb
            COMMAND bash ${PROJECT_SOURCE_DIR}/tests/package/test_deb.sh ${CMAKE_BINARY_DIR})
   set_tests_properties(package.deb PROPERTIES LABELS package TIMEOUT 300 RUN_SERIAL ON)
+  # launch/add-node --deb with a fake ssh: the package copied and installed when trawl is
+  # missing or older, skipped when current, the node run from the installed binary.
+  add_test(NAME package.add_node_deb
+           COMMAND bash ${PROJECT_SOURCE_DIR}/tests/package/add_node_deb.sh ${CMAKE_BINARY_DIR}
+                   $<TARGET_FILE:trawl-fixture> ${PROJECT_SOURCE_DIR}/launch/pipeline
+                   ${PROJECT_SOURCE_DIR}/launch/add-node)
+  set_tests_properties(package.add_node_deb PROPERTIES LABELS "package;e2e" SKIP_RETURN_CODE 77
+                       TIMEOUT 180 RUN_SERIAL ON)
 endif()
