@@ -17,6 +17,8 @@ namespace {
 
 // An error page is drained so its connection stays reusable, but not without bound.
 constexpr std::uint64_t kMaxDiscardBytes = 1 << 20;
+// The receive buffer asked of libcurl per transfer (64 transfers: 8 MiB per downloader).
+constexpr long kRecvBuffer = 128 * 1024;
 
 std::uint32_t to_ms(curl_off_t us) {
   if (us <= 0) return 0;
@@ -119,9 +121,10 @@ std::string Transfer::begin(const proto::Task& task, std::uint32_t attempt,
   // libcurl checks a Content-Length against this; write_body() checks the bytes that arrive.
   easy_.set_off(CURLOPT_MAXFILESIZE_LARGE, static_cast<curl_off_t>(
                                                std::min<std::uint64_t>(s.max_size, INT64_MAX)));
-  // No CURLOPT_BUFFERSIZE: libcurl 7.88 refuses to resize the buffer of a handle that was reset
-  // after a transfer (CURLE_BAD_FUNCTION_ARGUMENT), and reuse is worth more than the fewer
-  // write() calls.
+  // A receive buffer of kRecvBuffer instead of 16 KiB: one recv() per 128 KiB that has arrived,
+  // not eight (the curl tool reads 100 KiB at a time). The write callback still gets at most
+  // 16 KiB per call. Only a hint: should libcurl refuse it, the transfer runs with its default.
+  (void)curl_easy_setopt(easy_.get(), CURLOPT_BUFFERSIZE, kRecvBuffer);
   easy_.set_str(CURLOPT_USERAGENT, s.user_agent.c_str());
   if (s.headers != nullptr) easy_.set_ptr(CURLOPT_HTTPHEADER, s.headers);
 
