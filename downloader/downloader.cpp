@@ -28,6 +28,7 @@
 #include "downloader/outcome.hpp"
 #include "downloader/output_tree.hpp"
 #include "downloader/request_headers.hpp"
+#include "downloader/robots_cache.hpp"
 #include "downloader/transfer.hpp"
 #include "proto/messages.hpp"
 
@@ -77,6 +78,7 @@ struct Counters {
   std::uint64_t bad_frames = 0;
   std::uint64_t undelivered = 0;
   std::uint64_t deduped = 0;
+  std::uint64_t robots = 0; // refused by robots.txt
 };
 
 // A task whose last attempt failed with a retryable reason, waiting for its next attempt.
@@ -120,6 +122,10 @@ public:
     settings_.content.expect = parse_expect(o.expect).value_or(Expect::any);
     settings_.content.min_size = o.min_size;
     settings_.headers = headers_.get();
+    if (o.respect_robots)
+      robots_.emplace(multi_,
+                      RobotsSettings{settings_.user_agent, std::clamp(o.connect_timeout_s, 1L, 10L),
+                                     20L, settings_.address_filter});
 
     multi_.set_long(CURLMOPT_MAX_TOTAL_CONNECTIONS, o.concurrency);
     if (o.per_host > 0) multi_.set_long(CURLMOPT_MAX_HOST_CONNECTIONS, o.per_host);
@@ -220,7 +226,8 @@ private:
   bool can_take() const noexcept {
     // While the disk is suspected full, one transfer at a time finds out whether it has room.
     const auto cap = disk_probing_ ? std::size_t{1} : static_cast<std::size_t>(opt_.concurrency);
-    return active_ + waiting_.size() < cap && unsent_.size() <= cap;
+    const std::size_t parked = robots_ ? robots_->parked() : 0;
+    return active_ + waiting_.size() + parked < cap && unsent_.size() <= cap;
   }
 
   int poll_timeout(Clock::time_point now, bool stopping, Clock::time_point stop_deadline) const {
@@ -314,7 +321,32 @@ private:
                        .count(),
                    task->id);
     held_ids_.insert(task->id);
-    start(std::move(*task), 1);
+    admit(std::move(*task));
+  }
+
+  // A new task starts unless --respect-robots refuses it, or waits (parked in robots_) for its
+  // origin's robots.txt.
+  void admit(proto::Task task) {
+    if (!robots_ || opt_.bench_null) {
+      start(std::move(task), 1);
+      return;
+    }
+    RobotsVerdict v;
+    try {
+      v = robots_->check(task, Clock::now());
+    } catch (const CurlError& e) {
+      report_failure(task, 1, proto::Reason::other,
+                     bounded(std::string("robots.txt: ") + e.what(), proto::kMaxDetailBytes));
+      return;
+    }
+    switch (v.state) {
+      case RobotsVerdict::State::allowed: start(std::move(task), 1); break;
+      case RobotsVerdict::State::refused:
+        ++counters_.robots;
+        report_failure(task, 1, proto::Reason::robots, std::move(v.detail));
+        break;
+      case RobotsVerdict::State::wait: break;
+    }
   }
 
   // Starts attempt `attempt` of `task` (continuing `resume` when it is given), or reports it
@@ -384,6 +416,12 @@ private:
       // Copy what we need: removing the handle invalidates m.
       CURL* easy = m->easy_handle;
       const CURLcode code = m->data.result;
+      if (robots_) {
+        if (auto ready = robots_->on_done(easy, code, Clock::now())) { // a robots.txt came
+          for (auto& task : *ready) admit(std::move(task));
+          continue;
+        }
+      }
       char* priv = nullptr;
       curl_easy_getinfo(easy, CURLINFO_PRIVATE, &priv);
       auto* t = static_cast<Transfer*>(static_cast<void*>(priv));
@@ -572,6 +610,9 @@ private:
 
   // At stop, tasks waiting for a retry will not get it: they are reported aborted at once.
   void abandon_waiting() {
+    if (robots_)
+      for (const auto& task : robots_->take_parked())
+        report_failure(task, 1, proto::Reason::aborted, "stopped while its robots.txt was read");
     while (!waiting_.empty()) {
       Waiting w = waiting_.top();
       waiting_.pop();
@@ -644,6 +685,7 @@ private:
   Counters counters_;
   LogRateLimit version_log_;
   OutputTree tree_;
+  std::optional<RobotsCache> robots_; // --respect-robots; after multi_: freed before it
 };
 
 // Checks the options; returns an error message or "".
@@ -808,6 +850,12 @@ void add_options(CLI::App& cmd, DownloadOptions& o) {
                  "and are not stored (placeholder images); 0 = no check")
       ->capture_default_str()
       ->transform(CLI::AsSizeValue(false));
+  cmd.add_flag("--respect-robots", o.respect_robots,
+               "read each origin's /robots.txt first (once per downloader process, kept 24 h) and "
+               "fail the links it disallows for the product token of --user-agent (trawl) with "
+               "reason robots (RFC 9309: the longest matching Allow/Disallow wins, Allow on a "
+               "tie, '*' and '$' patterns); a 4xx robots.txt allows everything, a 5xx or "
+               "unreachable one disallows everything of that origin");
   cmd.add_flag("--dedupe-content", o.dedupe_content,
                "store identical bodies once: a file whose SHA-256 equals an earlier file's in "
                "--out becomes a hard link to it (the result's detail names the first copy); the "
@@ -865,9 +913,11 @@ int run(const DownloadOptions& o) {
     remove_stale_parts(*out);
 
     spdlog::info("downloader summary: {} tasks, {} done, {} failed ({} aborted), {} bytes, {} "
-                 "retries, {} resumed, {} bad frames{}",
+                 "retries, {} resumed, {} bad frames{}{}",
                  c.tasks, c.done, c.failed, c.aborted, c.bytes, c.retries, c.resumed, c.bad_frames,
-                 c.deduped > 0 ? ", " + std::to_string(c.deduped) + " stored as hard links" : "");
+                 c.deduped > 0 ? ", " + std::to_string(c.deduped) + " stored as hard links" : "",
+                 o.respect_robots ? ", " + std::to_string(c.robots) + " refused by robots.txt"
+                                  : "");
     return c.aborted > 0 ? kExitInterrupted : kExitOk;
   } catch (const std::exception& e) {
     spdlog::error("downloader: {}", e.what());

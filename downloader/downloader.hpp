@@ -43,6 +43,7 @@ struct DownloadOptions {
   std::string expect = "any";       // any | image (downloader/content_check.hpp)
   std::uint64_t min_size = 0;       // bodies shorter than this fail with reason content
   bool dedupe_content = false;      // identical bodies stored once (downloader/output_tree.hpp)
+  bool respect_robots = false;      // robots.txt per origin (downloader/robots_cache.hpp)
 };
 
 // Registers the download flags on `cmd`, writing into `o`.

@@ -23,6 +23,7 @@ std::string_view reason_name(Reason r) noexcept {
   case Reason::disk: return "disk";
   case Reason::content: return "content";
   case Reason::denied: return "denied";
+  case Reason::robots: return "robots";
   }
   return "other";
 }

@@ -26,12 +26,13 @@ enum class Reason : std::uint8_t {
   redirects = 13,   // too many redirects
   aborted = 14,     // stopped by a signal before it finished
   other = 15,
-  disk = 16,       // the output filesystem is full (ENOSPC, EDQUOT)
-  content = 17,    // the body is not what --expect asked for, or below --min-size
-  denied = 18,     // the address is refused by policy (--deny-private, robots.txt)
+  disk = 16,    // the output filesystem is full (ENOSPC, EDQUOT)
+  content = 17, // the body is not what --expect asked for, or below --min-size
+  denied = 18,  // the address is refused by policy (--deny-private)
+  robots = 19,  // disallowed by the origin's robots.txt (--respect-robots)
 };
 
-inline constexpr std::uint8_t kReasonMax = 18;
+inline constexpr std::uint8_t kReasonMax = 19;
 
 std::string_view reason_name(Reason r) noexcept;
 std::optional<Reason> reason_from_number(std::uint64_t n) noexcept;

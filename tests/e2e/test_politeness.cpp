@@ -403,3 +403,94 @@ TEST_CASE("headers: -H with CR or LF is refused before anything runs", "[e2e][po
   CHECK(*status == 2);
   CHECK_THAT(read_file(dir / "err.txt"), Catch::Contains("CR or LF"));
 }
+
+// --respect-robots: the fixture serves a robots.txt whose "trawl" group disallows /i/ but allows
+// 6 of the 10 files by name (longer rules win); the "*" group's "Disallow: /" must not apply.
+TEST_CASE("robots.txt: --respect-robots fails disallowed links with reason robots and are never "
+          "requested",
+          "[e2e][polite][robots]") {
+  TempDir dir("trawl-e2e-robots");
+  const std::vector<std::string> uniform = {"--corpus", "uniform", "--count",
+                                            "400",      "--size",  "20000"};
+  const std::string robots_path = dir / "robots.txt";
+  auto by_path = [](const json& stats, const std::string& path) -> std::uint64_t {
+    return stats["by_path"].contains(path) ? stats["by_path"][path].get<std::uint64_t>() : 0;
+  };
+  auto path_of = [](const std::string& url) { return url.substr(url.find('/', 7)); };
+
+  SECTION("rules of the trawl group, longest match") {
+    // The URLs only depend on the corpus, not on the port: learn them from a first fixture.
+    std::vector<std::string> names;
+    {
+      Hosts probe(uniform, 0);
+      for (const auto& u : corpus_urls(probe.url(0), 0, 10))
+        names.push_back(u.substr(u.rfind('/') + 1));
+    }
+    {
+      std::ofstream f(robots_path);
+      f << "User-agent: *\nDisallow: /\n\n# trawl may take some files\nUser-agent: Trawl\n"
+        << "Disallow: /i/\n";
+      for (std::size_t i = 0; i < 6; ++i) f << "Allow: /i/" << names[i] << "$\n";
+    }
+    std::vector<std::string> args = uniform;
+    args.insert(args.end(), {"--robots", robots_path});
+    Hosts hosts(args, 0);
+    const auto urls = corpus_urls(hosts.url(0), 0, 10);
+    Job job(dir, {}, {"--respect-robots"});
+    const auto r = job.run(urls);
+    CHECK(r.status == 1);
+    CHECK_THAT(r.summary, Catch::Contains("robots"));
+    std::map<std::string, std::string> expected;
+    for (std::size_t i = 0; i < 6; ++i) expected[names[i]] = expected_sha(urls[i]);
+    CHECK(tree(r.out) == expected);
+    const auto rows = ledger_rows(r.state);
+    for (std::size_t i = 0; i < urls.size(); ++i) {
+      INFO(urls[i]);
+      REQUIRE(rows.count(urls[i]));
+      if (i < 6) {
+        CHECK(rows.at(urls[i]).state == 2);
+      } else {
+        CHECK(rows.at(urls[i]).state == 3);
+        CHECK(rows.at(urls[i]).reason == 19);
+        CHECK_THAT(rows.at(urls[i]).detail, Catch::Contains("Disallow: /i/"));
+      }
+    }
+    const auto stats = hosts.stats();
+    for (std::size_t i = 6; i < urls.size(); ++i) CHECK(by_path(stats, path_of(urls[i])) == 0);
+    // Once per downloader process (two of them), not once per link.
+    CHECK(by_path(stats, "/robots.txt") >= 1);
+    CHECK(by_path(stats, "/robots.txt") <= 2);
+    CHECK(stats["file_requests"] == 6);
+  }
+
+  SECTION("robots.txt answering 503: nothing of that host is fetched") {
+    { std::ofstream(robots_path) << "User-agent: *\nAllow: /\n"; }
+    std::vector<std::string> args = uniform;
+    args.insert(args.end(), {"--robots", robots_path, "--robots-status", "503"});
+    Hosts hosts(args, 0);
+    const auto urls = corpus_urls(hosts.url(0), 0, 4);
+    Job job(dir, {}, {"--respect-robots"});
+    const auto r = job.run(urls);
+    CHECK(r.status == 1);
+    CHECK(tree(r.out).empty());
+    const auto rows = ledger_rows(r.state);
+    for (const auto& u : urls) {
+      REQUIRE(rows.count(u));
+      CHECK(rows.at(u).reason == 19);
+      CHECK_THAT(rows.at(u).detail, Catch::Contains("HTTP 503"));
+    }
+    CHECK(hosts.stats()["file_requests"] == 0);
+  }
+
+  SECTION("no robots.txt (404): everything is fetched") {
+    Hosts hosts(uniform, 0);
+    const auto urls = corpus_urls(hosts.url(0), 0, 4);
+    Job job(dir, {}, {"--respect-robots"});
+    const auto r = job.run(urls);
+    CHECK(r.status == 0);
+    CHECK(tree(r.out).size() == 4);
+    const auto stats = hosts.stats();
+    CHECK(by_path(stats, "/robots.txt") >= 1);
+    CHECK(stats["file_requests"] == 4);
+  }
+}

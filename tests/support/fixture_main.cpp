@@ -21,6 +21,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -61,6 +62,8 @@ struct Options {
   std::int64_t stall_after = -1; // every file answer goes silent after this many body bytes
   int trickle_ms = 0;            // every file answer sends one body byte per this many ms
   int vhosts = 0;            // extra listeners on 127.0.0.2, 127.0.0.3, ... (virtual hosts)
+  std::string robots_file;   // served as /robots.txt (else 404)
+  int robots_status = 200;   // the status /robots.txt answers with when robots_file is set
 };
 
 // Set when the server is asked to stop: a stalled or trickling answer gives up its thread.
@@ -600,6 +603,15 @@ void install_routes(httplib::Server& svr, const Options& opt, FileStore& store, 
     res.set_content(j.dump(), "application/json");
   });
 
+  if (!opt.robots_file.empty()) {
+    std::ifstream in(opt.robots_file, std::ios::binary);
+    std::string body((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    svr.Get("/robots.txt", [&opt, body = std::move(body)](const Request&, Response& res) {
+      res.status = opt.robots_status;
+      res.set_content(body, "text/plain");
+    });
+  }
+
   ts::install_hostile_routes(svr); // /h/...: lying, stalling, redirecting, bombing
 }
 
@@ -620,16 +632,17 @@ void write_ready_file(const std::string& path, int port, const std::string& url,
 
 int main(int argc, char** argv) {
   Options opt;
-  CLI::App app{"trawl-fixture: a local HTTP server with a generated, Imgur-shaped corpus for "
-               "trawl's tests, demo and benchmarks.\n"
-               "Routes: /3/gallery/...json (gallery page), /i/NAME (file), /a/ID (album page), "
-               "/list.txt, /manifest.tsv (name, size, sha256), /stats (request, range and body-byte "
-               "counters; per Host: requests, in flight, most in flight, arrival times), "
-               "/fault/MODE/i/NAME (a file with a fault: cut-N, stall-N, trickle-MS, status-CODE), "
-               "/x/html/NAME (an HTML page with 200), /x/placeholder/NAME (a 35-byte GIF), "
-               "/x/same/NAME (the same bytes for every NAME), /x/headers/NAME (the request's "
-               "headers), /x/busy/SECS/i/NAME (429 with Retry-After: SECS on a host's first such "
-               "request, then the file)."};
+  CLI::App app{
+      "trawl-fixture: a local HTTP server with a generated, Imgur-shaped corpus for "
+      "trawl's tests, demo and benchmarks.\n"
+      "Routes: /3/gallery/...json (gallery page), /i/NAME (file), /a/ID (album page), "
+      "/list.txt, /manifest.tsv (name, size, sha256), /stats (request, range and body-byte "
+      "counters; per Host: requests, in flight, most in flight, arrival times), "
+      "/fault/MODE/i/NAME (a file with a fault: cut-N, stall-N, trickle-MS, status-CODE), "
+      "/x/html/NAME (an HTML page with 200), /x/placeholder/NAME (a 35-byte GIF), "
+      "/x/same/NAME (the same bytes for every NAME), /x/headers/NAME (the request's "
+      "headers), /x/busy/SECS/i/NAME (429 with Retry-After: SECS on a host's first such "
+      "request, then the file), /robots.txt (with --robots)."};
   app.add_option("--host", opt.host, "Address to listen on")->capture_default_str();
   app.add_option("--port", opt.port, "Port to listen on; 0 picks a free port")
       ->capture_default_str()
@@ -691,6 +704,13 @@ int main(int argc, char** argv) {
                  "file; /stats counts per Host")
       ->capture_default_str()
       ->check(CLI::Range(0, 16));
+  app.add_option("--robots", opt.robots_file,
+                 "Serve this file as /robots.txt on every host (without it, /robots.txt is 404)")
+      ->check(CLI::ExistingFile);
+  app.add_option("--robots-status", opt.robots_status,
+                 "The status /robots.txt answers with (with --robots; e.g. 503)")
+      ->capture_default_str()
+      ->check(CLI::Range(200, 599));
   CLI11_PARSE(app, argc, argv);
   spdlog::set_default_logger(spdlog::stderr_color_mt("fixture"));  // stdout stays clean
 
