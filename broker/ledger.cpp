@@ -79,10 +79,10 @@ enum StmtIndex {
 
 const char* const kSql[kStmtCount] = {
     "SELECT id, state FROM links WHERE url = ?1",
-    "INSERT INTO links(id, url, name, state, attempts, host) VALUES(?1, ?2, ?3, 0, 0, ?4)",
-    "INSERT OR IGNORE INTO links(id, url, name, state, attempts, host) VALUES(?1, ?2, ?3, 0, 0, ?4)",
-    "SELECT id, url, name, attempts FROM links WHERE state = 0 AND id > ?1 ORDER BY id LIMIT ?2",
-    "SELECT id, url, name, attempts FROM links WHERE id = ?1",
+    "INSERT INTO links(id, url, name, state, attempts, host, meta) VALUES(?1, ?2, ?3, 0, 0, ?4, ?5)",
+    "INSERT OR IGNORE INTO links(id, url, name, state, attempts, host, meta) VALUES(?1, ?2, ?3, 0, 0, ?4, ?5)",
+    "SELECT id, url, name, attempts, meta FROM links WHERE state = 0 AND id > ?1 ORDER BY id LIMIT ?2",
+    "SELECT id, url, name, attempts, meta FROM links WHERE id = ?1",
     "SELECT state, attempts, bytes, sha256, node, reason, detail FROM links WHERE id = ?1",
     "UPDATE links SET state = 1, attempts = attempts + 1, lease_until = ?2, node = ?3 "
     "WHERE id = ?1 AND state = 0",
@@ -95,7 +95,7 @@ const char* const kSql[kStmtCount] = {
     "INSERT INTO meta(key, value) VALUES(?1, ?2) ON CONFLICT(key) DO UPDATE SET value = ?2",
     "SELECT id FROM links WHERE state = ?1 ORDER BY id",
     "SELECT name FROM links ORDER BY id",
-    "SELECT id, url, name, attempts FROM links WHERE host = ?1 AND id > ?2 AND state = 0 "
+    "SELECT id, url, name, attempts, meta FROM links WHERE host = ?1 AND id > ?2 AND state = 0 "
     "ORDER BY id LIMIT ?3",
     "SELECT DISTINCT host FROM links WHERE state = 0",
     "SELECT host FROM links WHERE id = ?1",
@@ -166,6 +166,7 @@ Ledger::Ledger(const std::string& dir, bool fresh) {
     max_id.step();
     next_id_ = static_cast<std::uint64_t>(max_id.i64(0)) + 1;
   }
+  add_column_if_missing("links", "meta", "TEXT"); // a link's meta (proto::Link::meta); NULL = none
   for (int i = 0; i < kStmtCount; ++i) stmts_.emplace_back(db_, kSql[i]);
   // A job that starts from an empty ledger has no known URL to look up first: a link is
   // inserted at once, and only a rare duplicate costs a second statement.
@@ -196,6 +197,12 @@ void Ledger::exec(const char* sql) {
   }
 }
 
+void Ledger::add_column_if_missing(const char* table, const char* column, const char* type) {
+  // A ledger written by an older build lacks the column: add it (existing rows get NULL).
+  Stmt info(db_, (std::string("SELECT 1 FROM pragma_table_info('") + table + "') WHERE name = '" + column + "'").c_str());
+  if (!info.step()) exec((std::string("ALTER TABLE ") + table + " ADD COLUMN " + column + " " + type).c_str());
+}
+
 Ledger::Stmt& Ledger::stmt(int index) { return stmts_[static_cast<std::size_t>(index)].reset(); }
 
 void Ledger::begin() {
@@ -212,19 +219,20 @@ void Ledger::commit() {
   }
 }
 
-Ledger::Added Ledger::add_link(std::string_view url, NameAssigner& names) {
+Ledger::Added Ledger::add_link(std::string_view url, NameAssigner& names, std::string_view meta) {
   begin();
   if (insert_first_) {
     // (The name of a duplicate is spent: harmless, and duplicates are rare past the fetcher.)
     const std::uint64_t id = next_id_;
     std::string host = host_key(url);
     const std::string name = names.assign(url, id); // bound without a copy: must outlive step()
-    stmt(kInsertOrIgnore)
-        .bind(1, static_cast<std::int64_t>(id))
-        .bind(2, url)
-        .bind(3, name)
-        .bind(4, host)
-        .step();
+    auto& ins = stmt(kInsertOrIgnore)
+                    .bind(1, static_cast<std::int64_t>(id))
+                    .bind(2, url)
+                    .bind(3, name)
+                    .bind(4, host);
+    if (!meta.empty()) ins.bind(5, meta); // unbound (reset clears bindings) is NULL
+    ins.step();
     if (sqlite3_changes(db_) == 1) {
       ++next_id_;
       return {id, true, LinkState::pending, std::move(host)};
@@ -235,12 +243,13 @@ Ledger::Added Ledger::add_link(std::string_view url, NameAssigner& names) {
   const std::uint64_t id = next_id_;
   std::string host = host_key(url);
   const std::string name = names.assign(url, id); // bound without a copy: must outlive step()
-  stmt(kInsert)
-      .bind(1, static_cast<std::int64_t>(id))
-      .bind(2, url)
-      .bind(3, name)
-      .bind(4, host)
-      .step();
+  auto& ins = stmt(kInsert)
+                  .bind(1, static_cast<std::int64_t>(id))
+                  .bind(2, url)
+                  .bind(3, name)
+                  .bind(4, host);
+  if (!meta.empty()) ins.bind(5, meta); // unbound (reset clears bindings) is NULL
+  ins.step();
   ++next_id_;
   return {id, true, LinkState::pending, std::move(host)};
 }
@@ -253,7 +262,8 @@ std::vector<TaskRow> Ledger::pending_of_host(const std::string& host, std::uint6
                 .bind(2, static_cast<std::int64_t>(after))
                 .bind(3, static_cast<std::int64_t>(n));
   while (s.step())
-    rows.push_back({static_cast<std::uint64_t>(s.i64(0)), s.text(1), s.text(2), static_cast<std::uint32_t>(s.i64(3))});
+    rows.push_back({static_cast<std::uint64_t>(s.i64(0)), s.text(1), s.text(2), static_cast<std::uint32_t>(s.i64(3)),
+                    s.text(4)});
   return rows;
 }
 
@@ -285,14 +295,15 @@ std::vector<TaskRow> Ledger::pending_after(std::uint64_t after, std::size_t n) {
   std::vector<TaskRow> rows;
   auto& s = stmt(kPendingAfter).bind(1, static_cast<std::int64_t>(after)).bind(2, static_cast<std::int64_t>(n));
   while (s.step())
-    rows.push_back({static_cast<std::uint64_t>(s.i64(0)), s.text(1), s.text(2), static_cast<std::uint32_t>(s.i64(3))});
+    rows.push_back({static_cast<std::uint64_t>(s.i64(0)), s.text(1), s.text(2), static_cast<std::uint32_t>(s.i64(3)),
+                    s.text(4)});
   return rows;
 }
 
 std::optional<TaskRow> Ledger::task(std::uint64_t id) {
   auto& s = stmt(kTask).bind(1, static_cast<std::int64_t>(id));
   if (!s.step()) return std::nullopt;
-  return TaskRow{id, s.text(1), s.text(2), static_cast<std::uint32_t>(s.i64(3))};
+  return TaskRow{id, s.text(1), s.text(2), static_cast<std::uint32_t>(s.i64(3)), s.text(4)};
 }
 
 std::optional<LinkRecord> Ledger::record(std::uint64_t id) {

@@ -33,6 +33,7 @@ struct TaskRow {
   std::string url;
   std::string name;
   std::uint32_t attempts = 0; // dispatches so far
+  std::string meta;           // the link's meta (proto::Link::meta), empty when none
 };
 
 struct LinkRecord {
@@ -62,8 +63,9 @@ public:
     LinkState state;
     std::string host; // host_key(url)
   };
-  // Adds a link (its file name chosen by `names`) unless the URL is known already.
-  Added add_link(std::string_view url, NameAssigner& names);
+  // Adds a link (its file name chosen by `names`) unless the URL is known already. `meta` (the
+  // link's proto meta, stored as given) is kept with a new link; a known URL keeps its own.
+  Added add_link(std::string_view url, NameAssigner& names, std::string_view meta = {});
 
   // Feeds every name in the ledger to `names`, so new links never take an existing one.
   void load_names(NameAssigner& names);
@@ -106,6 +108,7 @@ public:
 private:
   class Stmt;
   void exec(const char* sql);
+  void add_column_if_missing(const char* table, const char* column, const char* type);
   void begin();
   [[noreturn]] void fail_sql(const char* what);
   Stmt& stmt(int index);

@@ -357,7 +357,7 @@ private:
       // Copied, not moved: the pick goes back to its host's queue if the send fails.
       const auto [dir, name] = split_name(task.name);
       const std::string frame = proto::encode(proto::Task{task.id, task.url, std::string(name),
-                                                          task.attempts + 1, std::string(dir)});
+                                                          task.attempts + 1, std::string(dir), task.meta});
       try {
         tasks_.send(zmq::buffer(peer->first), zmq::send_flags::sndmore | zmq::send_flags::dontwait);
         if (!tasks_.send(zmq::buffer(frame), zmq::send_flags::dontwait)) {
@@ -543,7 +543,7 @@ private:
       }
       auto& m = std::get<proto::Message>(decoded);
       if (auto* link = std::get_if<proto::Link>(&m)) {
-        on_link(link->url);
+        on_link(link->url, link->meta);
       } else if (auto* end = std::get_if<proto::LinksEnd>(&m)) {
         if (end->count > links_this_run_)
           spdlog::warn("the fetcher sent {} links and {} arrived: some were lost in transit (a "
@@ -568,10 +568,10 @@ private:
     }
   }
 
-  void on_link(const std::string& url) {
+  void on_link(const std::string& url, const std::string& meta) {
     if (started_ms_ == 0) start_clock();
     ++links_this_run_;
-    const auto added = ledger_.add_link(url, names_);
+    const auto added = ledger_.add_link(url, names_, meta);
     if (added.is_new) {
       sched_.add_pending(added.host);
       ++counts_.pending;

@@ -1,7 +1,9 @@
 # trawl_warnings(target): the project's warning set, applied per target rather than globally.
 function(trawl_warnings target)
   target_compile_options(${target} PRIVATE -Wall -Wextra -Wpedantic -Wshadow -Wnon-virtual-dtor
-                                           -Wold-style-cast -Wcast-align -Woverloaded-virtual)
+                                           -Wold-style-cast -Wcast-align -Woverloaded-virtual
+                                           # optional message fields (proto meta) are meant to be left out
+                                           -Wno-missing-field-initializers)
   if(TRAWL_WERROR)
     target_compile_options(${target} PRIVATE -Werror)
   endif()

@@ -519,7 +519,7 @@ private:
       return;
     }
 
-    proto::Result r = result_of(task.id, std::move(task.url), attempt);
+    proto::Result r = result_of(task.id, std::move(task.url), std::move(task.meta), attempt);
     r.http_code = f.http_status > 0 ? static_cast<std::uint32_t>(f.http_status) : 0;
     r.ms = f.ms;
     r.ttfb_ms = f.ttfb_ms;
@@ -546,10 +546,11 @@ private:
   }
 
   // The fields every result carries.
-  proto::Result result_of(std::uint64_t id, std::string url, std::uint32_t attempt) const {
+  proto::Result result_of(std::uint64_t id, std::string url, std::string meta, std::uint32_t attempt) const {
     proto::Result r;
     r.id = id;
     r.url = std::move(url);
+    r.meta = std::move(meta); // the link's columns, carried through to the sink's manifest
     r.node = node_;
     r.attempt = attempt;
     return r;
@@ -563,7 +564,7 @@ private:
 
   // --bench-null: done at once, nothing fetched or written (the SHA-256 of an empty body).
   void report_null(const proto::Task& task, std::uint32_t attempt) {
-    proto::Result r = result_of(task.id, task.url, attempt);
+    proto::Result r = result_of(task.id, task.url, task.meta, attempt);
     r.status = proto::Status::done;
     r.path = out_ + "/" + task.name;
     r.sha256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
@@ -575,7 +576,7 @@ private:
   // A failure decided before or without a transfer (unsafe name, temp file, stop).
   void report_failure(const proto::Task& task, std::uint32_t attempt, proto::Reason reason,
                       std::string detail) {
-    proto::Result r = result_of(task.id, task.url, attempt);
+    proto::Result r = result_of(task.id, task.url, task.meta, attempt);
     r.status = proto::Status::failed;
     r.reason = reason;
     r.detail = std::move(detail);

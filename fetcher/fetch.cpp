@@ -14,6 +14,7 @@
 #include "common/zmq_util.hpp"
 #include "fetcher/filter.hpp"
 #include "fetcher/http.hpp"
+#include "fetcher/paged_source.hpp"
 #include "proto/messages.hpp"
 
 namespace trawl::fetcher {
@@ -26,77 +27,10 @@ struct UsageError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-bool has_prefix_nocase(std::string_view s, std::string_view prefix) {
-  if (s.size() < prefix.size()) return false;
-  for (std::size_t i = 0; i < prefix.size(); ++i) {
-    char c = s[i];
-    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
-    if (c != prefix[i]) return false;
-  }
-  return true;
-}
-
-bool is_http_source(std::string_view src) {
-  return has_prefix_nocase(src, "http://") || has_prefix_nocase(src, "https://");
-}
-
-bool has_json_extension(std::string_view path) {
-  if (path.size() < 5) return false;
-  return has_prefix_nocase(path.substr(path.size() - 5), ".json");
-}
-
 std::string join(const std::vector<std::string>& v) {
   std::string out;
   for (const auto& s : v) out += (out.empty() ? "" : ", ") + s;
   return out;
-}
-
-std::unique_ptr<LinkSource> gallery_from_text(const std::string& text, const FetchOptions& o) {
-  return std::make_unique<GallerySource>(text, o.gallery);
-}
-
-std::unique_ptr<LinkSource> open_http(const FetchOptions& o) {
-  const HttpOptions http = http_options_from_env(o.max_body_bytes);
-  spdlog::info("downloading {}{}", o.source,
-               http.client_id.empty() ? "" : " (with the Client-ID from IMGUR_CLIENT_ID)");
-  HttpResponse resp = http_get(o.source, http);
-  if (resp.status == 401 || resp.status == 403)
-    throw SourceError("the gallery API refused the request (HTTP " + std::to_string(resp.status) +
-                      "): set IMGUR_CLIENT_ID to a valid Client-ID" +
-                      (http.client_id.empty() ? " (it is not set)" : " (the one set was refused)"));
-  if (resp.status < 200 || resp.status > 299)
-    throw SourceError("GET " + o.source + " answered HTTP " + std::to_string(resp.status));
-  bool gallery = o.format == "gallery";
-  if (o.format == "auto") {
-    std::string ctype = resp.content_type;
-    for (auto& c : ctype) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    gallery = ctype.find("json") != std::string::npos || looks_like_json(resp.body);
-  }
-  spdlog::debug("{}: HTTP {}, {} bytes, {}, read as {}", o.source, resp.status, resp.body.size(),
-                resp.content_type.empty() ? "no content type" : resp.content_type,
-                gallery ? "gallery JSON" : "URL list");
-  if (gallery) return gallery_from_text(resp.body, o);
-  return std::make_unique<ListSource>(std::make_unique<std::istringstream>(std::move(resp.body)));
-}
-
-std::unique_ptr<LinkSource> open_stream(std::unique_ptr<FdStream> in, const std::string& name,
-                                        bool gallery, const FetchOptions& o) {
-  if (gallery) return gallery_from_text(read_bounded(*in, o.max_body_bytes, name), o);
-  return std::make_unique<ListSource>(std::move(in));
-}
-
-std::unique_ptr<LinkSource> open_file(const FetchOptions& o) {
-  const int fd = ::open(o.source.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) throw SourceError("cannot open " + o.source + ": " + std::strerror(errno));
-  auto in = std::make_unique<FdStream>(fd, o.source, true);
-  struct stat st {};
-  if (::fstat(fd, &st) == 0 && S_ISDIR(st.st_mode))
-    throw SourceError("cannot read " + o.source + ": it is a directory");
-  bool gallery = o.format == "gallery";
-  if (o.format == "auto")
-    gallery = has_json_extension(o.source) || looks_like_json(in->peek(4096));
-  spdlog::debug("{}: read as {}", o.source, gallery ? "gallery JSON" : "URL list");
-  return open_stream(std::move(in), o.source, gallery, o);
 }
 
 // Sends one frame, waiting (without spinning) while the socket is at its high-water mark or has
@@ -146,6 +80,11 @@ int run_impl(const FetchOptions& o, const std::function<bool()>& stop) {
   } catch (const std::invalid_argument& e) {
     throw UsageError(std::string("--ext: ") + e.what());
   }
+  try {
+    filter->set_patterns(o.match, o.exclude);
+  } catch (const std::invalid_argument& e) {
+    throw UsageError(e.what());
+  }
   std::unique_ptr<LinkSource> source = open_source(o);
 
   zmq::context_t ctx(1);
@@ -171,27 +110,41 @@ int run_impl(const FetchOptions& o, const std::function<bool()>& stop) {
   Sender sender(sock, o.connect, stop);
   std::uint64_t sent = 0;
   bool interrupted = false;
-  while (auto url = source->next()) {
+  bool limited = false;
+  while (o.limit == 0 || sent < o.limit) {
+    auto url = source->next();
+    if (!url) break;
     if (stop()) {
       interrupted = true;
       break;
     }
     if (filter->check(*url, source->where()) != LinkFilter::Verdict::accept) continue;
-    if (!sender.send(proto::encode(proto::Link{std::move(*url)}))) {
+    if (!sender.send(proto::encode(proto::Link{std::move(*url), std::string(source->meta())}))) {
       interrupted = true;
       break;
     }
     ++sent;
     if (sent % 1'000'000 == 0) spdlog::debug("{} links emitted so far", sent);
   }
+  if (o.limit > 0 && sent >= o.limit) limited = true;
   if (!interrupted && (stop() || stop_requested())) interrupted = true;
 
-  const auto* gallery = dynamic_cast<const GallerySource*>(source.get());
+  std::string extra;
+  if (filter->unmatched() > 0) extra += ", " + std::to_string(filter->unmatched()) + " not matching --match";
+  if (filter->excluded() > 0) extra += ", " + std::to_string(filter->excluded()) + " excluded";
+  std::uint64_t albums = 0;
+  if (const auto* gallery = dynamic_cast<const GallerySource*>(source.get())) albums = gallery->albums();
+  if (const auto* paged = dynamic_cast<const PagedSource*>(source.get())) {
+    albums = paged->albums();
+    extra += ", " + std::to_string(paged->pages()) + " pages read";
+  }
+  if (albums > 0 && !o.gallery.expand_albums) extra += ", " + std::to_string(albums) + " albums skipped";
+  if (limited) extra += " (stopped at --limit " + std::to_string(o.limit) + ")";
   spdlog::info("{} links emitted, {} duplicates dropped, {} filtered by extension, "
                "{} invalid lines skipped{}",
                sent, filter->duplicates(), filter->wrong_extension(),
-               filter->invalid() + source->skipped(),
-               gallery ? ", " + std::to_string(gallery->albums()) + " albums skipped" : "");
+               filter->invalid() + source->skipped(), extra);
+  spdlog::debug("de-duplication set: {} bytes for {} links", filter->dedup_bytes(), filter->accepted());
 
   if (interrupted) {
     // What is queued may still go out, briefly; the end marker does not, so the ventilator
@@ -253,22 +206,16 @@ int run_impl(const FetchOptions& o, const std::function<bool()>& stop) {
       return kExitFatal;
     }
     spdlog::debug("the ventilator confirmed {} links", receipt->count);
+    if (const std::string why = source->incomplete(); !why.empty()) {
+      spdlog::error("the source was not read to its end ({}): the job holds the links read before",
+                    why);
+      return kExitFatal;
+    }
     return kExitOk;
   }
 }
 
 } // namespace
-
-std::unique_ptr<LinkSource> open_source(const FetchOptions& o) {
-  if (o.format != "auto" && o.format != "gallery" && o.format != "list")
-    throw std::invalid_argument("--format must be auto, gallery or list, not \"" + o.format + "\"");
-  if (o.source.empty()) throw std::invalid_argument("--source is empty");
-  if (o.source == "-")
-    return open_stream(std::make_unique<FdStream>(0, "stdin", false), "stdin",
-                       o.format == "gallery", o);
-  if (is_http_source(o.source)) return open_http(o);
-  return open_file(o);
-}
 
 int run(const FetchOptions& o) { return run(o, [] { return stop_requested(); }); }
 
@@ -298,15 +245,19 @@ int run(const FetchOptions& o, const std::function<bool()>& stop) {
 
 void add_options(CLI::App& cmd, FetchOptions& o) {
   if (cmd.get_description().empty())
-    cmd.description("Read links from a gallery page, a URL list or stdin, keep the valid, wanted "
-                    "and new ones, and send them to the ventilator.");
+    cmd.description("Read links from a gallery or JSON API (paged), an HTML page, a CSV/TSV/JSON "
+                    "Lines table, a URL list or stdin (gzip or not), keep the valid, wanted and new "
+                    "ones, and send them to the ventilator.");
   cmd.add_option("--source", o.source,
-                 "Where the links come from. '-' reads a URL list from stdin. An http:// or "
-                 "https:// URL is downloaded: an Imgur API v3 gallery page (e.g. "
+                 "Where the links come from. '-' reads stdin. An http:// or https:// URL is "
+                 "downloaded: an Imgur API v3 gallery page (e.g. "
                  "https://api.imgur.com/3/gallery/hot/viral/0.json; the Client-ID in the "
-                 "environment variable IMGUR_CLIENT_ID is sent as 'Authorization: Client-ID') or "
-                 "a URL list. Anything else is a local file: gallery JSON or a URL list (one URL "
-                 "per line; blank lines and '#' comments are skipped).")
+                 "environment variable IMGUR_CLIENT_ID is sent as 'Authorization: Client-ID'), "
+                 "any JSON API (--links), an HTML page, a CSV/TSV/JSON Lines table or a URL list "
+                 "(see --format). 'imgur:SECTION[/SORT[/WINDOW]]' reads Imgur's gallery pages "
+                 "(see --imgur-api, --pages). Anything else is a local file in any of those "
+                 "formats. A URL list has one URL per line; blank lines and '#' comments are "
+                 "skipped.")
       ->required()
       ->type_name("SRC");
   cmd.add_option("--ext", o.exts,
@@ -333,12 +284,73 @@ void add_options(CLI::App& cmd, FetchOptions& o) {
       ->type_name("ENDPOINT")
       ->capture_default_str();
   cmd.add_option("--format", o.format,
-                 "How to read the source. 'auto': a local file ending in .json or starting with "
-                 "'{', or an HTTP body with a JSON content type or starting with '{', is a gallery "
-                 "page; anything else (and stdin) is a URL list. 'gallery' or 'list' force one.")
-      ->type_name("auto|gallery|list")
-      ->check(CLI::IsMember({"auto", "gallery", "list"}))
+                 "How to read the source. 'auto' decides from the HTTP content type, then the "
+                 "extension (.json, .jsonl/.ndjson, .csv, .tsv, .html/.htm, .txt; a further .gz is "
+                 "looked through), then the first bytes ('{' or '[': JSON, or JSON Lines when "
+                 "another object follows on the next line; an HTML tag: HTML; a header line naming "
+                 "--url-column: CSV or TSV; else a URL list). JSON is an Imgur-shaped gallery page "
+                 "unless --links is given. stdin is a URL list unless --format says otherwise. "
+                 "gzip-compressed input (files, stdin, HTTP bodies) is recognised by its first "
+                 "bytes and decompressed in every format.")
+      ->type_name("auto|list|gallery|json|html|csv|tsv|jsonl")
+      ->check(CLI::IsMember({"auto", "list", "gallery", "json", "html", "csv", "tsv", "jsonl"}))
       ->capture_default_str();
+  cmd.add_flag("--expand-albums", o.gallery.expand_albums,
+               "Gallery pages: take the images of each album (its images[] links) instead of "
+               "skipping the album.");
+  cmd.add_option("--links", o.links,
+                 "JSON pages: where the links are, as field names joined by '.', '[]' meaning "
+                 "every element of an array: 'data[].link', 'items[].images[].url', 'urls[]', "
+                 "'[].href' (a document that is an array). Entries that are not strings are "
+                 "skipped with a warning naming their place.")
+      ->type_name("PATH");
+  cmd.add_option("--next", o.next,
+                 "JSON pages: the field holding the next page's URL (absolute or relative to the "
+                 "page), e.g. 'next' or 'paging.next'. Pages are read until one has no next URL, "
+                 "is empty, or links back to a page already read (or --pages is reached).")
+      ->type_name("PATH");
+  cmd.add_option("--pages", o.pages,
+                 "Read at most N pages. Pages are numbered by a '{page}' placeholder in the --source "
+                 "URL (e.g. https://api.example.com/items?page={page}) or, with --pages, by the "
+                 "number that ends the URL's path (Imgur's .../hot/viral/0.json); they are linked by "
+                 "--next otherwise. Reading stops at the first empty page. Default: 1 for imgur: "
+                 "sources; until an empty page (at most 100000) for '{page}' and --next.")
+      ->type_name("N")
+      ->check(CLI::PositiveNumber);
+  cmd.add_option("--first-page", o.first_page,
+                 "The number of the first page for '{page}' and imgur: sources (default 0, as "
+                 "Imgur counts; the URL's own number for a URL ending in one).")
+      ->type_name("N")
+      ->check(CLI::NonNegativeNumber);
+  cmd.add_option("--imgur-api", o.imgur_api,
+                 "Where 'imgur:SECTION[/SORT[/WINDOW]]' sources go: --source imgur:hot/viral reads "
+                 "API/3/gallery/hot/viral/{page}.json (SECTION hot, top or user; SORT viral, top, "
+                 "time or rising; WINDOW day, week, month, year or all, for top).")
+      ->type_name("URL")
+      ->capture_default_str();
+  cmd.add_option("--url-column", o.url_column,
+                 "CSV, TSV and JSON Lines: the column (header name, any case) or member holding the "
+                 "URL. The other columns or members travel with the link as its meta (a JSON "
+                 "object of at most 4 KiB, in the manifest), e.g. a caption.")
+      ->type_name("NAME")
+      ->capture_default_str();
+  cmd.add_option("--base-url", o.base_url,
+                 "HTML: the URL relative links are resolved against when the page has no <base "
+                 "href> (for a local file; a downloaded page uses its own URL).")
+      ->type_name("URL");
+  cmd.add_option("--match", o.match,
+                 "Keep only links in which this regular expression (RE2 syntax) matches somewhere, "
+                 "e.g. '/i/.*\\.jpg$' or '(?i)cats'.")
+      ->type_name("REGEX");
+  cmd.add_option("--exclude", o.exclude,
+                 "Drop links in which this regular expression (RE2 syntax) matches somewhere, "
+                 "e.g. 'thumb|avatar'.")
+      ->type_name("REGEX");
+  cmd.add_option("--limit", o.limit,
+                 "Send at most N links (after every filter), then stop reading the source, "
+                 "fetching no further page. Default: no limit.")
+      ->type_name("N")
+      ->check(CLI::PositiveNumber);
   cmd.add_option_function<std::int64_t>(
          "--linger-ms",
          [&o](const std::int64_t& ms) { o.linger = std::chrono::milliseconds(ms); },
@@ -348,8 +360,9 @@ void add_options(CLI::App& cmd, FetchOptions& o) {
       ->check(CLI::NonNegativeNumber)
       ->default_str(std::to_string(o.linger.count()));
   cmd.add_option("--max-body-bytes", o.max_body_bytes,
-                 "Largest gallery document or downloaded source accepted, in bytes (a URL list "
-                 "read from a file or stdin is streamed and has no such limit).")
+                 "Largest document (a JSON or HTML page, decompressed) or downloaded source "
+                 "accepted, in bytes (a URL list or table read from a file or stdin is streamed "
+                 "and has no such limit).")
       ->type_name("BYTES")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();

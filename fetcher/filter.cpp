@@ -1,6 +1,7 @@
 #include "fetcher/filter.hpp"
 
 #include <algorithm>
+#include <re2/re2.h>
 #include <spdlog/spdlog.h>
 #include <stdexcept>
 
@@ -103,6 +104,28 @@ LinkFilter::LinkFilter(const std::vector<std::string>& exts, std::size_t expecte
   }
 }
 
+LinkFilter::~LinkFilter() = default;
+
+namespace {
+
+std::unique_ptr<re2::RE2> compile(const std::string& pattern, const char* flag) {
+  if (pattern.empty()) return nullptr;
+  re2::RE2::Options opt;
+  opt.set_log_errors(false);
+  opt.set_max_mem(64 << 20);
+  auto re = std::make_unique<re2::RE2>(pattern, opt);
+  if (!re->ok())
+    throw std::invalid_argument(std::string(flag) + " \"" + pattern + "\": " + re->error());
+  return re;
+}
+
+} // namespace
+
+void LinkFilter::set_patterns(const std::string& match, const std::string& exclude) {
+  match_ = compile(match, "--match");
+  exclude_ = compile(exclude, "--exclude");
+}
+
 LinkFilter::Verdict LinkFilter::check(std::string_view url, std::string_view where) {
   if (!is_valid_url(url)) {
     ++invalid_;
@@ -122,6 +145,14 @@ LinkFilter::Verdict LinkFilter::check(std::string_view url, std::string_view whe
       ++wrong_extension_;
       return Verdict::wrong_extension;
     }
+  }
+  if (match_ && !re2::RE2::PartialMatch(url, *match_)) {
+    ++no_match_;
+    return Verdict::no_match;
+  }
+  if (exclude_ && re2::RE2::PartialMatch(url, *exclude_)) {
+    ++excluded_;
+    return Verdict::excluded;
   }
   if (!seen_.insert(hash64(url))) {
     ++duplicates_;

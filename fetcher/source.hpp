@@ -37,6 +37,16 @@ public:
   // Entries the source itself dropped (over-long lines, gallery items without a link), each
   // already logged.
   virtual std::uint64_t skipped() const noexcept = 0;
+
+  // The other fields that came with the URL last returned by next() (a CSV row's other columns,
+  // a JSON Lines object's other members) as the text of a JSON object of at most
+  // proto::kMaxMetaBytes bytes; empty when the source has none.
+  virtual std::string_view meta() const noexcept { return {}; }
+
+  // Why the source ended before its natural end (a later page of a paged API could not be
+  // fetched), already logged; empty when it was read to the end. Checked after next() returned
+  // nullopt: the links read so far are delivered, then the fetcher exits with a failure status.
+  virtual std::string incomplete() const { return {}; }
 };
 
 // A URL list, one per line, from any stream (file, stdin, HTTP body). Blank lines and lines whose
@@ -85,6 +95,8 @@ public:
   std::string where() const override;
   std::uint64_t skipped() const noexcept override { return skipped_; }
   std::uint64_t albums() const noexcept { return albums_; }
+  // How many items the page's data[] has (0 for an empty page).
+  std::size_t items() const noexcept { return doc_.at("data").size(); }
 
 private:
   void check_shape();

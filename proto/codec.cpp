@@ -24,6 +24,14 @@ void put_header(Packer& pk, std::uint32_t fields, std::string_view type) {
   put_str(pk, type);
 }
 
+// The optional "meta" field: written only when there is one, so frames without it are
+// byte-for-byte those of a build that predates it.
+void put_meta(Packer& pk, std::string_view meta) {
+  if (meta.empty()) return;
+  put_str(pk, "meta");
+  put_str(pk, meta);
+}
+
 template <class... Ts> struct Overload : Ts... { using Ts::operator()...; };
 template <class... Ts> Overload(Ts...) -> Overload<Ts...>;
 
@@ -166,7 +174,8 @@ std::variant<Message, DecodeError> decode_fields(std::string_view type, Fields& 
   };
   if (type == "link") {
     Link m;
-    if (!f.str("url", kMaxUrlBytes, m.url)) return bad(type);
+    if (!f.str("url", kMaxUrlBytes, m.url) || !f.str("meta", kMaxMetaBytes, m.meta, false))
+      return bad(type);
     if (m.url.empty()) return DecodeError{"link: empty url"};
     return m;
   }
@@ -179,7 +188,8 @@ std::variant<Message, DecodeError> decode_fields(std::string_view type, Fields& 
     Task m;
     if (!f.uint("id", std::numeric_limits<std::uint64_t>::max(), m.id) ||
         !f.str("url", kMaxUrlBytes, m.url) || !f.str("name", kMaxNameBytes, m.name) ||
-        !f.u32("att", m.attempt) || !f.str("dir", kMaxNameBytes, m.dir, false))
+        !f.u32("att", m.attempt) || !f.str("dir", kMaxNameBytes, m.dir, false) ||
+        !f.str("meta", kMaxMetaBytes, m.meta, false))
       return bad(type);
     if (m.url.empty() || m.name.empty()) return DecodeError{"task: empty url or name"};
     return m;
@@ -194,7 +204,8 @@ std::variant<Message, DecodeError> decode_fields(std::string_view type, Fields& 
         !f.str("sha", 64, m.sha256, false) || !f.u32("ms", m.ms, false) ||
         !f.u32("ttfb", m.ttfb_ms, false) || !f.str("node", kMaxNodeBytes, m.node, false) ||
         !f.uint("why", kReasonMax, reason, false) ||
-        !f.str("err", kMaxDetailBytes, m.detail, false) || !f.u32("att", m.attempt, false))
+        !f.str("err", kMaxDetailBytes, m.detail, false) || !f.u32("att", m.attempt, false) ||
+        !f.str("meta", kMaxMetaBytes, m.meta, false))
       return bad(type);
     m.status = static_cast<Status>(status);
     m.reason = static_cast<Reason>(reason);
@@ -253,9 +264,10 @@ std::string encode(const Message& m) {
   Packer pk(buf);
   std::visit(Overload{
                  [&](const Link& l) {
-                   put_header(pk, 1, "link");
+                   put_header(pk, l.meta.empty() ? 1 : 2, "link");
                    put_str(pk, "url");
                    put_str(pk, l.url);
+                   put_meta(pk, l.meta);
                  },
                  [&](const LinksEnd& e) {
                    put_header(pk, 1, "end");
@@ -263,7 +275,7 @@ std::string encode(const Message& m) {
                    pk.pack_uint64(e.count);
                  },
                  [&](const Task& t) {
-                   put_header(pk, t.dir.empty() ? 4 : 5, "task");
+                   put_header(pk, 4 + (t.dir.empty() ? 0 : 1) + (t.meta.empty() ? 0 : 1), "task");
                    put_str(pk, "id");
                    pk.pack_uint64(t.id);
                    put_str(pk, "url");
@@ -276,9 +288,10 @@ std::string encode(const Message& m) {
                      put_str(pk, "dir");
                      put_str(pk, t.dir);
                    }
+                   put_meta(pk, t.meta);
                  },
                  [&](const Result& r) {
-                   put_header(pk, 13, "result");
+                   put_header(pk, r.meta.empty() ? 13 : 14, "result");
                    put_str(pk, "id");
                    pk.pack_uint64(r.id);
                    put_str(pk, "url");
@@ -305,6 +318,7 @@ std::string encode(const Message& m) {
                    put_str(pk, r.detail);
                    put_str(pk, "att");
                    pk.pack_uint32(r.attempt);
+                   put_meta(pk, r.meta);
                  },
                  [&](const Job& j) {
                    // The optional figures only when set: an idle job's frame stays as before.

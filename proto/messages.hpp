@@ -29,10 +29,14 @@ inline constexpr std::size_t kMaxDetailBytes = 1024;
 inline constexpr std::size_t kMaxMapEntries = 32;
 inline constexpr std::size_t kMaxReadyIds = 4096;
 inline constexpr std::size_t kMaxJobNodes = 256;
+// Optional "meta" of link, task and result: what a source carried along with the URL (a CSV
+// row's other columns), as the text of a small JSON object. Opaque to the protocol.
+inline constexpr std::size_t kMaxMetaBytes = 4096;
 
 // fetcher -> ventilator: one link to download.
 struct Link {
   std::string url;
+  std::string meta; // optional, at most kMaxMetaBytes; encoded only when not empty
   friend bool operator==(const Link&, const Link&) = default;
 };
 
@@ -52,6 +56,7 @@ struct Task {
   std::string name;
   std::uint32_t attempt = 1;
   std::string dir{}; // a default initializer: older code that sets four fields stays warning-free
+  std::string meta{}; // the link's meta, forwarded by the ventilator (optional)
   friend bool operator==(const Task&, const Task&) = default;
 };
 
@@ -72,6 +77,7 @@ struct Result {
   Reason reason = Reason::none;
   std::string detail;        // human-readable error, bounded
   std::uint32_t attempt = 1;
+  std::string meta;          // the task's meta, copied by the downloader (optional)
   friend bool operator==(const Result&, const Result&) = default;
 };
 

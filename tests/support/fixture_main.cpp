@@ -33,6 +33,7 @@
 
 #include "tests/support/corpus.hpp"
 #include "tests/support/fixture_hostile.hpp"
+#include "tests/support/sources.hpp"
 
 namespace ts = trawl::testsupport;
 
@@ -54,6 +55,9 @@ struct Options {
   std::string require_client_id;
   std::string base_url;
   bool verbose = false;
+  std::size_t gallery_per_page = 0; // > 0: gallery pages hold this many items each (by page number)
+  std::size_t api_per_page = 25;    // links per page of /api/pages and /api/next
+  std::size_t api_fail_page = 0;    // > 0: that page of /api/pages and /api/next answers 500
   int transient_pct = 0;     // these % of names fail their first request (kind by name)
   int permanent_404_pct = 0; // these % of names always answer 404
   bool no_ranges = false;    // ignore Range and If-Range; no Accept-Ranges, ETag, Last-Modified
@@ -483,6 +487,54 @@ void not_found(Response& res, const std::string& what) {
   res.set_content("not found: " + what + "\n", "text/plain");
 }
 
+// The link sources besides the gallery and /list.txt (tests/support/sources.hpp): paged JSON
+// APIs, an HTML page, CSV/TSV/JSON Lines tables, and any of them gzip-compressed under NAME.gz
+// (served as application/gzip, not as a Content-Encoding: the client must see the magic bytes).
+std::optional<std::pair<std::string, std::string>> source_document(const std::string& path,
+                                                                   const std::string& base,
+                                                                   const Options& opt,
+                                                                   FileStore& store) {
+  const auto& items = store.items();
+  auto page_of = [](const std::string& p, const std::string& prefix) -> std::optional<std::size_t> {
+    if (p.rfind(prefix, 0) != 0 || !p.ends_with(".json")) return std::nullopt;
+    const std::string num = p.substr(prefix.size(), p.size() - prefix.size() - 5);
+    if (num.empty() || num.size() > 6 || num.find_first_not_of("0123456789") != std::string::npos)
+      return std::nullopt;
+    return std::stoul(num);
+  };
+  if (opt.api_fail_page > 0 && (page_of(path, "/api/pages/") == opt.api_fail_page ||
+                                page_of(path, "/api/next/") == opt.api_fail_page))
+    return std::make_pair(std::string(), std::string("fail"));
+  if (auto page = page_of(path, "/api/pages/"))
+    return std::make_pair(ts::api_numbered_page(items, base, *page, opt.api_per_page), "application/json");
+  if (auto page = page_of(path, "/api/next/"))
+    return std::make_pair(ts::api_next_page(items, base, *page, opt.api_per_page), "application/json");
+  if (path == "/html/page.html") return std::make_pair(ts::links_html(items, base), "text/html; charset=utf-8");
+  if (path == "/list.csv") return std::make_pair(ts::url_table(items, base, ','), "text/csv");
+  if (path == "/list.tsv") return std::make_pair(ts::url_table(items, base, '\t'), "text/tab-separated-values");
+  if (path == "/list.jsonl") return std::make_pair(ts::url_jsonl(items, base), "application/x-ndjson");
+  if (path == "/list.txt") return std::make_pair(ts::url_list(items, base, false), "text/plain");
+  return std::nullopt;
+}
+
+void install_source_routes(httplib::Server& svr, const Options& opt, FileStore& store,
+                           const std::string& own_url) {
+  svr.Get(R"(/(api|html)/.+|/list\.(csv|tsv|jsonl)|/list\.(txt|csv|tsv|jsonl)\.gz)", [&opt, &store, own_url](const Request& req, Response& res) {
+    delay(opt);
+    const bool gz = req.path.ends_with(".gz");
+    const std::string path = gz ? req.path.substr(0, req.path.size() - 3) : req.path;
+    auto doc = source_document(path, base_url_for(req, opt, own_url), opt, store);
+    if (!doc) return not_found(res, req.path);
+    if (doc->second == "fail") {
+      res.status = 500;
+      res.set_content("fault: HTTP 500 (--api-fail-page)\n", "text/plain");
+      return;
+    }
+    if (gz) res.set_content(ts::gzip(doc->first), "application/gzip");
+    else res.set_content(doc->first, doc->second);
+  });
+}
+
 void install_routes(httplib::Server& svr, const Options& opt, FileStore& store, Stats& stats,
                     FaultPlan& faults, const std::string& own_url, HostStats& hosts) {
   svr.set_pre_routing_handler([&stats, &hosts](const Request& req, Response&) {
@@ -547,6 +599,17 @@ void install_routes(httplib::Server& svr, const Options& opt, FileStore& store, 
       res.set_content(err.dump(1), "application/json");
       return;
     }
+    if (opt.gallery_per_page > 0) {
+      // Paged like Imgur's: the page number is the last path segment (".../hot/viral/2.json").
+      const auto slash = req.path.rfind('/');
+      const std::string num = req.path.substr(slash + 1, req.path.size() - slash - 1 - 5);
+      if (num.empty() || num.size() > 6 || num.find_first_not_of("0123456789") != std::string::npos)
+        return not_found(res, req.path);
+      res.set_content(ts::gallery_page(store.items(), base_url_for(req, opt, own_url),
+                                       std::stoul(num), opt.gallery_per_page),
+                      "application/json");
+      return;
+    }
     res.set_content(ts::gallery_json(store.items(), base_url_for(req, opt, own_url)),
                     "application/json");
   });
@@ -588,6 +651,8 @@ void install_routes(httplib::Server& svr, const Options& opt, FileStore& store, 
     res.set_content(ts::url_list(store.items(), base_url_for(req, opt, own_url), false),
                     "text/plain");
   });
+
+  install_source_routes(svr, opt, store, own_url);
 
   svr.Get("/manifest.tsv", [&](const Request&, Response& res) {
     res.set_content(store.manifest(), "text/tab-separated-values");
@@ -642,7 +707,9 @@ int main(int argc, char** argv) {
       "/x/html/NAME (an HTML page with 200), /x/placeholder/NAME (a 35-byte GIF), "
       "/x/same/NAME (the same bytes for every NAME), /x/headers/NAME (the request's "
       "headers), /x/busy/SECS/i/NAME (429 with Retry-After: SECS on a host's first such "
-      "request, then the file), /robots.txt (with --robots)."};
+      "request, then the file), /robots.txt (with --robots); link sources: /api/pages/N.json "
+      "(numbered), /api/next/N.json (next links), /html/page.html, /list.csv, /list.tsv, "
+      "/list.jsonl, and NAME.gz of each."};
   app.add_option("--host", opt.host, "Address to listen on")->capture_default_str();
   app.add_option("--port", opt.port, "Port to listen on; 0 picks a free port")
       ->capture_default_str()
@@ -670,6 +737,17 @@ int main(int argc, char** argv) {
                  "Answer gallery requests without 'Authorization: Client-ID ID' with 401");
   app.add_option("--base-url", opt.base_url,
                  "Prefix for links in generated documents (default: the request's Host)");
+  app.add_option("--gallery-per-page", opt.gallery_per_page,
+                 "Page the gallery as Imgur does: page N (the number ending the path, from 0) holds "
+                 "items N*K .. N*K+K-1, an empty data[] past the end. 0: every page is the whole gallery")
+      ->capture_default_str();
+  app.add_option("--api-per-page", opt.api_per_page,
+                 "Links per page of /api/pages/N.json and /api/next/N.json (N from 1)")
+      ->capture_default_str()
+      ->check(CLI::Range(std::size_t{1}, std::size_t{100000}));
+  app.add_option("--api-fail-page", opt.api_fail_page,
+                 "Page N of /api/pages and /api/next always answers HTTP 500 (0: none)")
+      ->capture_default_str();
   app.add_flag("-v,--verbose", opt.verbose, "Log every request to stderr");
   app.add_option("--transient-pct", opt.transient_pct,
                  "This % of files (chosen by a hash of the name) fail their first request: HTTP "
