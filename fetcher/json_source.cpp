@@ -77,7 +77,7 @@ JsonSource::JsonSource(std::string_view json_text, const JsonPath& links, const 
   nlohmann::json doc;
   try {
     doc = nlohmann::json::parse(json_text);
-  } catch (const nlohmann::json::parse_error& e) {
+  } catch (const nlohmann::json::exception& e) { // parse_error, or out_of_range for 1e400
     throw SourceError(name + ": JSON does not parse: " + e.what());
   }
   links.each(
