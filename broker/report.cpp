@@ -339,6 +339,7 @@ ManifestRow manifest_row(const proto::Result& r) {
   row.ttfb_ms = r.ttfb_ms;
   if (r.status == proto::Status::failed) row.reason = std::string(proto::reason_name(r.reason));
   row.error = r.detail;
+  row.meta = r.meta;
   return row;
 }
 
@@ -419,15 +420,32 @@ void close_or_throw(std::ofstream& out, const std::string& path) {
 
 ManifestWriter::ManifestWriter(const std::string& path) : path_(path), csv_(ends_with_ci(path, ".csv")) {
   open_or_throw(out_, path);
-  if (csv_) out_ << "id,url,path,node,status,http_code,bytes,sha256,attempts,ms,ttfb_ms,reason,error\n";
+  if (csv_) out_ << "id,url,path,node,status,http_code,bytes,sha256,attempts,ms,ttfb_ms,reason,error,meta\n";
+}
+
+std::string_view ManifestWriter::checked_meta(const ManifestRow& r) {
+  if (r.meta.empty()) return {};
+  // A JSON text whose first token is "{" is an object. accept() also refuses invalid UTF-8.
+  const auto first = r.meta.find_first_not_of(" \t\r\n");
+  if (first != std::string::npos && r.meta[first] == '{' && nlohmann::json::accept(r.meta)) {
+    // Outside strings, where they cannot be raw, line breaks are blanks between tokens.
+    if (r.meta.find_first_of("\r\n") == std::string::npos) return r.meta;
+    meta_ = nlohmann::json::parse(r.meta).dump();
+    return meta_;
+  }
+  if (++bad_meta_ <= 5)
+    spdlog::warn("{}: link {}: its meta is not a JSON object; written as {}{}", path_, r.id, csv_ ? "empty" : "null",
+                 bad_meta_ == 5 ? " (further ones not logged)" : "");
+  return {};
 }
 
 void ManifestWriter::write(const ManifestRow& r) {
+  const std::string_view meta = checked_meta(r);
   if (csv_) {
     out_ << r.id << ',' << csv_field(r.url) << ',' << csv_field(r.path) << ',' << csv_field(r.node) << ','
          << r.status << ',' << r.http_code << ',' << r.bytes << ',' << r.sha256 << ',' << r.attempts << ','
          << (r.ms ? std::to_string(*r.ms) : "") << ',' << (r.ttfb_ms ? std::to_string(*r.ttfb_ms) : "")
-         << ',' << r.reason << ',' << csv_field(r.error) << '\n';
+         << ',' << r.reason << ',' << csv_field(r.error) << ',' << csv_field(std::string(meta)) << '\n';
   } else {
     // Written by hand, not through a json object: this runs once per link, in the sink's loop.
     line_.clear();
@@ -457,6 +475,9 @@ void ManifestWriter::write(const ManifestRow& r) {
     number("ttfb_ms", r.ttfb_ms ? std::optional<std::uint64_t>(*r.ttfb_ms) : std::nullopt);
     field("reason", r.reason);
     field("error", r.error);
+    line_ += ",\"meta\":";
+    if (meta.empty()) line_ += "null";
+    else line_ += meta; // checked above: a JSON object, valid UTF-8, on one line
     line_ += "}\n";
     out_ << line_;
   }
@@ -492,9 +513,18 @@ std::uint64_t for_each_ledger_row(const std::string& ledger_path,
   if (sqlite3_open_v2(ledger_path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr) != SQLITE_OK) fail("cannot open");
   sqlite3_busy_timeout(db, 5000);
   sqlite3_stmt* st = nullptr;
-  const char* sql = "SELECT id, url, name, state, attempts, node, path, http_code, bytes, sha256, reason, detail "
-                    "FROM links ORDER BY id";
-  if (sqlite3_prepare_v2(db, sql, -1, &st, nullptr) != SQLITE_OK) fail("cannot read");
+  // A ledger written before links had meta has no such column (the ventilator adds it on open).
+  bool has_meta = false;
+  if (sqlite3_prepare_v2(db, "SELECT 1 FROM pragma_table_info('links') WHERE name = 'meta'", -1, &st, nullptr) !=
+      SQLITE_OK)
+    fail("cannot read");
+  has_meta = sqlite3_step(st) == SQLITE_ROW;
+  sqlite3_finalize(st);
+  st = nullptr;
+  const std::string sql = std::string("SELECT id, url, name, state, attempts, node, path, http_code, bytes, sha256, "
+                                      "reason, detail, ") +
+                          (has_meta ? "meta" : "NULL") + " FROM links ORDER BY id";
+  if (sqlite3_prepare_v2(db, sql.c_str(), -1, &st, nullptr) != SQLITE_OK) fail("cannot read");
   // fn may throw (a full disk under the manifest): the statement and the handle are closed anyway.
   struct Closer {
     sqlite3*& db;
@@ -528,6 +558,7 @@ std::uint64_t for_each_ledger_row(const std::string& ledger_path,
     const auto reason = proto::reason_from_number(static_cast<std::uint64_t>(sqlite3_column_int64(st, 10)));
     if (state == 3) row.reason = std::string(proto::reason_name(reason.value_or(proto::Reason::other)));
     row.error = text(11);
+    row.meta = text(12);
     if (state != 2 && state != 3) row.node.clear();
     fn(row);
     ++n;

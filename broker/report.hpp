@@ -61,12 +61,16 @@ struct ManifestRow {
   std::optional<std::uint32_t> ms, ttfb_ms; // unknown for rows from the ledger
   std::string reason; // reason name when failed, else ""
   std::string error;
+  std::string meta; // the link's meta (a JSON object's text, from its source), empty when none
 };
 
 ManifestRow manifest_row(const proto::Result& r);
 
 // Streams manifest rows to a file: CSV when the name ends in ".csv" (with a header line), JSON
 // Lines otherwise. Throws std::runtime_error when the file cannot be created or written.
+// The row's meta is written as a JSON object ("meta" member; CSV: one "meta" column holding the
+// object's JSON text), on one line; a meta that is not a JSON object (only a hostile node sends
+// one) is written as null (CSV: empty) and counted in bad_meta(), the first few logged.
 class ManifestWriter {
 public:
   explicit ManifestWriter(const std::string& path);
@@ -74,13 +78,18 @@ public:
   void close();
   std::uint64_t rows() const { return rows_; }
   bool csv() const { return csv_; }
+  std::uint64_t bad_meta() const { return bad_meta_; }
 
 private:
+  std::string_view checked_meta(const ManifestRow& r);
+
   std::string path_;
   std::ofstream out_;
   std::string line_; // reused for every row
+  std::string meta_; // a meta re-serialised on one line (rare: only when it has line breaks)
   bool csv_ = false;
   std::uint64_t rows_ = 0;
+  std::uint64_t bad_meta_ = 0;
 };
 
 // Streams URLs, one per line (the format of a `--source` URL list). A URL with a line break
@@ -101,7 +110,7 @@ private:
 // Reads the ventilator's ledger (read-only; it may still be open in the ventilator) and calls
 // `fn` for every link `have` says this sink has no result for, in id order: links done in an
 // earlier run ("skipped"), failed without a result (dispatched too often), or not finished
-// ("pending", when the job was interrupted). Returns the number of rows passed to `fn`.
+// ("pending", when the job was interrupted), each with its meta. Returns the number of rows passed to `fn`.
 // Throws std::runtime_error when the ledger cannot be read.
 std::uint64_t for_each_ledger_row(const std::string& ledger_path,
                                   const std::function<bool(std::uint64_t)>& have,

@@ -56,8 +56,9 @@ void add_options(CLI::App& cmd, SinkOptions& o) {
                  "Write the job's report as JSON to this file at the end (schema in docs/REPORT.md)");
   cmd.add_option("--manifest", o.manifest,
                  "Write one row per link to this file while the job runs (url, path, node, status, "
-                 "HTTP code, bytes, sha256, attempts, ms, reason, error): CSV when the name ends in "
-                 ".csv, JSON Lines otherwise. With --ledger, links without a result here (done in an "
+                 "HTTP code, bytes, sha256, attempts, ms, reason, error, and the link's meta: the other "
+                 "columns of its CSV/TSV/JSON Lines source, a JSON object): CSV when the name ends in "
+                 ".csv (meta as one column of JSON text), JSON Lines otherwise. With --ledger, links without a result here (done in an "
                  "earlier run) are added at the end");
   cmd.add_option("--failed", o.failed,
                  "Write the URLs of the failed links to this file, one per line: a list that "

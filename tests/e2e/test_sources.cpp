@@ -254,3 +254,95 @@ TEST_CASE("sources: whole pipeline from an HTML page and from a gzip CSV, every 
     }
   }
 }
+
+namespace {
+
+// `s` as a JSON string literal, escaped by hand (the captions hold quotes and line breaks).
+std::string json_quoted(const std::string& s) {
+  std::string out = "\"";
+  for (char c : s) {
+    if (c == '"' || c == '\\') (out += '\\') += c;
+    else if (c == '\n') out += "\\n";
+    else if (c == '\r') out += "\\r";
+    else if (c == '\t') out += "\\t";
+    else out += c;
+  }
+  return out + "\"";
+}
+
+// `s` as a CSV field (RFC 4180): quoted when it holds a comma, a quote or a line break.
+std::string csv_quoted(const std::string& s) {
+  if (s.find_first_of(",\"\r\n") == std::string::npos) return s;
+  std::string out = "\"";
+  for (char c : s) {
+    if (c == '"') out += '"';
+    out += c;
+  }
+  return out + "\"";
+}
+
+std::vector<std::string> lines_of_file(const std::string& path) {
+  std::vector<std::string> v;
+  std::istringstream in(read_file(path));
+  for (std::string line; std::getline(in, line);) v.push_back(line);
+  return v;
+}
+
+} // namespace
+
+TEST_CASE("sources: a CSV's captions reach the manifest, JSON Lines and CSV, also on resume", "[e2e][sources][manifest]") {
+  auto fixture = FixtureServer::start({"--corpus", "classic"});
+  const auto manifest = manifest_of(fixture);
+  const auto files = files_of(classic_gallery(), false);
+  // The meta of each file's link, as the fetcher builds it from /list.csv (id,url,caption,type).
+  std::map<std::string, std::string> meta_of, caption_of; // url -> meta text, caption
+  for (const auto& f : files) caption_of[fixture.url() + "/i/" + f.name] = caption_for(f, true);
+  for (const auto& f : files)
+    meta_of[fixture.url() + "/i/" + f.name] = "{\"id\":" + json_quoted(f.id) + ",\"caption\":" +
+                                              json_quoted(caption_for(f, true)) + ",\"type\":" + json_quoted(f.type) + "}";
+  TempDir dir("trawl-e2e-sources-manifest");
+  const std::string out = dir / "out";
+  auto run = [&](const std::string& manifest_file) {
+    auto child = Child::spawn({TRAWL_PIPELINE, "--trawl", TRAWL_BIN, "--progress", "none", "--source",
+                               fixture.url() + "/list.csv", "--out", out, "--downloaders", "1", "--manifest",
+                               manifest_file},
+                              {}, dir / "stdout", dir / "stderr");
+    auto status = child.wait_for(90s);
+    INFO("stdout:\n" << read_file(dir / "stdout") << "\nstderr:\n" << read_file(dir / "stderr"));
+    REQUIRE(status);
+    CHECK(*status == 0);
+  };
+
+  // First run: every row from a result; its "meta" is the link's columns, byte for byte.
+  run(dir / "manifest.jsonl");
+  const auto rows = lines_of_file(dir / "manifest.jsonl");
+  REQUIRE(rows.size() == files.size());
+  std::string want_csv = "id,url,path,node,status,http_code,bytes,sha256,attempts,ms,ttfb_ms,reason,error,meta\n";
+  std::set<std::string> seen;
+  std::map<std::uint64_t, std::string> csv_rows; // by id: the ledger pass writes them in id order
+  for (const auto& line : rows) {
+    INFO(line);
+    const auto row = nlohmann::json::parse(line);
+    const std::string url = row["url"];
+    REQUIRE(meta_of.count(url) == 1);
+    CHECK(seen.insert(url).second);
+    CHECK(row["status"] == "done");
+    const std::string name = url.substr(url.rfind('/') + 1);
+    CHECK(row["sha256"] == manifest.sha.at(name));
+    const std::string tail = ",\"meta\":" + meta_of[url] + "}";
+    CHECK(line.size() > tail.size());
+    CHECK(line.compare(line.size() - tail.size(), tail.size(), tail) == 0);
+    CHECK(row["meta"]["caption"] == caption_of[url]);
+    const auto id = row["id"].get<std::uint64_t>();
+    csv_rows[id] = std::to_string(id) + "," + url + "," + csv_quoted(row["path"].get<std::string>()) + "," +
+                   csv_quoted(row["node"].get<std::string>()) + ",skipped," +
+                   std::to_string(row["http_code"].get<std::uint32_t>()) + "," +
+                   std::to_string(row["bytes"].get<std::uint64_t>()) + "," + row["sha256"].get<std::string>() + "," +
+                   std::to_string(row["attempts"].get<std::uint32_t>()) + ",,,,," + csv_quoted(meta_of[url]) + "\n";
+  }
+
+  // Second run, same state: nothing to download; every row comes from the ledger, with its meta.
+  run(dir / "manifest.csv");
+  for (const auto& [id, line] : csv_rows) want_csv += line;
+  CHECK(read_file(dir / "manifest.csv") == want_csv);
+}

@@ -369,9 +369,9 @@ TEST_CASE("manifest: JSON Lines and CSV, one row per call, quoting", "[report]")
     w.close();
   }
   const std::string csv = trawl::testsupport::read_file(dir / "m.CSV");
-  CHECK(csv == "id,url,path,node,status,http_code,bytes,sha256,attempts,ms,ttfb_ms,reason,error\n"
-               "2,\"http://x.test/a,\"\"b\"\".jpg\",,\"n,2\",failed,404,0,,1,7,1,http-4xx,\"line one\nline two\"\n"
-               "9,http://x.test/9.jpg,,,skipped,0,0,,0,,,,\n");
+  CHECK(csv == "id,url,path,node,status,http_code,bytes,sha256,attempts,ms,ttfb_ms,reason,error,meta\n"
+               "2,\"http://x.test/a,\"\"b\"\".jpg\",,\"n,2\",failed,404,0,,1,7,1,http-4xx,\"line one\nline two\",\n"
+               "9,http://x.test/9.jpg,,,skipped,0,0,,0,,,,,\n");
   CHECK_THROWS_AS(ManifestWriter(dir / "no/such/dir/m.jsonl"), std::runtime_error);
 
   UrlListWriter u(dir / "failed.txt");

@@ -98,7 +98,7 @@ TEST_CASE("json source: links, skips, and the next page", "[fetcher][json]") {
 
 TEST_CASE("json source: bad JSON is a SourceError naming the document", "[fetcher][json]") {
   const JsonPath links("data[].link");
-  for (const std::string bad : {std::string("{\"data\":[{\"link\":\"x\"}"), std::string("not json"),
+  for (const std::string& bad : {std::string("{\"data\":[{\"link\":\"x\"}"), std::string("not json"),
                                 std::string("\x89PNG\r\n\x1a\n\0\0", 10), std::string()}) {
     try {
       JsonSource src(bad, links, nullptr, "http://api/page1");
