@@ -184,7 +184,7 @@ TEST_CASE("open_source: imgur: sources page Imgur's gallery API", "[fetcher][sou
   }
 }
 
-TEST_CASE("filter: --match and --exclude with RE2; a bad pattern is a clear error", "[fetcher][sources]") {
+TEST_CASE("filter: --match and --exclude with RE2, a bad pattern is a clear error", "[fetcher][sources]") {
   LinkFilter f({});
   f.set_patterns("/i/.*\\.(jpg|png)$", "(?i)thumb");
   CHECK(f.check("http://h/i/a.jpg", "1") == LinkFilter::Verdict::accept);

@@ -30,7 +30,7 @@ std::unique_ptr<std::istream> text(const std::string& s) { return std::make_uniq
 
 } // namespace
 
-TEST_CASE("csv: RFC 4180 quoting, CRLF, embedded newlines; other columns become meta", "[fetcher][table]") {
+TEST_CASE("csv: RFC 4180 quoting, CRLF, embedded newlines, other columns become meta", "[fetcher][table]") {
   CsvSource src(text("id,URL,caption\r\n"
                      "1,http://h/1.jpg,\"A, b \"\"c\"\"\"\r\n"
                      "2,\"http://h/2.jpg\",\"two\nlines\"\r\n"
@@ -87,7 +87,7 @@ TEST_CASE("tsv: tab-separated with the same rules", "[fetcher][table]") {
                       });
 }
 
-TEST_CASE("csv: meta is bounded; binary garbage in fields is carried as valid JSON", "[fetcher][table]") {
+TEST_CASE("csv: meta is bounded, binary garbage in fields is carried as valid JSON", "[fetcher][table]") {
   const std::string big(3000, 'b');
   CsvSource src(text("url,a,b,c\nhttp://h/1.jpg," + big + "," + big + ",\xff\xfe\n"), ',', "url");
   const auto rows = drain(src);
@@ -99,7 +99,7 @@ TEST_CASE("csv: meta is bounded; binary garbage in fields is carried as valid JS
   CHECK(meta.contains("c"));       // invalid UTF-8 replaced, still valid JSON
 }
 
-TEST_CASE("jsonl: objects per line; bad lines skipped with their line number", "[fetcher][table]") {
+TEST_CASE("jsonl: objects per line, bad lines skipped with their line number", "[fetcher][table]") {
   JsonLinesSource src(text("{\"url\":\"http://h/1.jpg\",\"caption\":\"one\",\"w\":640,\"tags\":[\"a\"]}\n"
                            "\n"
                            "not json\n"
