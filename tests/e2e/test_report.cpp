@@ -271,7 +271,7 @@ TEST_CASE("report, manifest, failed list and a monitor attached mid-job agree wi
   CHECK(status2 == 1);
   const auto csv = lines_of(again / "manifest.csv");
   REQUIRE(!csv.empty());
-  CHECK(csv[0] == "id,url,path,node,status,http_code,bytes,sha256,attempts,ms,ttfb_ms,reason,error");
+  CHECK(csv[0] == "id,url,path,node,status,http_code,bytes,sha256,attempts,ms,ttfb_ms,reason,error,meta");
   std::map<std::string, std::string> status_of; // url -> status (URLs hold no comma or quote here)
   for (std::size_t i = 1; i < csv.size(); ++i) {
     std::vector<std::string> cells;
