@@ -3,6 +3,7 @@
 #include <msgpack.hpp>
 
 #include "proto/messages.hpp"
+#include "proto/version.hpp"
 
 using namespace trawl::proto;
 
