@@ -393,7 +393,7 @@ Slice slice_for(const Request& req, const std::string& etag, std::size_t size) {
 // then the fault (if any) while the body streams. Every body byte sent is counted.
 void send_file(const Request& req, Response& res, const std::string& name,
                std::shared_ptr<const std::string> bytes, const std::string& type, const Fault& fault,
-               const Options& opt, Stats& stats) {
+               const Options& opt, Stats& stats, HostStats* hosts = nullptr) {
   // httplib would apply the request's Range to whatever we answer (even an error page, even a
   // 206 we built ourselves); ranges are answered here, so its copy is cleared. The request object
   // is the server's own, non-const one.
@@ -436,8 +436,9 @@ void send_file(const Request& req, Response& res, const std::string& name,
     limit = std::min<std::size_t>(length, fault.after < 0 ? size / 2 : static_cast<std::size_t>(fault.after));
   res.set_content_provider(
       length, type,
-      [bytes = std::move(bytes), from = slice.from, length, limit, fault,
-       &stats](std::size_t offset, std::size_t want, httplib::DataSink& sink) {
+      [bytes = std::move(bytes), from = slice.from, length, limit, fault, &stats, hosts,
+       host = req.get_header_value("Host"), answer = &res](std::size_t offset, std::size_t want,
+                                                            httplib::DataSink& sink) {
         if (offset >= limit) {
           if (fault.kind == Fault::Kind::stall) nap(60000); // silence; the client gives up
           return false; // httplib closes the connection: the body ends short
@@ -446,6 +447,13 @@ void send_file(const Request& req, Response& res, const std::string& name,
         if (fault.kind == Fault::Kind::trickle) {
           if (offset > 0 && !nap(fault.every_ms)) return false;
           n = 1;
+        }
+        if (hosts != nullptr && offset + n == length) {
+          // The request stops counting as in flight as its last bytes go out, not when the
+          // logger runs after the write: by then the client may have sent its next request, and
+          // a per-host count would see one request too many.
+          hosts->answered(host);
+          answer->set_header("X-Fixture-Counted", "1"); // the logger must not count it again
         }
         if (!sink.write(bytes->data() + from + offset, n)) return false;
         stats.count_body(n);
@@ -546,7 +554,8 @@ void install_routes(httplib::Server& svr, const Options& opt, FileStore& store, 
   });
   // Runs once the response is written: the request is no longer in flight.
   svr.set_logger([&opt, &hosts](const Request& req, const Response& res) {
-    if (req.path.rfind("/stats", 0) != 0) hosts.answered(req.get_header_value("Host"));
+    if (req.path.rfind("/stats", 0) != 0 && !res.has_header("X-Fixture-Counted"))
+      hosts.answered(req.get_header_value("Host"));
     if (opt.verbose) spdlog::info("{} {} {} -> {}", req.get_header_value("Host"), req.method, req.path, res.status);
   });
 
@@ -583,7 +592,7 @@ void install_routes(httplib::Server& svr, const Options& opt, FileStore& store, 
     const std::string name = req.matches[2];
     auto bytes = store.get(name);
     if (!bytes) return not_found(res, name);
-    send_file(req, res, name, std::move(bytes), ts::mime_type_for(name), Fault{}, opt, stats);
+    send_file(req, res, name, std::move(bytes), ts::mime_type_for(name), Fault{}, opt, stats, &hosts);
   });
 
   svr.Get(R"(/3/gallery/.*\.json)", [&](const Request& req, Response& res) {
@@ -620,7 +629,7 @@ void install_routes(httplib::Server& svr, const Options& opt, FileStore& store, 
     auto bytes = store.get(name);
     if (!bytes) return not_found(res, name);
     send_file(req, res, name, std::move(bytes), ts::mime_type_for(name), faults.next(name), opt,
-              stats);
+              stats, &hosts);
   });
 
   svr.Get(R"(/fault/(.+))", [&](const Request& req, Response& res) {
@@ -630,7 +639,7 @@ void install_routes(httplib::Server& svr, const Options& opt, FileStore& store, 
     auto bytes = store.get(parsed->second);
     if (!bytes) return not_found(res, parsed->second);
     send_file(req, res, parsed->second, std::move(bytes), ts::mime_type_for(parsed->second),
-              parsed->first, opt, stats);
+              parsed->first, opt, stats, &hosts);
   });
 
   svr.Get(R"(/a/([A-Za-z0-9]+))", [&](const Request& req, Response& res) {
