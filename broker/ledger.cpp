@@ -221,37 +221,34 @@ void Ledger::commit() {
 
 Ledger::Added Ledger::add_link(std::string_view url, NameAssigner& names, std::string_view meta) {
   begin();
-  if (insert_first_) {
-    // (The name of a duplicate is spent: harmless, and duplicates are rare past the fetcher.)
+  // One row with the next id; kInsertOrIgnore says whether the URL was new (one statement per
+  // link while the ledger was empty at open), kInsert follows a lookup that found nothing.
+  auto insert = [&](StmtIndex which) {
     const std::uint64_t id = next_id_;
     std::string host = host_key(url);
     const std::string name = names.assign(url, id); // bound without a copy: must outlive step()
-    auto& ins = stmt(kInsertOrIgnore)
+    auto& ins = stmt(which)
                     .bind(1, static_cast<std::int64_t>(id))
                     .bind(2, url)
                     .bind(3, name)
                     .bind(4, host);
     if (!meta.empty()) ins.bind(5, meta); // unbound (reset clears bindings) is NULL
     ins.step();
+    return Added{id, true, LinkState::pending, std::move(host)};
+  };
+  if (insert_first_) {
+    // (The name of a duplicate is spent: harmless, and duplicates are rare past the fetcher.)
+    auto added = insert(kInsertOrIgnore);
     if (sqlite3_changes(db_) == 1) {
       ++next_id_;
-      return {id, true, LinkState::pending, std::move(host)};
+      return added;
     }
   }
   auto& find = stmt(kFindUrl).bind(1, url);
   if (find.step()) return {static_cast<std::uint64_t>(find.i64(0)), false, static_cast<LinkState>(find.i64(1)), {}};
-  const std::uint64_t id = next_id_;
-  std::string host = host_key(url);
-  const std::string name = names.assign(url, id); // bound without a copy: must outlive step()
-  auto& ins = stmt(kInsert)
-                  .bind(1, static_cast<std::int64_t>(id))
-                  .bind(2, url)
-                  .bind(3, name)
-                  .bind(4, host);
-  if (!meta.empty()) ins.bind(5, meta); // unbound (reset clears bindings) is NULL
-  ins.step();
+  auto added = insert(kInsert);
   ++next_id_;
-  return {id, true, LinkState::pending, std::move(host)};
+  return added;
 }
 
 std::vector<TaskRow> Ledger::pending_of_host(const std::string& host, std::uint64_t after,
