@@ -270,17 +270,6 @@ std::string json_quoted(const std::string& s) {
   return out + "\"";
 }
 
-// `s` as a CSV field (RFC 4180): quoted when it holds a comma, a quote or a line break.
-std::string csv_quoted(const std::string& s) {
-  if (s.find_first_of(",\"\r\n") == std::string::npos) return s;
-  std::string out = "\"";
-  for (char c : s) {
-    if (c == '"') out += '"';
-    out += c;
-  }
-  return out + "\"";
-}
-
 std::vector<std::string> lines_of_file(const std::string& path) {
   std::vector<std::string> v;
   std::istringstream in(read_file(path));
@@ -334,11 +323,11 @@ TEST_CASE("sources: a CSV's captions reach the manifest, JSON Lines and CSV, als
     CHECK(line.compare(line.size() - tail.size(), tail.size(), tail) == 0);
     CHECK(row["meta"]["caption"] == caption_of[url]);
     const auto id = row["id"].get<std::uint64_t>();
-    csv_rows[id] = std::to_string(id) + "," + url + "," + csv_quoted(row["path"].get<std::string>()) + "," +
-                   csv_quoted(row["node"].get<std::string>()) + ",skipped," +
+    csv_rows[id] = std::to_string(id) + "," + url + "," + csv_field(row["path"].get<std::string>()) + "," +
+                   csv_field(row["node"].get<std::string>()) + ",skipped," +
                    std::to_string(row["http_code"].get<std::uint32_t>()) + "," +
                    std::to_string(row["bytes"].get<std::uint64_t>()) + "," + row["sha256"].get<std::string>() + "," +
-                   std::to_string(row["attempts"].get<std::uint32_t>()) + ",,,,," + csv_quoted(meta_of[url]) + "\n";
+                   std::to_string(row["attempts"].get<std::uint32_t>()) + ",,,,," + csv_field(meta_of[url]) + "\n";
   }
 
   // Second run, same state: nothing to download; every row comes from the ledger, with its meta.

@@ -7,6 +7,13 @@
 namespace trawl::testsupport {
 namespace {
 
+std::string host_of(const std::string& base_url) {
+  const auto p = base_url.find("://");
+  return p == std::string::npos ? base_url : base_url.substr(p + 3);
+}
+
+} // namespace
+
 std::string csv_field(const std::string& s, char delim) {
   if (delim == '\t') return s;
   if (s.find_first_of(",\"\r\n") == std::string::npos) return s;
@@ -17,13 +24,6 @@ std::string csv_field(const std::string& s, char delim) {
   }
   return out + "\"";
 }
-
-std::string host_of(const std::string& base_url) {
-  const auto p = base_url.find("://");
-  return p == std::string::npos ? base_url : base_url.substr(p + 3);
-}
-
-} // namespace
 
 std::vector<std::string> single_urls(const std::vector<Item>& items, const std::string& base_url) {
   std::vector<std::string> out;

@@ -14,6 +14,11 @@
 
 namespace trawl::testsupport {
 
+// `s` as a field of a table with this delimiter: for ',' quoted per RFC 4180 when it holds a
+// comma, a quote or a line break (quotes doubled); as it is for '\t'. (The tests' own reference,
+// independent of the manifest writer's.)
+std::string csv_field(const std::string& s, char delim = ',');
+
 // The direct link of every single file, in order (the URLs every source below must yield).
 std::vector<std::string> single_urls(const std::vector<Item>& items, const std::string& base_url);
 
