@@ -96,6 +96,39 @@ std::size_t count_of(const std::string& s, const std::string& what) {
   return n;
 }
 
+// A sink started by hand on loopback tcp with `extra` flags, fed through a PUSH socket of the
+// test's own with the frames a ventilator and the downloaders would send.
+class HandSink {
+public:
+  HandSink(const TempDir& dir, std::vector<std::string> extra)
+      : process_(spawn(dir, std::move(extra))),
+        ready_(wait_ready_file(dir / "ready", std::chrono::seconds(10), &process_)) {
+    REQUIRE(ready_.count("results"));
+    push_.set(zmq::sockopt::linger, 2000);
+    push_.connect(ready_.at("results"));
+  }
+
+  void send(const trawl::proto::Message& m) {
+    const std::string frame = trawl::proto::encode(m);
+    REQUIRE(push_.send(zmq::buffer(frame)));
+  }
+  const std::map<std::string, std::string>& ready() const { return ready_; }
+  std::optional<int> wait_for(std::chrono::milliseconds timeout) { return process_.wait_for(timeout); }
+
+private:
+  static Child spawn(const TempDir& dir, std::vector<std::string> extra) {
+    std::vector<std::string> argv{TRAWL_BIN, "sink", "--bind", "tcp://127.0.0.1:*", "--acks", "",
+                                  "--ready-file", dir / "ready"};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    return Child::spawn(std::move(argv), {}, dir / "stdout", dir / "stderr");
+  }
+
+  Child process_;
+  std::map<std::string, std::string> ready_;
+  zmq::context_t ctx_;
+  zmq::socket_t push_{ctx_, zmq::socket_type::push};
+};
+
 } // namespace
 
 TEST_CASE("report, manifest, failed list and a monitor attached mid-job agree with the disk", "[e2e][report]") {
@@ -309,25 +342,12 @@ TEST_CASE("report, manifest, failed list and a monitor attached mid-job agree wi
 
 TEST_CASE("a sink driven by hand: metrics endpoint values and JSON progress lines", "[e2e][report]") {
   TempDir dir("trawl-e2e-metrics");
-  auto sink = Child::spawn({TRAWL_BIN, "sink", "--bind", "tcp://127.0.0.1:*", "--acks", "", "--ready-file",
-                            dir / "ready", "--metrics-port", "0", "--json-progress", "--interval", "0.2",
-                            "--report", dir / "report.json"},
-                           {}, dir / "stdout", dir / "stderr");
-  const auto ready = wait_ready_file(dir / "ready", std::chrono::seconds(10), &sink);
-  REQUIRE(ready.count("results"));
-  REQUIRE(ready.count("metrics"));
-  const std::string metrics_url = ready.at("metrics") + "/metrics";
+  HandSink sink(dir, {"--metrics-port", "0", "--json-progress", "--interval", "0.2", "--report",
+                      dir / "report.json"});
+  REQUIRE(sink.ready().count("metrics"));
+  const std::string metrics_url = sink.ready().at("metrics") + "/metrics";
 
-  zmq::context_t ctx;
-  zmq::socket_t push(ctx, zmq::socket_type::push);
-  push.set(zmq::sockopt::linger, 2000);
-  push.connect(ready.at("results"));
-  auto send = [&push](const trawl::proto::Message& m) {
-    const std::string frame = trawl::proto::encode(m);
-    REQUIRE(push.send(zmq::buffer(frame)));
-  };
-
-  send(trawl::testsupport::job_of(1, -1, 0, 0, 0, false));
+  sink.send(trawl::testsupport::job_of(1, -1, 0, 0, 0, false));
   std::uint64_t bytes = 0, latency_ms_sum = 0;
   for (std::uint64_t id = 1; id <= 20; ++id) {
     trawl::proto::Result r;
@@ -347,9 +367,9 @@ TEST_CASE("a sink driven by hand: metrics endpoint values and JSON progress line
       r.reason = id <= 17 ? trawl::proto::Reason::http_client : trawl::proto::Reason::timeout;
       r.http_code = id <= 17 ? 404 : 0;
     }
-    send(r);
+    sink.send(r);
   }
-  send(trawl::proto::Result{}); // id 0: dropped, not counted
+  sink.send(trawl::proto::Result{}); // id 0: dropped, not counted
   // The metrics follow within a moment (rendered every 250 ms).
   std::string text;
   for (int i = 0; i < 100; ++i) {
@@ -375,7 +395,7 @@ TEST_CASE("a sink driven by hand: metrics endpoint values and JSON progress line
   CHECK_THAT(text, Catch::Contains("\ntrawl_job_complete 0\n"));
 
   std::this_thread::sleep_for(std::chrono::milliseconds(600)); // a few --interval 0.2 lines
-  send(trawl::testsupport::job_of(1, 20, 15, 5, 0, true));
+  sink.send(trawl::testsupport::job_of(1, 20, 15, 5, 0, true));
   auto status = sink.wait_for(std::chrono::seconds(20));
   REQUIRE(status);
   CHECK(*status == 1);
@@ -403,22 +423,9 @@ TEST_CASE("a sink driven by hand: metrics endpoint values and JSON progress line
 TEST_CASE("quiet mode: --quiet prints no progress and no summary, the exit status and the report still tell", "[e2e][report]") {
   TempDir dir("trawl-e2e-quiet");
   // --progress lines and a short --interval ask for lines that --quiet must silence.
-  auto sink = Child::spawn({TRAWL_BIN, "sink", "--bind", "tcp://127.0.0.1:*", "--acks", "", "--ready-file",
-                            dir / "ready", "--progress", "lines", "--interval", "0.1", "--quiet",
-                            "--report", dir / "report.json", "--failed", dir / "failed.txt"},
-                           {}, dir / "stdout", dir / "stderr");
-  const auto ready = wait_ready_file(dir / "ready", std::chrono::seconds(10), &sink);
-  REQUIRE(ready.count("results"));
-
-  zmq::context_t ctx;
-  zmq::socket_t push(ctx, zmq::socket_type::push);
-  push.set(zmq::sockopt::linger, 2000);
-  push.connect(ready.at("results"));
-  auto send = [&push](const trawl::proto::Message& m) {
-    const std::string frame = trawl::proto::encode(m);
-    REQUIRE(push.send(zmq::buffer(frame)));
-  };
-  send(trawl::testsupport::job_of(1, -1, 0, 0, 0, false));
+  HandSink sink(dir, {"--progress", "lines", "--interval", "0.1", "--quiet", "--report",
+                      dir / "report.json", "--failed", dir / "failed.txt"});
+  sink.send(trawl::testsupport::job_of(1, -1, 0, 0, 0, false));
   for (std::uint64_t id = 1; id <= 6; ++id) {
     trawl::proto::Result r;
     r.id = id;
@@ -435,10 +442,10 @@ TEST_CASE("quiet mode: --quiet prints no progress and no summary, the exit statu
       r.reason = trawl::proto::Reason::http_client;
       r.http_code = 404;
     }
-    send(r);
+    sink.send(r);
   }
   std::this_thread::sleep_for(std::chrono::milliseconds(500)); // five --interval periods
-  send(trawl::testsupport::job_of(1, 6, 5, 1, 0, true));
+  sink.send(trawl::testsupport::job_of(1, 6, 5, 1, 0, true));
   auto status = sink.wait_for(std::chrono::seconds(20));
   REQUIRE(status);
   CHECK(*status == 1); // one link failed
