@@ -12,48 +12,10 @@ set -uo pipefail
 trawl=${1:?} fixture=${2:?} pipeline=${3:?} add_node=${4:?}
 command -v sqlite3 >/dev/null || { echo "SKIP: no sqlite3 command (Debian package sqlite3)" >&2; exit 77; }
 
-work=$(mktemp -d /tmp/trawl-addnode.XXXXXX)
-pids=()
-failures=0
-cleanup() {
-  local p
-  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null; done
-  # Nodes started through the fake ssh (their PIDs are in the run dir's nodes file).
-  if [ -f "$work/run/nodes" ]; then
-    while read -r _ _ p; do kill -TERM "$p" 2>/dev/null; done <"$work/run/nodes"
-  fi
-  sleep 0.5
-  for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null; done
-  if [ -f "$work/run/nodes" ]; then
-    while read -r _ _ p; do kill -KILL "$p" 2>/dev/null; done <"$work/run/nodes"
-  fi
-  wait 2>/dev/null
-  if [ "$failures" = 0 ] && [ -z "${TRAWL_KEEP_TMP:-}" ]; then rm -rf "$work"; else echo "kept $work" >&2; fi
-}
-trap cleanup EXIT
-fail() { echo "FAIL: $*" >&2; failures=$((failures + 1)); }
-
-# The fake ssh: [-o X | -p X | -i X | -x ...] HOST COMMAND...
-mkdir -p "$work/bin" "$work/hosts"
-cat >"$work/bin/ssh" <<EOF
-#!/usr/bin/env bash
-while [ \$# -gt 0 ]; do
-  case "\$1" in -o|-p|-i|-l|-F) shift 2 ;; -*) shift ;; *) break ;; esac
-done
-host=\$1; shift
-echo "\$host: \$*" >>"$work/ssh.log"
-mkdir -p "$work/hosts/\$host"
-exec env -i HOME="$work/hosts/\$host" PATH=/usr/local/bin:/usr/bin:/bin bash -c "\$*"
-EOF
-chmod +x "$work/bin/ssh"
-export PATH="$work/bin:$PATH"
-
-"$fixture" --port 0 --corpus uniform --count 300 --size 2000 --delay-ms 100 \
-  --ready-file "$work/fixture.ready" >"$work/fixture.log" 2>&1 &
-pids+=($!)
-for ((i = 0; i < 200; i++)); do [ -s "$work/fixture.ready" ] && break; sleep 0.05; done
-url=$(sed -n 's/^url=//p' "$work/fixture.ready")
-[ -n "$url" ] || { fail "fixture did not start"; exit 1; }
+source "$(dirname "${BASH_SOURCE[0]}")/../support/add_node_harness.sh"
+harness_init trawl-addnode
+fake_ssh
+start_fixture 300
 
 # Not a tcp pipeline: add-node says what to do.
 mkdir -p "$work/norun" && : >"$work/norun/x"
@@ -61,13 +23,7 @@ out=$("$add_node" hostA --run-dir "$work/norun" --trawl "$trawl" 2>&1)
 [ $? = 2 ] && grep -q -- "--listen" <<<"$out" || fail "add-node without endpoints: $out"
 
 # A slow job: one local downloader with 2 transfers, 300 files of 100 ms: ~15 s alone.
-TRAWL_BIN="$trawl" "$pipeline" --source "$url/list.txt" --out "$work/out" --downloaders 1 \
-  --concurrency 2 --progress none --run-dir "$work/run" --listen 127.0.0.1 --tasks-port '*' \
-  --results-port '*' --curve "$work/keys" >"$work/pipeline.out" 2>"$work/pipeline.err" &
-pipeline_pid=$!
-pids+=("$pipeline_pid")
-for ((i = 0; i < 200; i++)); do [ -s "$work/run/endpoints" ] && break; sleep 0.05; done
-[ -s "$work/run/endpoints" ] || { fail "no endpoints file"; cat "$work/pipeline.err" >&2; exit 1; }
+start_pipeline
 grep -q '^tasks=tcp://127.0.0.1:' "$work/run/endpoints" || fail "endpoints: $(cat "$work/run/endpoints")"
 
 # hostA has no trawl: it gets our binary, a key, and a node that does work.
@@ -100,16 +56,8 @@ if "$add_node" hostC --run-dir "$work/run" --trawl "$trawl" >/dev/null 2>"$work/
 fi
 grep -q "speaks protocol 99" "$work/addC.err" || fail "hostC: $(cat "$work/addC.err")"
 
-wait "$pipeline_pid"; status=$?
-[ "$status" = 0 ] || fail "pipeline exit $status: $(tail -5 "$work/pipeline.err")"
-grep -q "300 done" "$work/pipeline.out" || fail "summary: $(cat "$work/pipeline.out")"
-ledger="$work/out/.trawl/ledger.sqlite"
-shares=$(sqlite3 -readonly "$ledger" "SELECT node, count(*) FROM links WHERE state=2 GROUP BY node" | tr '\n' ' ')
+check_node_share hostA 30 "$work/hosts/user@hostA/files" 300
 echo "per node: $shares" >&2
-a=$(sqlite3 -readonly "$ledger" "SELECT count(*) FROM links WHERE state=2 AND node='hostA'")
-[ "${a:-0}" -ge 30 ] || fail "hostA did $a files (per node: $shares)"
-n=$(find "$work/hosts/user@hostA/files" -type f ! -name '.trawl-*' | wc -l)
-[ "$n" = "$a" ] || fail "hostA's ~/files holds $n files, the ledger says $a"
 
 [ $failures = 0 ] || { echo "add_node: $failures failure(s)" >&2; exit 1; }
 echo "add_node: ok"

@@ -15,25 +15,8 @@ command -v sqlite3 >/dev/null || { echo "SKIP: no sqlite3 command (Debian packag
 command -v dpkg-deb >/dev/null || { echo "SKIP: no dpkg-deb" >&2; exit 77; }
 trawl=$build/trawl
 
-work=$(mktemp -d /tmp/trawl-addnode-deb.XXXXXX)
-pids=()
-failures=0
-cleanup() {
-  local p
-  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null; done
-  if [ -f "$work/run/nodes" ]; then
-    while read -r _ _ p; do kill -TERM "$p" 2>/dev/null; done <"$work/run/nodes"
-  fi
-  sleep 0.5
-  for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null; done
-  if [ -f "$work/run/nodes" ]; then
-    while read -r _ _ p; do kill -KILL "$p" 2>/dev/null; done <"$work/run/nodes"
-  fi
-  wait 2>/dev/null
-  if [ "$failures" = 0 ] && [ -z "${TRAWL_KEEP_TMP:-}" ]; then rm -rf "$work"; else echo "kept $work" >&2; fi
-}
-trap cleanup EXIT
-fail() { echo "FAIL: $*" >&2; failures=$((failures + 1)); }
+source "$(dirname "${BASH_SOURCE[0]}")/../support/add_node_harness.sh"
+harness_init trawl-addnode-deb
 
 # The package, as CI builds it.
 version=$(sed -n 's/^set(CPACK_PACKAGE_VERSION "\(.*\)")$/\1/p' "$build/CPackConfig.cmake")
@@ -42,18 +25,8 @@ deb=$(ls "$work"/pkg/trawl_"${version}"_*.deb 2>/dev/null | head -1)
 [ -f "$deb" ] || { fail "cpack made no trawl_${version}_*.deb"; exit 1; }
 deb_sha=$(sha256sum <"$deb" | cut -d' ' -f1)
 
-mkdir -p "$work/bin" "$work/hosts" "$work/shim"
-cat >"$work/bin/ssh" <<EOF
-#!/usr/bin/env bash
-while [ \$# -gt 0 ]; do
-  case "\$1" in -o|-p|-i|-l|-F) shift 2 ;; -*) shift ;; *) break ;; esac
-done
-host=\$1; shift
-echo "\$host: \$*" >>"$work/ssh.log"
-mkdir -p "$work/hosts/\$host"
-h="$work/hosts/\$host"
-exec env -i HOME="\$h" PATH="\$h/root/usr/bin:$work/shim:/usr/local/bin:/usr/bin:/bin" bash -c "\$*"
-EOF
+mkdir -p "$work/shim"
+fake_ssh '$h/root/usr/bin:'"$work/shim"
 # The host's apt-get: `apt-get install -y -qq FILE.deb` and nothing else.
 cat >"$work/shim/apt-get" <<'EOF'
 #!/usr/bin/env bash
@@ -66,24 +39,11 @@ case "$f" in /*.deb) ;; *) echo "apt-get stand-in: '$f' is not a path to a .deb"
 sha256sum <"$f" | cut -d' ' -f1 >>"$HOME/installed.sha256"
 dpkg-deb -x "$f" "$HOME/root"
 EOF
-chmod +x "$work/bin/ssh" "$work/shim/apt-get"
-export PATH="$work/bin:$PATH"
+chmod +x "$work/shim/apt-get"
 
-"$fixture" --port 0 --corpus uniform --count 200 --size 2000 --delay-ms 100 \
-  --ready-file "$work/fixture.ready" >"$work/fixture.log" 2>&1 &
-pids+=($!)
-for ((i = 0; i < 200; i++)); do [ -s "$work/fixture.ready" ] && break; sleep 0.05; done
-url=$(sed -n 's/^url=//p' "$work/fixture.ready")
-[ -n "$url" ] || { fail "fixture did not start"; exit 1; }
-
+start_fixture 200
 # A slow job: one local downloader with 2 transfers, 200 files of 100 ms: ~10 s alone.
-TRAWL_BIN="$trawl" "$pipeline" --source "$url/list.txt" --out "$work/out" --downloaders 1 \
-  --concurrency 2 --progress none --run-dir "$work/run" --listen 127.0.0.1 --tasks-port '*' \
-  --results-port '*' --curve "$work/keys" >"$work/pipeline.out" 2>"$work/pipeline.err" &
-pipeline_pid=$!
-pids+=("$pipeline_pid")
-for ((i = 0; i < 200; i++)); do [ -s "$work/run/endpoints" ] && break; sleep 0.05; done
-[ -s "$work/run/endpoints" ] || { fail "no endpoints file"; cat "$work/pipeline.err" >&2; exit 1; }
+start_pipeline
 
 # hostD has no trawl: the package is copied and installed, the node runs the installed binary.
 if ! "$add_node" hostD --run-dir "$work/run" --deb "$deb" --trawl "$trawl" -j 8 --out '~/files' \
@@ -120,16 +80,8 @@ grep -q "hostE has trawl 0.0.1; installing $version" "$work/addE.err" || fail "h
   fail "add-node with a missing --deb succeeded"
 grep -q "no such file" "$work/addF.err" || fail "hostF: $(cat "$work/addF.err")"
 
-wait "$pipeline_pid"; status=$?
-[ "$status" = 0 ] || fail "pipeline exit $status: $(tail -5 "$work/pipeline.err")"
-grep -q "200 done" "$work/pipeline.out" || fail "summary: $(cat "$work/pipeline.out")"
-ledger="$work/out/.trawl/ledger.sqlite"
-shares=$(sqlite3 -readonly "$ledger" "SELECT node, count(*) FROM links WHERE state=2 GROUP BY node" | tr '\n' ' ')
+check_node_share hostD 20 "$work/hosts/hostD/files" 200
 echo "package $(basename "$deb"), $(stat -c %s "$deb") bytes; per node: $shares" >&2
-d=$(sqlite3 -readonly "$ledger" "SELECT count(*) FROM links WHERE state=2 AND node='hostD'")
-[ "${d:-0}" -ge 20 ] || fail "hostD did $d files (per node: $shares)"
-n=$(find "$work/hosts/hostD/files" -type f ! -name '.trawl-*' | wc -l)
-[ "$n" = "$d" ] || fail "hostD's ~/files holds $n files, the ledger says $d"
 
 [ $failures = 0 ] || { echo "add_node_deb: $failures failure(s)" >&2; exit 1; }
 echo "add_node_deb: ok"
