@@ -74,6 +74,7 @@ enum StmtIndex {
   kPendingHosts,
   kHostOf,
   kLeasedHosts,
+  kPendingTask,
   kStmtCount
 };
 
@@ -100,6 +101,7 @@ const char* const kSql[kStmtCount] = {
     "SELECT DISTINCT host FROM links WHERE state = 0",
     "SELECT host FROM links WHERE id = ?1",
     "SELECT id, host FROM links WHERE state = 1 ORDER BY id",
+    "SELECT id, url, name, attempts, meta FROM links WHERE id = ?1 AND state = 0",
 };
 
 // host_key(url) as an SQL function, to fill the host column of a ledger written before it existed.
@@ -299,6 +301,12 @@ std::vector<TaskRow> Ledger::pending_after(std::uint64_t after, std::size_t n) {
 
 std::optional<TaskRow> Ledger::task(std::uint64_t id) {
   auto& s = stmt(kTask).bind(1, static_cast<std::int64_t>(id));
+  if (!s.step()) return std::nullopt;
+  return TaskRow{id, s.text(1), s.text(2), static_cast<std::uint32_t>(s.i64(3)), s.text(4)};
+}
+
+std::optional<TaskRow> Ledger::pending_task(std::uint64_t id) {
+  auto& s = stmt(kPendingTask).bind(1, static_cast<std::int64_t>(id));
   if (!s.step()) return std::nullopt;
   return TaskRow{id, s.text(1), s.text(2), static_cast<std::uint32_t>(s.i64(3)), s.text(4)};
 }

@@ -73,6 +73,8 @@ public:
   // Up to `n` pending links with id > after, in id order.
   std::vector<TaskRow> pending_after(std::uint64_t after, std::size_t n);
   std::optional<TaskRow> task(std::uint64_t id);
+  // The link as a task if it is still pending (one lookup), else nothing.
+  std::optional<TaskRow> pending_task(std::uint64_t id);
   // Up to `n` pending links of `host` (host_key of their URL) with id > after, in id order: one
   // lookup in the (state, host, id) index.
   std::vector<TaskRow> pending_of_host(const std::string& host, std::uint64_t after, std::size_t n);

@@ -144,11 +144,7 @@ public:
                                        std::size_t n) override {
     return ledger_.pending_of_host(host, after, n);
   }
-  std::optional<TaskRow> pending_task(std::uint64_t id) override {
-    auto rec = ledger_.record(id);
-    if (!rec || rec->state != LinkState::pending) return std::nullopt;
-    return ledger_.task(id);
-  }
+  std::optional<TaskRow> pending_task(std::uint64_t id) override { return ledger_.pending_task(id); }
 
 private:
   Ledger& ledger_;

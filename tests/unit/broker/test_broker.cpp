@@ -274,8 +274,13 @@ TEST_CASE("ledger: stable ids, names kept across reopen, batched states, new run
     CHECK_FALSE(l.finish(done_result(a.id, 5, 42))); // late duplicate
     CHECK_FALSE(l.finish(done_result(999, 5, 42)));  // unknown
     l.lease(b.id, "n1", 123);
+    CHECK_FALSE(l.pending_task(b.id)); // leased: not a task to hand out again
+    CHECK_FALSE(l.pending_task(a.id)); // done
     l.release(b.id);
     CHECK(l.pending_after(0, 10).size() == 1);
+    REQUIRE(l.pending_task(b.id));
+    CHECK(l.pending_task(b.id)->url == "http://b.test/x.jpg");
+    CHECK(l.pending_task(b.id)->attempts == 1);
     l.lease(b.id, "n1", 123);
     CHECK(l.finish(failed_result(b.id, proto::Reason::http_client)));
     CHECK(l.record(b.id)->state == LinkState::failed);
