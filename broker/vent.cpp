@@ -490,7 +490,12 @@ private:
     // adopt them, so that its death sends them back at once.
     for (auto task : ready.ids) {
       auto l = leases_.find(task);
-      if (l != leases_.end() && l->second.peer.empty()) l->second = Lease{id, 0, {}};
+      if (l == leases_.end() || !l->second.peer.empty()) continue;
+      // Its host and place in the per-host limits stay; it now belongs to this node, which
+      // holds it (no deadline until the node no longer lists it).
+      l->second.peer = id;
+      l->second.seq = 0;
+      l->second.deadline = {};
     }
   }
 

@@ -235,6 +235,59 @@ TEST_CASE("kill -9 of the ventilator or the sink, restarted with the same flags:
   }
 }
 
+TEST_CASE("a ventilator restarted while a downloader holds tasks adopts them instead of sending "
+          "them again",
+          "[e2e]") {
+  // Slow transfers (4 s each, twice the ack timeout), so that the new ventilator hears from
+  // downloaders that still hold the tasks the old one leased to them. It must adopt them (they stay
+  // leased to that node, with no deadline while it lists them) rather than wait out their ack
+  // timeout and send them again.
+  auto fixture = FixtureServer::start(
+      {"--corpus", "uniform", "--count", "16", "--size", "10000", "--delay-ms", "4000"});
+  Pipeline p(fixture.url() + "/list.txt", 4);
+  p.start_all();
+  // A transfer's temporary file appears when it starts (the fixture's /stats would answer only
+  // after the same delay).
+  auto started = [&] {
+    std::size_t n = 0;
+    if (fs::exists(p.out()))
+      for (const auto& e : fs::directory_iterator(p.out()))
+        n += e.path().filename().string().ends_with(".part");
+    return n;
+  };
+  // The ventilator's default --per-host 8 leases 8 tasks to this one host: 4 run at a node, 4 wait
+  // there (its prefetch); the other node gets work as they finish.
+  for (int i = 0; i < 400 && started() < 4; ++i) std::this_thread::sleep_for(10ms);
+  INFO("vent1:\n"
+       << p.log("vent1") << "\ndownload0:\n"
+       << p.log("download0") << "\ndownload1:\n"
+       << p.log("download1"));
+  REQUIRE(started() >= 4);
+  std::this_thread::sleep_for(300ms); // the ledger commits leases every 50 ms
+  REQUIRE(landed(p.out()) == 0);
+  p.vent().signal(SIGKILL);
+  CHECK(p.vent().wait_for(5s).has_value());
+  p.start_vent();
+  auto sink_status = p.sink().wait_for(60s);
+  INFO("vent2:\n" << p.log("vent2") << "\nsink1:\n" << p.log("sink1"));
+  REQUIRE(sink_status);
+  CHECK(*sink_status == 0);
+  CHECK(p.vent().wait_for(10s) == std::optional<int>(0));
+  p.stop_downloaders();
+  CHECK(files_in(p.out()) == expected_uniform(16, 10000));
+  CHECK(ledger_states(p.state())[2] == 16);
+  const std::string vent2 = p.log("vent2");
+  // The 4 running at the node are adopted; the 4 sent to it as its prefetch had not been taken
+  // from its socket and may have gone with the old connection: at most those are sent again (all
+  // 8 would be, their ack timeout of 2 s being shorter than the transfers, without adoption).
+  std::size_t again = 0;
+  for (auto at = vent2.find("dispatched again"); at != std::string::npos;
+       at = vent2.find("dispatched again", at + 1))
+    ++again;
+  CHECK(again <= 4);
+  CHECK_THAT(vent2, Catch::Contains("job complete"));
+}
+
 namespace {
 
 std::uint64_t corpus_bytes(std::size_t count, std::uint64_t size) {
