@@ -2,6 +2,10 @@
 function(trawl_warnings target)
   target_compile_options(${target} PRIVATE -Wall -Wextra -Wpedantic -Wshadow -Wnon-virtual-dtor
                                            -Wold-style-cast -Wcast-align -Woverloaded-virtual
+                                           # a literal 0 that becomes a null pointer: e.g. a
+                                           # std::string member from 0 in an aggregate whose
+                                           # fields moved (it threw at run time in the vent)
+                                           -Wzero-as-null-pointer-constant
                                            # optional message fields (proto meta) are meant to be left out
                                            -Wno-missing-field-initializers)
   if(TRAWL_WERROR)
