@@ -336,9 +336,10 @@ Finished Transfer::finish(CURLcode code, const std::string& final_path, int dir_
   o.bytes = bytes_ - offset_;
   if (offset_ > 0 && o.http_status == 206 && total_ >= 0)
     o.content_length = total_ - static_cast<std::int64_t>(offset_);
-  // A refused address ends the transfer as "could not connect"; say why, and do not retry.
+  // A refused address ends the transfer as "could not connect" for curl; it is reason `denied`
+  // (policy, not the network), said why, and not retried.
   if (!gate_.refused.empty() && code == CURLE_COULDNT_CONNECT && o.local == proto::Reason::none) {
-    o.local = proto::Reason::connect;
+    o.local = proto::Reason::denied;
     o.local_detail = "refused by --deny-private: " + gate_.refused;
     f.permanent = true;
   }

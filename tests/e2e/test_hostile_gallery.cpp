@@ -235,3 +235,32 @@ TEST_CASE("a hostile gallery: nothing escapes --out, bad links fail with their r
                                       (too_long ? ": longer than" : ": not a valid http(s) URL")));
   }
 }
+
+TEST_CASE("a job with --deny-private: links to loopback fail with reason denied, the server is "
+          "never asked",
+          "[e2e][hostile]") {
+  auto fixture = FixtureServer::start({"--corpus", "uniform", "--count", "12", "--size", "2000"});
+  TempDir dir("trawl-e2e-deny");
+  const std::string out = dir / "out";
+  const std::string state = dir / "state";
+  std::ofstream(dir / "list.txt") << http_get(fixture.url() + "/list.txt");
+  auto r = run_pipeline(dir, "run",
+                        {"--out", out, "--state", state, "--downloaders", "2", "--concurrency", "4",
+                         "--", "--deny-private", "--retries", "3"},
+                        dir / "list.txt", std::chrono::seconds(60));
+  INFO("stdout:\n" << r.out << "\nstderr:\n" << r.err.substr(0, 8000));
+  CHECK(r.status == 1);
+  const auto ledger = read_ledger(state);
+  CHECK(ledger.size() == 12);
+  for (const auto& [url, row] : ledger) {
+    INFO(url);
+    CHECK(row.state == kFailed);
+    CHECK(row.reason == static_cast<int>(Reason::denied));
+    CHECK(row.detail == "refused by --deny-private: 127.0.0.1 (loopback)");
+  }
+  CHECK(tree(out).empty());
+  const auto stats = http_get(fixture.url() + "/stats");
+  CHECK_THAT(stats, Catch::Contains("\"file_requests\":0"));
+  CHECK_THAT(r.out, Catch::Contains("denied"));
+  CHECK_THAT(r.out, Catch::Contains("12 links: 0 done, 12 failed"));
+}

@@ -528,12 +528,12 @@ TEST_CASE("hostile: --deny-private refuses loopback, without retry, allows it wh
     h.send(t3);
     auto results = h.collect(3, 10s);
     REQUIRE(results.size() == 3);
-    check_failed(results[1], t1, tmp.path, Reason::connect, 0, 1); // one attempt: no retry
+    check_failed(results[1], t1, tmp.path, Reason::denied, 0, 1); // one attempt: no retry
     CHECK(results[1].detail == "refused by --deny-private: 127.0.0.1 (loopback)");
-    check_failed(results[2], t2, tmp.path, Reason::connect, 0, 1);
+    check_failed(results[2], t2, tmp.path, Reason::denied, 0, 1);
     CHECK_THAT(results[2].detail, Catch::StartsWith("refused by --deny-private: ") &&
                                       Catch::EndsWith(" (loopback)"));
-    check_failed(results[3], t3, tmp.path, Reason::connect, 0, 1);
+    check_failed(results[3], t3, tmp.path, Reason::denied, 0, 1);
     CHECK(hits == 0);
     CHECK(h.stop() == trawl::kExitOk);
   }
@@ -576,11 +576,11 @@ TEST_CASE("hostile: the address check also holds after a redirect", "[downloader
   auto s = tight();
   s.address_filter = &deny_127_0_0_2;
   const auto direct = fetch_once(inner_url, s, tmp.path);
-  CHECK(direct.f.reason == Reason::connect);
+  CHECK(direct.f.reason == Reason::denied);
   CHECK(direct.f.permanent);
   const auto r = fetch_once(outer.url("/go"), s, tmp.path);
   INFO(describe(r.f));
-  CHECK(r.f.reason == Reason::connect);
+  CHECK(r.f.reason == Reason::denied);
   CHECK(r.f.permanent);
   CHECK(r.f.detail == "refused by --deny-private: 127.0.0.2 (test range)");
   CHECK(inner_hits == 0);
