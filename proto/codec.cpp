@@ -2,6 +2,7 @@
 #include <algorithm>
 #include <limits>
 #include <msgpack.hpp>
+#include <optional>
 
 #include "proto/messages.hpp"
 #include "proto/version.hpp"
@@ -30,6 +31,59 @@ void put_meta(Packer& pk, std::string_view meta) {
   if (meta.empty()) return;
   put_str(pk, "meta");
   put_str(pk, meta);
+}
+
+// The fields of a task (a "task" frame's, after its header, or one item of a "tasks" frame).
+std::uint32_t task_field_count(const Task& t) {
+  return 4 + (t.dir.empty() ? 0 : 1) + (t.meta.empty() ? 0 : 1);
+}
+
+void put_task(Packer& pk, const Task& t) {
+  put_str(pk, "id");
+  pk.pack_uint64(t.id);
+  put_str(pk, "url");
+  put_str(pk, t.url);
+  put_str(pk, "name");
+  put_str(pk, t.name);
+  put_str(pk, "att");
+  pk.pack_uint32(t.attempt);
+  if (!t.dir.empty()) {
+    put_str(pk, "dir");
+    put_str(pk, t.dir);
+  }
+  put_meta(pk, t.meta);
+}
+
+std::uint32_t result_field_count(const Result& r) { return r.meta.empty() ? 13 : 14; }
+
+void put_result(Packer& pk, const Result& r) {
+  put_str(pk, "id");
+  pk.pack_uint64(r.id);
+  put_str(pk, "url");
+  put_str(pk, r.url);
+  put_str(pk, "path");
+  put_str(pk, r.path);
+  put_str(pk, "st");
+  pk.pack_uint8(static_cast<std::uint8_t>(r.status));
+  put_str(pk, "code");
+  pk.pack_uint32(r.http_code);
+  put_str(pk, "bytes");
+  pk.pack_uint64(r.bytes);
+  put_str(pk, "sha");
+  put_str(pk, r.sha256);
+  put_str(pk, "ms");
+  pk.pack_uint32(r.ms);
+  put_str(pk, "ttfb");
+  pk.pack_uint32(r.ttfb_ms);
+  put_str(pk, "node");
+  put_str(pk, r.node);
+  put_str(pk, "why");
+  pk.pack_uint8(static_cast<std::uint8_t>(r.reason));
+  put_str(pk, "err");
+  put_str(pk, r.detail);
+  put_str(pk, "att");
+  pk.pack_uint32(r.attempt);
+  put_meta(pk, r.meta);
 }
 
 template <class... Ts> struct Overload : Ts... { using Ts::operator()...; };
@@ -168,6 +222,82 @@ bool is_hex_digest(std::string_view s) {
          });
 }
 
+// The fields of a task, in a "task" frame or as one item of a "tasks" frame: an error message, or
+// nothing when `m` is complete and valid.
+std::optional<std::string> task_fields(Fields& f, Task& m) {
+  if (!f.uint("id", std::numeric_limits<std::uint64_t>::max(), m.id) ||
+      !f.str("url", kMaxUrlBytes, m.url) || !f.str("name", kMaxNameBytes, m.name) ||
+      !f.u32("att", m.attempt) || !f.str("dir", kMaxNameBytes, m.dir, false) ||
+      !f.str("meta", kMaxMetaBytes, m.meta, false))
+    return f.error();
+  if (m.url.empty() || m.name.empty()) return "empty url or name";
+  return std::nullopt;
+}
+
+// The fields of a result, in a "result" frame or as one item of a "results" frame.
+std::optional<std::string> result_fields(Fields& f, Result& m) {
+  std::uint64_t status = 0, reason = 0;
+  if (!f.uint("id", std::numeric_limits<std::uint64_t>::max(), m.id) ||
+      !f.str("url", kMaxUrlBytes, m.url) || !f.str("path", kMaxPathBytes, m.path, false) ||
+      !f.uint("st", 1, status) || !f.u32("code", m.http_code, false) ||
+      !f.uint("bytes", std::numeric_limits<std::int64_t>::max(), m.bytes, false) ||
+      !f.str("sha", 64, m.sha256, false) || !f.u32("ms", m.ms, false) ||
+      !f.u32("ttfb", m.ttfb_ms, false) || !f.str("node", kMaxNodeBytes, m.node, false) ||
+      !f.uint("why", kReasonMax, reason, false) ||
+      !f.str("err", kMaxDetailBytes, m.detail, false) || !f.u32("att", m.attempt, false) ||
+      !f.str("meta", kMaxMetaBytes, m.meta, false))
+    return f.error();
+  m.status = static_cast<Status>(status);
+  m.reason = static_cast<Reason>(reason);
+  if (m.status == Status::done && (!is_hex_digest(m.sha256) || m.reason != Reason::none))
+    return "done without a valid sha256, or with a failure reason";
+  if (m.status == Status::failed && m.reason == Reason::none) return "failed without a reason";
+  return std::nullopt;
+}
+
+// The "items" array of a batch: 1..kMaxBatchItems maps, each read by `one` exactly like the single
+// message; one bad item refuses the whole frame (never a part of it).
+template <class T, class Read>
+std::optional<std::string> batch_items(Fields& f, std::vector<T>& out, Read one) {
+  const auto* o = f.find("items");
+  if (!o) return "field 'items': missing";
+  if (o->type != msgpack::type::ARRAY) return "field 'items': not an array";
+  const auto& a = o->via.array;
+  if (a.size == 0) return "field 'items': empty";
+  if (a.size > kMaxBatchItems) return "field 'items': more than " + std::to_string(kMaxBatchItems);
+  out.reserve(a.size);
+  for (std::uint32_t i = 0; i < a.size; ++i) {
+    if (a.ptr[i].type != msgpack::type::MAP) return "item " + std::to_string(i) + ": not a map";
+    Fields item(a.ptr[i].via.map);
+    T m;
+    if (auto err = one(item, m)) return "item " + std::to_string(i) + ": " + *err;
+    out.push_back(std::move(m));
+  }
+  return std::nullopt;
+}
+
+// No nesting beyond what a message has: a map holds no map, and an array holds scalars, except a
+// batch's "items", which holds maps of scalars.
+std::optional<std::string> check_shape(const msgpack::object_map& root) {
+  auto container = [](const msgpack::object& o) {
+    return o.type == msgpack::type::MAP || o.type == msgpack::type::ARRAY;
+  };
+  for (std::uint32_t i = 0; i < root.size; ++i) {
+    const auto& kv = root.ptr[i];
+    if (container(kv.key)) return "a key that is an array or map";
+    if (kv.val.type == msgpack::type::MAP) return "a nested map";
+    if (kv.val.type != msgpack::type::ARRAY) continue;
+    const bool items = kv.key.type == msgpack::type::STR &&
+                       std::string_view(kv.key.via.str.ptr, kv.key.via.str.size) == "items";
+    const auto& a = kv.val.via.array;
+    // (Inside an item's map, msgpack's depth limit of 3 already refuses any array or map.)
+    for (std::uint32_t j = 0; j < a.size; ++j)
+      if (container(a.ptr[j]) && !(items && a.ptr[j].type == msgpack::type::MAP))
+        return "a nested array or map";
+  }
+  return std::nullopt;
+}
+
 std::variant<Message, DecodeError> decode_fields(std::string_view type, Fields& f) {
   auto bad = [&f](std::string_view t) {
     return DecodeError{std::string(t) + ": " + f.error()};
@@ -186,33 +316,27 @@ std::variant<Message, DecodeError> decode_fields(std::string_view type, Fields& 
   }
   if (type == "task") {
     Task m;
-    if (!f.uint("id", std::numeric_limits<std::uint64_t>::max(), m.id) ||
-        !f.str("url", kMaxUrlBytes, m.url) || !f.str("name", kMaxNameBytes, m.name) ||
-        !f.u32("att", m.attempt) || !f.str("dir", kMaxNameBytes, m.dir, false) ||
-        !f.str("meta", kMaxMetaBytes, m.meta, false))
-      return bad(type);
-    if (m.url.empty() || m.name.empty()) return DecodeError{"task: empty url or name"};
+    if (auto err = task_fields(f, m)) return DecodeError{"task: " + *err};
     return m;
   }
   if (type == "result") {
     Result m;
-    std::uint64_t status = 0, reason = 0;
-    if (!f.uint("id", std::numeric_limits<std::uint64_t>::max(), m.id) ||
-        !f.str("url", kMaxUrlBytes, m.url) || !f.str("path", kMaxPathBytes, m.path, false) ||
-        !f.uint("st", 1, status) || !f.u32("code", m.http_code, false) ||
-        !f.uint("bytes", std::numeric_limits<std::int64_t>::max(), m.bytes, false) ||
-        !f.str("sha", 64, m.sha256, false) || !f.u32("ms", m.ms, false) ||
-        !f.u32("ttfb", m.ttfb_ms, false) || !f.str("node", kMaxNodeBytes, m.node, false) ||
-        !f.uint("why", kReasonMax, reason, false) ||
-        !f.str("err", kMaxDetailBytes, m.detail, false) || !f.u32("att", m.attempt, false) ||
-        !f.str("meta", kMaxMetaBytes, m.meta, false))
-      return bad(type);
-    m.status = static_cast<Status>(status);
-    m.reason = static_cast<Reason>(reason);
-    if (m.status == Status::done && (!is_hex_digest(m.sha256) || m.reason != Reason::none))
-      return DecodeError{"result: done without a valid sha256, or with a failure reason"};
-    if (m.status == Status::failed && m.reason == Reason::none)
-      return DecodeError{"result: failed without a reason"};
+    if (auto err = result_fields(f, m)) return DecodeError{"result: " + *err};
+    return m;
+  }
+  if (type == "tasks") {
+    Tasks m;
+    if (auto err = batch_items(f, m.items, task_fields)) {
+      DecodeError e{"tasks: " + *err};
+      if (const auto* a = f.find("items"); a && a->type == msgpack::type::ARRAY)
+        e.items = a->via.array.size;
+      return e;
+    }
+    return m;
+  }
+  if (type == "results") {
+    Results m;
+    if (auto err = batch_items(f, m.items, result_fields)) return DecodeError{"results: " + *err};
     return m;
   }
   if (type == "job") {
@@ -254,9 +378,21 @@ std::variant<Message, DecodeError> decode_fields(std::string_view type, Fields& 
 } // namespace
 
 std::string_view type_name(const Message& m) noexcept {
-  static constexpr std::string_view names[] = {"link", "end", "task", "result", "job", "ready",
-                                                  "throttle"};
+  static constexpr std::string_view names[] = {"link",  "end",      "task",  "result", "job",
+                                               "ready", "throttle", "tasks", "results"};
   return names[m.index()];
+}
+
+// Keys, type bytes and the largest integer encodings of every field: a task item has 6 keys of at
+// most 5 bytes, 2 integers of at most 9 bytes and 4 string headers of at most 5 bytes (62 bytes);
+// a result item 14 keys and headers (133 bytes). The unit tests check these bounds.
+std::size_t batch_item_bound(const Task& t) noexcept {
+  return 64 + t.url.size() + t.name.size() + t.dir.size() + t.meta.size();
+}
+
+std::size_t batch_item_bound(const Result& r) noexcept {
+  return 160 + r.url.size() + r.path.size() + r.sha256.size() + r.node.size() + r.detail.size() +
+         r.meta.size();
 }
 
 std::string encode(const Message& m) {
@@ -275,50 +411,12 @@ std::string encode(const Message& m) {
                    pk.pack_uint64(e.count);
                  },
                  [&](const Task& t) {
-                   put_header(pk, 4 + (t.dir.empty() ? 0 : 1) + (t.meta.empty() ? 0 : 1), "task");
-                   put_str(pk, "id");
-                   pk.pack_uint64(t.id);
-                   put_str(pk, "url");
-                   put_str(pk, t.url);
-                   put_str(pk, "name");
-                   put_str(pk, t.name);
-                   put_str(pk, "att");
-                   pk.pack_uint32(t.attempt);
-                   if (!t.dir.empty()) {
-                     put_str(pk, "dir");
-                     put_str(pk, t.dir);
-                   }
-                   put_meta(pk, t.meta);
+                   put_header(pk, task_field_count(t), "task");
+                   put_task(pk, t);
                  },
                  [&](const Result& r) {
-                   put_header(pk, r.meta.empty() ? 13 : 14, "result");
-                   put_str(pk, "id");
-                   pk.pack_uint64(r.id);
-                   put_str(pk, "url");
-                   put_str(pk, r.url);
-                   put_str(pk, "path");
-                   put_str(pk, r.path);
-                   put_str(pk, "st");
-                   pk.pack_uint8(static_cast<std::uint8_t>(r.status));
-                   put_str(pk, "code");
-                   pk.pack_uint32(r.http_code);
-                   put_str(pk, "bytes");
-                   pk.pack_uint64(r.bytes);
-                   put_str(pk, "sha");
-                   put_str(pk, r.sha256);
-                   put_str(pk, "ms");
-                   pk.pack_uint32(r.ms);
-                   put_str(pk, "ttfb");
-                   pk.pack_uint32(r.ttfb_ms);
-                   put_str(pk, "node");
-                   put_str(pk, r.node);
-                   put_str(pk, "why");
-                   pk.pack_uint8(static_cast<std::uint8_t>(r.reason));
-                   put_str(pk, "err");
-                   put_str(pk, r.detail);
-                   put_str(pk, "att");
-                   pk.pack_uint32(r.attempt);
-                   put_meta(pk, r.meta);
+                   put_header(pk, result_field_count(r), "result");
+                   put_result(pk, r);
                  },
                  [&](const Job& j) {
                    // The optional figures only when set: an idle job's frame stays as before.
@@ -372,6 +470,24 @@ std::string encode(const Message& m) {
                    put_str(pk, "ms");
                    pk.pack_uint32(t.wait_ms);
                  },
+                 [&](const Tasks& b) {
+                   put_header(pk, 1, "tasks");
+                   put_str(pk, "items");
+                   pk.pack_array(static_cast<std::uint32_t>(b.items.size()));
+                   for (const auto& t : b.items) {
+                     pk.pack_map(task_field_count(t));
+                     put_task(pk, t);
+                   }
+                 },
+                 [&](const Results& b) {
+                   put_header(pk, 1, "results");
+                   put_str(pk, "items");
+                   pk.pack_array(static_cast<std::uint32_t>(b.items.size()));
+                   for (const auto& r : b.items) {
+                     pk.pack_map(result_field_count(r));
+                     put_result(pk, r);
+                   }
+                 },
              },
              m);
   return std::string(buf.data(), buf.size());
@@ -388,16 +504,19 @@ std::variant<Message, DecodeError> decode(std::string_view frame) noexcept {
   if (frame.empty()) return DecodeError{"empty frame"};
   if (frame.size() > kMaxFrameBytes) return DecodeError{"frame of " + std::to_string(frame.size()) + " bytes exceeds the limit"};
   try {
-    // Arrays only as long as a ready message's ids, no bin, no ext, a map with one level of
-    // nesting below it: a hostile header cannot ask for more.
-    const msgpack::unpack_limit limit(/*array=*/kMaxReadyIds, /*map=*/kMaxMapEntries, /*str=*/kMaxUrlBytes,
-                                      /*bin=*/0, /*ext=*/0, /*depth=*/2);
+    // Arrays only as long as a ready message's ids, no bin, no ext, a map with two levels of
+    // nesting below it (a batch's items: an array of maps): a hostile header cannot ask for more.
+    // check_shape() then allows that second level in "items" alone.
+    const msgpack::unpack_limit limit(/*array=*/kMaxReadyIds, /*map=*/kMaxMapEntries,
+                                      /*str=*/kMaxUrlBytes,
+                                      /*bin=*/0, /*ext=*/0, /*depth=*/3);
     std::size_t offset = 0;
     msgpack::object_handle oh =
         msgpack::unpack(frame.data(), frame.size(), offset, nullptr, nullptr, limit);
     if (offset != frame.size()) return DecodeError{"trailing bytes after the message"};
     const msgpack::object& root = oh.get();
     if (root.type != msgpack::type::MAP) return DecodeError{"frame is not a map"};
+    if (auto err = check_shape(root.via.map)) return DecodeError{"frame holds " + *err};
     Fields f(root.via.map);
     std::uint64_t version = 0;
     if (!f.uint("v", std::numeric_limits<std::uint32_t>::max(), version))

@@ -32,6 +32,11 @@ inline constexpr std::size_t kMaxJobNodes = 256;
 // Optional "meta" of link, task and result: what a source carried along with the URL (a CSV
 // row's other columns), as the text of a small JSON object. Opaque to the protocol.
 inline constexpr std::size_t kMaxMetaBytes = 4096;
+// Batches ("tasks", "results"): at most this many items in one frame, and a sender adds items
+// while the sum of their batch_item_bound()s stays within kBatchBudgetBytes (use BatchSize), so
+// that a batch frame stays well under kMaxFrameBytes whatever its items hold.
+inline constexpr std::size_t kMaxBatchItems = 256;
+inline constexpr std::size_t kBatchBudgetBytes = 128 * 1024;
 
 // fetcher -> ventilator: one link to download.
 struct Link {
@@ -125,15 +130,49 @@ struct Throttle {
   friend bool operator==(const Throttle&, const Throttle&) = default;
 };
 
-using Message = std::variant<Link, LinksEnd, Task, Result, Job, Ready, Throttle>;
+// ventilator -> downloader: several tasks in one frame (1..kMaxBatchItems). Each counts as one
+// task for the credit (Ready::received counts tasks, not frames).
+struct Tasks {
+  std::vector<Task> items;
+  friend bool operator==(const Tasks&, const Tasks&) = default;
+};
+
+// downloader -> sink, and sink -> ventilator as the acknowledgement: several results in one frame
+// (1..kMaxBatchItems).
+struct Results {
+  std::vector<Result> items;
+  friend bool operator==(const Results&, const Results&) = default;
+};
+
+using Message = std::variant<Link, LinksEnd, Task, Result, Job, Ready, Throttle, Tasks, Results>;
 
 std::string_view type_name(const Message& m) noexcept;
+
+// An upper bound of the bytes one item adds to a batch frame.
+std::size_t batch_item_bound(const Task& t) noexcept;
+std::size_t batch_item_bound(const Result& r) noexcept;
+
+// A sender's running size of one batch: add() says whether an item of `bound` bytes
+// (batch_item_bound) may join it, and counts it when so. The first item always joins.
+struct BatchSize {
+  std::size_t count = 0;
+  std::size_t bytes = 0;
+  bool add(std::size_t bound) noexcept {
+    if (count > 0 && (count >= kMaxBatchItems || bytes + bound > kBatchBudgetBytes)) return false;
+    ++count;
+    bytes += bound;
+    return true;
+  }
+};
 
 // Encodes one message as a self-describing frame.
 std::string encode(const Message& m);
 
 struct DecodeError {
   std::string what;
+  // A refused "tasks" frame: how many items its array held (0 otherwise), so that a downloader
+  // still counts them as received (the ventilator's credit counts tasks).
+  std::size_t items = 0;
 };
 
 // Decodes one frame. Never throws, never allocates more than a small multiple of the frame size.

@@ -22,6 +22,14 @@ template <class... Ts> Overload(Ts...) -> Overload<Ts...>;
 
 void check_bounds(const Message& m) {
   std::visit(Overload{
+                 [](const Tasks& b) {
+                   require(!b.items.empty() && b.items.size() <= kMaxBatchItems);
+                   for (const auto& t : b.items) check_bounds(t);
+                 },
+                 [](const Results& b) {
+                   require(!b.items.empty() && b.items.size() <= kMaxBatchItems);
+                   for (const auto& r : b.items) check_bounds(r);
+                 },
                  [](const Link& l) { require(!l.url.empty() && l.url.size() <= kMaxUrlBytes); },
                  [](const LinksEnd&) {},
                  [](const Task& t) {

@@ -8,6 +8,7 @@
 #include <variant>
 
 #include "proto/messages.hpp"
+#include "proto/version.hpp"
 
 using namespace trawl::proto;
 
@@ -35,8 +36,17 @@ std::vector<Message> samples() {
   Job job;
   job.started_unix_ms = 1700000000000;
   job.total = 5;
-  return {Link{"http://h/a.jpg"}, LinksEnd{9}, Task{7, "http://h/b.png", "b.png", 2}, done,
-          failed, job, ready};
+  Tasks tasks{{Task{7, "http://h/b.png", "b.png", 2}, Task{8, "http://h/c.png", "c.png", 1}}};
+  Results results{{done, failed}};
+  return {Link{"http://h/a.jpg"},
+          LinksEnd{9},
+          Task{7, "http://h/b.png", "b.png", 2},
+          done,
+          failed,
+          job,
+          ready,
+          tasks,
+          results};
 }
 
 bool decodes(std::string_view frame) {
@@ -57,6 +67,7 @@ void check_round_trip(std::string_view frame) {
 
 TEST_CASE("decode refuses five-byte headers that claim gigabytes", "[proto][hostile]") {
   using namespace std::string_literals;
+  const char version = static_cast<char>(kProtocolVersion);
   const std::string claims[] = {"\xdd\xff\xff\xff\xff"s, "\xdf\xff\xff\xff\xff"s,
                                 "\xdb\xff\xff\xff\xff"s, "\xc6\xff\xff\xff\xff"s,
                                 "\xc9\xff\xff\xff\xff\x01"s, "\xdc\xff\xff"s, "\xde\xff\xff"s};
@@ -64,8 +75,8 @@ TEST_CASE("decode refuses five-byte headers that claim gigabytes", "[proto][host
     INFO("header bytes: " << c.size());
     CHECK_FALSE(decodes(c));
     // As a field's value, and as a key.
-    CHECK_FALSE(decodes("\x83\xa1v\x01\xa1t\xa4link\xa3url"s + c));
-    CHECK_FALSE(decodes("\x83\xa1v\x01\xa1t\xa4link"s + c + "\x01"s));
+    CHECK_FALSE(decodes("\x83\xa1v"s + version + "\xa1t\xa4link\xa3url"s + c));
+    CHECK_FALSE(decodes("\x83\xa1v"s + version + "\xa1t\xa4link"s + c + "\x01"s));
     // Followed by as many bytes as a frame may hold: still refused.
     CHECK_FALSE(decodes(c + std::string(kMaxFrameBytes - c.size(), '\x01')));
   }
@@ -109,7 +120,8 @@ TEST_CASE("decode survives random frames", "[proto][hostile]") {
 }
 
 TEST_CASE("decode refuses deep nesting and too many entries", "[proto][hostile]") {
-  std::string deep = "\x83\xa1v\x01\xa1t\xa4link\xa3url";
+  const std::string version(1, static_cast<char>(kProtocolVersion));
+  std::string deep = "\x83\xa1v" + version + "\xa1t\xa4link\xa3url";
   for (int i = 0; i < 1000; ++i) deep += "\x81\xa1k";
   deep += "\x01";
   CHECK_FALSE(decodes(deep));
@@ -117,7 +129,7 @@ TEST_CASE("decode refuses deep nesting and too many entries", "[proto][hostile]"
   std::string many = "\xde";
   many += static_cast<char>(0);
   many += static_cast<char>(33);
-  many += "\xa1v\x01\xa1t\xa4link\xa3url\xa8http://x";
+  many += "\xa1v" + version + "\xa1t\xa4link\xa3url\xa8http://x";
   for (int i = 0; i < 30; ++i) many += "\xa1" + std::string(1, static_cast<char>('A' + i)) + "\x01";
   CHECK_FALSE(decodes(many));
   CHECK_FALSE(decodes(std::string("\xc1"))); // a type byte msgpack never uses

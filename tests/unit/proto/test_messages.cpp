@@ -3,6 +3,7 @@
 #include <random>
 
 #include "proto/messages.hpp"
+#include "proto/version.hpp"
 #include "tests/support/messages.hpp"
 
 using namespace trawl::proto;
@@ -78,7 +79,8 @@ TEST_CASE("every message survives a round trip", "[proto]") {
 TEST_CASE("link has a stable golden encoding", "[proto]") {
   const std::string bytes = encode(Link{"a"});
   const std::string golden = "\x83"
-                             "\xa1v\x01"
+                             "\xa1v" +
+                             std::string(1, static_cast<char>(kProtocolVersion)) +
                              "\xa1t\xa4link"
                              "\xa3url\xa1"
                              "a";
@@ -87,7 +89,8 @@ TEST_CASE("link has a stable golden encoding", "[proto]") {
 
 TEST_CASE("task has a stable golden encoding", "[proto]") {
   const std::string bytes = encode(Task{1, "u", "n", 2});
-  const std::string golden = std::string("\x86\xa1v\x01\xa1t\xa4task\xa2id\x01\xa3url\xa1u\xa4name\xa1n\xa3"
+  const std::string golden = std::string("\x86\xa1v") + static_cast<char>(kProtocolVersion) +
+                             std::string("\xa1t\xa4task\xa2id\x01\xa3url\xa1u\xa4name\xa1n\xa3"
                                          "att\x02");
   CHECK(bytes == golden);
 }
@@ -95,13 +98,15 @@ TEST_CASE("task has a stable golden encoding", "[proto]") {
 TEST_CASE("the version notice is a bare header that a peer of another version cannot decode",
           "[proto]") {
   const std::string notice = encode_version_notice();
-  CHECK(notice == std::string("\x82\xa1v\x01\xa1t\xa7version"));
+  CHECK(notice ==
+        std::string("\x82\xa1v") + static_cast<char>(kProtocolVersion) + "\xa1t\xa7version");
   // A peer of the same version never gets one, and would not take it for a message.
   CHECK(error_of(notice) == "unknown message type 'version'");
-  // What a version-2 node's notice does here: the error names both versions.
-  std::string v2 = notice;
-  v2[3] = '\x02';
-  CHECK(error_of(v2) == "protocol version 2 (this build speaks 1)");
+  // What the next version's notice does here: the error names both versions.
+  std::string next = notice;
+  next[3] = static_cast<char>(kProtocolVersion + 1);
+  CHECK(error_of(next) == "protocol version " + std::to_string(kProtocolVersion + 1) +
+                              " (this build speaks " + std::to_string(kProtocolVersion) + ")");
 }
 
 TEST_CASE("decode rejects empty, garbage and truncated frames", "[proto]") {
@@ -133,7 +138,7 @@ TEST_CASE("decode refuses headers that ask for huge allocations", "[proto]") {
   // A map inside a map: deeper than any message.
   auto nested = frame(3, [](auto& pk) {
     pk.pack(std::string("v"));
-    pk.pack(1);
+    pk.pack(kProtocolVersion);
     pk.pack(std::string("t"));
     pk.pack(std::string("link"));
     pk.pack(std::string("url"));
@@ -159,28 +164,34 @@ TEST_CASE("decode rejects wrong version, type and field types", "[proto]") {
     pk.pack(std::string("url"));
     pk.pack(std::string("http://x.test/a"));
   };
-  CHECK_THAT(error_of(with(2, "link", url_field, 1)), Catch::Contains("protocol version 2"));
-  CHECK_THAT(error_of(with(1, "bogus", url_field, 1)), Catch::Contains("unknown message type"));
-  CHECK_THAT(error_of(with(1, "link", [](auto&) {}, 0)), Catch::Contains("'url': missing"));
-  CHECK_THAT(error_of(with(1, "link",
-                           [](auto& pk) {
-                             pk.pack(std::string("url"));
-                             pk.pack(17);
-                           },
-                           1)),
+  CHECK_THAT(error_of(with(kProtocolVersion + 1, "link", url_field, 1)),
+             Catch::Contains("protocol version " + std::to_string(kProtocolVersion + 1)));
+  CHECK_THAT(error_of(with(kProtocolVersion, "bogus", url_field, 1)),
+             Catch::Contains("unknown message type"));
+  CHECK_THAT(error_of(with(
+                 kProtocolVersion, "link", [](auto&) {}, 0)),
+             Catch::Contains("'url': missing"));
+  CHECK_THAT(error_of(with(
+                 kProtocolVersion, "link",
+                 [](auto& pk) {
+                   pk.pack(std::string("url"));
+                   pk.pack(17);
+                 },
+                 1)),
              Catch::Contains("not a string"));
-  CHECK_THAT(error_of(with(1, "task",
-                           [](auto& pk) {
-                             pk.pack(std::string("id"));
-                             pk.pack(-5);
-                             pk.pack(std::string("url"));
-                             pk.pack(std::string("http://x.test/a"));
-                             pk.pack(std::string("name"));
-                             pk.pack(std::string("a"));
-                             pk.pack(std::string("att"));
-                             pk.pack(1);
-                           },
-                           4)),
+  CHECK_THAT(error_of(with(
+                 kProtocolVersion, "task",
+                 [](auto& pk) {
+                   pk.pack(std::string("id"));
+                   pk.pack(-5);
+                   pk.pack(std::string("url"));
+                   pk.pack(std::string("http://x.test/a"));
+                   pk.pack(std::string("name"));
+                   pk.pack(std::string("a"));
+                   pk.pack(std::string("att"));
+                   pk.pack(1);
+                 },
+                 4)),
              Catch::Contains("'id'"));
   CHECK_THAT(error_of(frame(1, [](auto& pk) {
                pk.pack(std::string("t"));
@@ -211,7 +222,7 @@ TEST_CASE("decode enforces result invariants", "[proto]") {
   // A reason number from the future is out of range, not a crash.
   auto bad_reason = frame(6, [](auto& pk) {
     pk.pack(std::string("v"));
-    pk.pack(1);
+    pk.pack(kProtocolVersion);
     pk.pack(std::string("t"));
     pk.pack(std::string("result"));
     pk.pack(std::string("id"));
@@ -229,7 +240,7 @@ TEST_CASE("decode enforces result invariants", "[proto]") {
 TEST_CASE("unknown keys are ignored for forward compatibility", "[proto]") {
   auto f = frame(4, [](auto& pk) {
     pk.pack(std::string("v"));
-    pk.pack(1);
+    pk.pack(kProtocolVersion);
     pk.pack(std::string("t"));
     pk.pack(std::string("link"));
     pk.pack(std::string("url"));

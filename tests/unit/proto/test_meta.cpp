@@ -40,7 +40,8 @@ TEST_CASE("meta is not written when empty: frames stay those of a build without 
   CHECK(encode(Link{"a"}).find("meta") == std::string::npos);
   const std::string with = encode(Link{"a", "{}"});
   const std::string golden = "\x84"
-                             "\xa1v\x01"
+                             "\xa1v" +
+                             std::string(1, static_cast<char>(kProtocolVersion)) +
                              "\xa1t\xa4link"
                              "\xa3url\xa1"
                              "a"
