@@ -1,6 +1,7 @@
 #include "broker/sink.hpp"
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <deque>
@@ -199,17 +200,19 @@ private:
           drop("result for task 0");
           continue;
         }
-        if (!stats_.add(*r, unix_ms_now())) {
-          spdlog::debug("duplicate result for task {} ignored", r->id);
-        } else {
-          // Per-link failures are in the summary, the report and --failed; at the default level
-          // they would scroll over the live view.
-          if (r->status == proto::Status::failed)
-            spdlog::debug("failed: {} ({}: {})", r->url, proto::reason_name(r->reason), r->detail);
-          record_files(*r);
-        }
+        on_result(*r);
         // The result itself is the acknowledgement: the ventilator records it in its ledger.
         // (Sent on as received, without a copy: `r` owns its fields, nothing points into msg.)
+        if (send_acks_) pending_acks_.push_back(std::move(*msg));
+      } else if (auto* rs = std::get_if<proto::Results>(&m)) {
+        // A batch is taken whole or not at all, like a frame with a bad item.
+        if (std::any_of(rs->items.begin(), rs->items.end(),
+                        [](const auto& x) { return x.id == 0; })) {
+          drop("a results batch with a result for task 0");
+          continue;
+        }
+        for (const auto& x : rs->items) on_result(x);
+        // The batch frame as it came is the acknowledgement of every result in it.
         if (send_acks_) pending_acks_.push_back(std::move(*msg));
       } else if (auto* j = std::get_if<proto::Job>(&m)) {
         stats_.set_job(*j);
@@ -217,6 +220,18 @@ private:
         drop("unexpected " + std::string(proto::type_name(m)) + " message");
       }
     }
+  }
+
+  void on_result(const proto::Result& r) {
+    if (!stats_.add(r, unix_ms_now())) {
+      spdlog::debug("duplicate result for task {} ignored", r.id);
+      return;
+    }
+    // Per-link failures are in the summary, the report and --failed; at the default level they
+    // would scroll over the live view.
+    if (r.status == proto::Status::failed)
+      spdlog::debug("failed: {} ({}: {})", r.url, proto::reason_name(r.reason), r.detail);
+    record_files(r);
   }
 
   void record_files(const proto::Result& r) {

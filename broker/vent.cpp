@@ -130,6 +130,8 @@ struct Lease {
 };
 
 constexpr std::chrono::milliseconds kCommitEvery{50};
+// Tasks in one frame to a downloader at most (its credit, and the frame size, permitting).
+constexpr std::uint64_t kTasksPerFrame = 64;
 constexpr std::chrono::milliseconds kJobEvery{1000};
 constexpr std::chrono::milliseconds kExpireEvery{20};
 // Pending links, nothing out, nothing ready or waiting for this long: re-read every host's queue
@@ -334,50 +336,81 @@ private:
     return best;
   }
 
+  // Sends each downloader with credit what the scheduler has ready, several tasks per frame (a
+  // "tasks" batch: one message, one wake-up of each side, for up to kTasksPerFrame tasks). The
+  // credit counts tasks, not frames.
   void dispatch(Clock::time_point now) {
+    std::vector<HostScheduler::Pick> picks;
+    std::vector<proto::Task> batch;
     while (counts_.pending > 0) {
       auto peer = best_peer();
       if (peer == peers_.end()) return;
-      auto pick = sched_.next(now);
-      if (!pick) return;
-      const TaskRow& task = pick->task;
-      if (leases_.count(task.id)) { // already out (read twice after a rescan)
-        sched_.drop(pick->host);
-        continue;
+      const std::uint64_t room = std::min<std::uint64_t>(peer->second.credit(), kTasksPerFrame);
+      picks.clear();
+      batch.clear();
+      proto::BatchSize size;
+      while (picks.size() < room && counts_.pending > picks.size()) {
+        auto pick = sched_.next(now);
+        if (!pick) break;
+        const TaskRow& task = pick->task;
+        const auto in_batch = [&](std::uint64_t id) {
+          return std::any_of(batch.begin(), batch.end(),
+                             [id](const proto::Task& t) { return t.id == id; });
+        };
+        if (leases_.count(task.id) ||
+            in_batch(task.id)) { // already out (read twice after a rescan)
+          sched_.drop(pick->host);
+          continue;
+        }
+        if (task.attempts >= static_cast<std::uint32_t>(opt_.max_dispatch)) {
+          sched_.drop(pick->host);
+          give_up(task.id, task.attempts);
+          continue;
+        }
+        // Copied, not moved: the pick goes back to its host's queue if the send fails.
+        const auto [dir, name] = split_name(task.name);
+        proto::Task t{task.id,           task.url,         std::string(name),
+                      task.attempts + 1, std::string(dir), task.meta};
+        if (!size.add(proto::batch_item_bound(t))) { // the frame is full: the next one takes it
+          sched_.unpick(*pick);
+          break;
+        }
+        batch.push_back(std::move(t));
+        picks.push_back(std::move(*pick));
       }
-      if (task.attempts >= static_cast<std::uint32_t>(opt_.max_dispatch)) {
-        sched_.drop(pick->host);
-        give_up(task.id, task.attempts);
-        continue;
-      }
-      // Copied, not moved: the pick goes back to its host's queue if the send fails.
-      const auto [dir, name] = split_name(task.name);
-      const std::string frame = proto::encode(proto::Task{task.id, task.url, std::string(name),
-                                                          task.attempts + 1, std::string(dir), task.meta});
+      if (picks.empty()) return;
+      auto unpick_all = [&] { // in reverse: each goes back to the front of its host's queue
+        for (auto it = picks.rbegin(); it != picks.rend(); ++it) sched_.unpick(*it);
+      };
+      // One task alone goes as a single "task" message: the same bytes as before batches.
+      const std::string frame = batch.size() == 1 ? proto::encode(batch.front())
+                                                  : proto::encode(proto::Tasks{std::move(batch)});
       try {
         tasks_.send(zmq::buffer(peer->first), zmq::send_flags::sndmore | zmq::send_flags::dontwait);
         if (!tasks_.send(zmq::buffer(frame), zmq::send_flags::dontwait)) {
-          sched_.unpick(*pick);
+          unpick_all();
           return; // its queue is full: next turn
         }
       } catch (const zmq::error_t& e) {
         if (e.num() != EHOSTUNREACH) throw;
         spdlog::info("downloader {} is gone", peer->second.node);
-        sched_.unpick(*pick);
+        unpick_all();
         drop_peer(peer, now);
         continue;
       }
-      ++peer->second.sent;
-      if (!ledger_.lease(task.id, peer->second.node, unix_ms_now())) {
-        // No longer pending (a late result finished it while it waited in memory): the node
-        // gets a task whose result the ledger will ignore; nothing is counted twice.
-        sched_.drop(pick->host);
-        continue;
+      for (const auto& pick : picks) {
+        ++peer->second.sent;
+        if (!ledger_.lease(pick.task.id, peer->second.node, unix_ms_now())) {
+          // No longer pending (a late result finished it while it waited in memory): the node
+          // gets a task whose result the ledger will ignore; nothing is counted twice.
+          sched_.drop(pick.host);
+          continue;
+        }
+        leases_[pick.task.id] = Lease{pick.host, peer->first, peer->second.sent, {}};
+        --counts_.pending;
+        ++counts_.leased;
+        ++dispatched_;
       }
-      leases_[task.id] = Lease{pick->host, peer->first, peer->second.sent, {}};
-      --counts_.pending;
-      ++counts_.leased;
-      ++dispatched_;
     }
   }
 
@@ -597,24 +630,31 @@ private:
         drop("acks", err->what);
         continue;
       }
-      auto* r = std::get_if<proto::Result>(&std::get<proto::Message>(decoded));
-      if (!r) {
-        drop("acks", "not a result");
-        continue;
-      }
-      if (!ledger_.finish(*r)) continue; // unknown, or a late duplicate of a final result
-      // Leased in the ledger exactly when it is in leases_ (dispatch, requeue, open_run).
-      if (auto lease = leases_.find(r->id); lease != leases_.end()) {
-        sched_.finished(lease->second.host, Clock::now());
-        leases_.erase(lease);
-        --counts_.leased;
+      auto& m = std::get<proto::Message>(decoded);
+      if (auto* r = std::get_if<proto::Result>(&m)) {
+        on_ack(*r);
+      } else if (auto* rs = std::get_if<proto::Results>(&m)) {
+        for (const auto& item : rs->items) on_ack(item);
       } else {
-        --counts_.pending; // sent back already, and then its result came after all
+        drop("acks", "not a result");
       }
-      if (r->status == proto::Status::done) ++counts_.done;
-      else ++counts_.failed;
-      job_changed_ = true;
     }
+  }
+
+  // A result the sink recorded (forwarded alone or in a "results" batch): the ledger keeps it.
+  void on_ack(const proto::Result& r) {
+    if (!ledger_.finish(r)) return; // unknown, or a late duplicate of a final result
+    // Leased in the ledger exactly when it is in leases_ (dispatch, requeue, open_run).
+    if (auto lease = leases_.find(r.id); lease != leases_.end()) {
+      sched_.finished(lease->second.host, Clock::now());
+      leases_.erase(lease);
+      --counts_.leased;
+    } else {
+      --counts_.pending; // sent back already, and then its result came after all
+    }
+    if (r.status == proto::Status::done) ++counts_.done;
+    else ++counts_.failed;
+    job_changed_ = true;
   }
 
   void send_job() {

@@ -171,6 +171,7 @@ public:
           start_due_retries(now);
           take_tasks();
         }
+        flush_unsent(); // results of tasks that ended at once (refused, --bench-null), batched
         // After taking: the ventilator learns at once what we took and what finished, so new
         // tasks are on their way while this turn's transfers run. (While paused for a full
         // disk it asks for nothing, but still sends its heartbeat.)
@@ -193,6 +194,7 @@ public:
       if (mc != CURLM_OK)
         throw CurlError(std::string("curl_multi_perform: ") + curl_multi_strerror(mc));
       drain_finished(stopping);
+      flush_unsent(); // the results of this turn's transfers, in one frame
     }
   }
 
@@ -212,10 +214,11 @@ public:
       flush_unsent();
     }
     if (!unsent_.empty()) {
-      counters_.undelivered += unsent_.size();
+      counters_.undelivered += unsent_results_;
       spdlog::warn("{} results could not be delivered to the sink (their leases will expire)",
-                   unsent_.size());
+                   unsent_results_);
       unsent_.clear();
+      unsent_results_ = 0;
     }
     return std::max(milliseconds{0}, std::chrono::ceil<milliseconds>(deadline - Clock::now()));
   }
@@ -227,7 +230,7 @@ private:
     // While the disk is suspected full, one transfer at a time finds out whether it has room.
     const auto cap = disk_probing_ ? std::size_t{1} : static_cast<std::size_t>(opt_.concurrency);
     const std::size_t parked = robots_ ? robots_->parked() : 0;
-    return active_ + waiting_.size() + parked < cap && unsent_.size() <= cap;
+    return active_ + waiting_.size() + parked < cap && unsent_results_ <= cap;
   }
 
   int poll_timeout(Clock::time_point now, bool stopping, Clock::time_point stop_deadline) const {
@@ -271,8 +274,16 @@ private:
     if (auto it = held_ids_.find(id); it != held_ids_.end()) held_ids_.erase(it);
   }
 
+  // Starts tasks while there is room: first those queued from a batch, then from new frames. A
+  // frame is read only when at least one of its tasks can start; the others wait in queued_.
   void take_tasks() {
     while (can_take()) {
+      if (!queued_.empty()) {
+        proto::Task task = std::move(queued_.front());
+        queued_.pop_front();
+        admit(std::move(task));
+        continue;
+      }
       std::optional<zmq::message_t> msg;
       try {
         msg = try_recv(tasks_);
@@ -281,7 +292,6 @@ private:
         throw;
       }
       if (!msg) return;
-      ++received_;
       on_frame(*msg);
     }
   }
@@ -289,6 +299,8 @@ private:
   void on_frame(const zmq::message_t& msg) {
     auto decoded = proto::decode(std::string_view(msg.data<char>(), msg.size()));
     if (const auto* err = std::get_if<proto::DecodeError>(&decoded)) {
+      // The ventilator counted every task it sent: a refused batch counts as its items.
+      received_ += std::max<std::size_t>(err->items, 1);
       ++counters_.bad_frames;
       std::string more;
       // A ventilator of another protocol version repeats itself: a few lines, then fewer.
@@ -307,21 +319,28 @@ private:
       return;
     }
     auto& m = std::get<proto::Message>(decoded);
-    auto* task = std::get_if<proto::Task>(&m);
-    if (!task) {
+    if (auto* task = std::get_if<proto::Task>(&m)) {
+      receive(std::move(*task));
+    } else if (auto* batch = std::get_if<proto::Tasks>(&m)) {
+      for (auto& t : batch->items) receive(std::move(t));
+    } else {
+      ++received_;
       ++counters_.bad_frames;
       spdlog::warn("dropped a '{}' frame on the task socket ({} so far)", proto::type_name(m),
                    counters_.bad_frames);
-      return;
     }
+  }
+
+  // A task is ours from here (held, listed in `ready`) and waits in queued_ for a free slot.
+  void receive(proto::Task task) {
+    ++received_;
     ++counters_.tasks;
     if (counters_.tasks == 1) // how long a node takes to get work after it starts (docs, bench)
       spdlog::info("first task after {} ms (id {})",
-                   std::chrono::duration_cast<milliseconds>(Clock::now() - g_process_start)
-                       .count(),
-                   task->id);
-    held_ids_.insert(task->id);
-    admit(std::move(*task));
+                   std::chrono::duration_cast<milliseconds>(Clock::now() - g_process_start).count(),
+                   task.id);
+    held_ids_.insert(task.id);
+    queued_.push_back(std::move(task));
   }
 
   // A new task starts unless --respect-robots refuses it, or waits (parked in robots_) for its
@@ -542,7 +561,7 @@ private:
       spdlog::debug("task {} attempt {}: failed, {} ({})", r.id, attempt,
                     proto::reason_name(r.reason), r.detail);
     }
-    deliver(r);
+    deliver(std::move(r));
   }
 
   // The fields every result carries.
@@ -557,9 +576,10 @@ private:
   }
 
   // The task is no longer held; its result goes to the sink (or waits for it, in order).
-  void deliver(const proto::Result& r) {
+  // Results of one loop turn go out together (flush_unsent), as one "results" frame.
+  void deliver(proto::Result r) {
     release_id(r.id);
-    send(proto::encode(r));
+    finished_.push_back(std::move(r));
   }
 
   // --bench-null: done at once, nothing fetched or written (the SHA-256 of an empty body).
@@ -570,7 +590,7 @@ private:
     r.sha256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
     r.http_code = 200;
     ++counters_.done;
-    deliver(r);
+    deliver(std::move(r));
   }
 
   // A failure decided before or without a transfer (unsafe name, temp file, stop).
@@ -584,7 +604,7 @@ private:
     if (reason == proto::Reason::aborted) ++counters_.aborted;
     spdlog::debug("task {} attempt {}: failed, {} ({}) {}", task.id, attempt,
                   proto::reason_name(reason), r.detail, task.url);
-    deliver(r);
+    deliver(std::move(r));
   }
 
   // The link that hit the full disk has failed with reason disk (the ledger keeps it, and a new
@@ -609,8 +629,17 @@ private:
     }
   }
 
-  // At stop, tasks waiting for a retry will not get it: they are reported aborted at once.
+  // At stop, tasks waiting for a retry will not get it: they are reported aborted at once. Tasks
+  // received in a batch and not started yet are not reported (no attempt was made): they are no
+  // longer held, so the ventilator dispatches them again, like tasks that were still in the
+  // socket's queue.
   void abandon_waiting() {
+    if (!queued_.empty()) {
+      spdlog::info("stopping: {} tasks received and not started are left to the ventilator",
+                   queued_.size());
+      for (const auto& task : queued_) release_id(task.id);
+      queued_.clear();
+    }
     if (robots_)
       for (const auto& task : robots_->take_parked())
         report_failure(task, 1, proto::Reason::aborted, "stopped while its robots.txt was read");
@@ -648,13 +677,35 @@ private:
   }
 
   // Results keep their order: nothing overtakes a result that is waiting for the sink.
-  void send(std::string frame) {
+  void send(std::string frame, std::size_t results) {
     if (unsent_.empty() && try_send_frame(frame)) return;
-    unsent_.push_back(std::move(frame));
+    unsent_.push_back(Unsent{std::move(frame), results});
+    unsent_results_ += results;
   }
 
+  // The finished results become frames (a "results" batch within the count and size bounds; one
+  // result alone as a "result"), then what waits for the sink is sent, in order.
   void flush_unsent() {
-    while (!unsent_.empty() && try_send_frame(unsent_.front())) unsent_.pop_front();
+    for (std::size_t i = 0; i < finished_.size();) {
+      proto::BatchSize size;
+      std::size_t end = i;
+      while (end < finished_.size() && size.add(proto::batch_item_bound(finished_[end]))) ++end;
+      if (end - i == 1) {
+        send(proto::encode(finished_[i]), 1);
+      } else {
+        proto::Results batch;
+        batch.items.assign(
+            std::make_move_iterator(finished_.begin() + static_cast<std::ptrdiff_t>(i)),
+            std::make_move_iterator(finished_.begin() + static_cast<std::ptrdiff_t>(end)));
+        send(proto::encode(batch), end - i);
+      }
+      i = end;
+    }
+    finished_.clear();
+    while (!unsent_.empty() && try_send_frame(unsent_.front().frame)) {
+      unsent_results_ -= unsent_.front().results;
+      unsent_.pop_front();
+    }
   }
 
   const DownloadOptions& opt_;
@@ -667,7 +718,7 @@ private:
   std::mt19937_64 rng_;
   std::uniform_real_distribution<double> jitter_{0.0, 1.0};
   zmq::fd_t zmq_fd_ = -1;
-  std::uint64_t received_ = 0; // task frames received on the task socket
+  std::uint64_t received_ = 0; // tasks received on the task socket (a batch counts its items)
   std::multiset<std::uint64_t> held_ids_; // tasks received and not yet reported, for the vent
   std::uint32_t last_held_ = UINT32_MAX, last_capacity_ = 0;
   std::uint64_t last_received_ = 0;
@@ -679,7 +730,14 @@ private:
   std::vector<Transfer*> idle_;
   std::size_t active_ = 0; // transfers added to the multi
   std::priority_queue<Waiting, std::vector<Waiting>, DueLater> waiting_;
-  std::deque<std::string> unsent_; // encoded results the sink did not take yet
+  std::deque<proto::Task> queued_;      // received (in a batch) and held, waiting for a free slot
+  std::vector<proto::Result> finished_; // results of this loop turn, not encoded yet
+  struct Unsent {
+    std::string frame;
+    std::size_t results = 0;
+  };
+  std::deque<Unsent> unsent_;            // encoded results the sink did not take yet
+  std::size_t unsent_results_ = 0;       // the results in unsent_
   Clock::time_point disk_pause_until_{}; // no new transfer before this (the disk was full)
   milliseconds disk_pause_ = kDiskPauseFirst; // the next pause
   bool disk_probing_ = false; // since a disk failure, until a transfer completes

@@ -19,6 +19,7 @@
 #include <zmq.hpp>
 
 #include "proto/messages.hpp"
+#include "proto/version.hpp"
 #include "tests/support/corpus.hpp"
 #include "tests/support/process.hpp"
 
@@ -51,6 +52,8 @@ std::string mp_uint(std::uint8_t v) { return std::string(1, static_cast<char>(v 
 std::vector<std::string> garbage_frames() {
   std::vector<std::string> f;
   std::mt19937 rng(20261130);
+  // Frames that look valid carry our protocol version; the "wrong version" ones the next.
+  const auto ours = static_cast<std::uint8_t>(proto::kProtocolVersion);
   for (int i = 0; i < 60; ++i) {
     std::string s(rng() % 300, '\0');
     for (auto& c : s) c = static_cast<char>(rng());
@@ -63,23 +66,26 @@ std::vector<std::string> garbage_frames() {
   for (std::size_t n = 1; n < task.size(); n += 3) f.push_back(task.substr(0, n));
   f.push_back(task + "trailing");
   // Wrong types.
-  f.push_back(mp_map({{"v", mp_uint(1)}, {"t", mp_str("link")}, {"url", mp_uint(42)}}));
+  f.push_back(mp_map({{"v", mp_uint(ours)}, {"t", mp_str("link")}, {"url", mp_uint(42)}}));
   f.push_back(mp_map({{"v", mp_str("1")}, {"t", mp_str("link")}, {"url", mp_str("http://x/")}}));
-  f.push_back(mp_map({{"v", mp_uint(1)}, {"t", mp_uint(3)}}));
-  f.push_back(mp_map({{"v", mp_uint(1)}}));
+  f.push_back(mp_map({{"v", mp_uint(ours)}, {"t", mp_uint(3)}}));
+  f.push_back(mp_map({{"v", mp_uint(ours)}}));
   f.push_back(std::string("\x92\x01\x02", 3)); // an array at the top
   f.push_back(std::string("\xc0", 1));         // nil
   f.push_back(mp_str("just a string"));
-  f.push_back(mp_map({{"v", mp_uint(1)}, {"t", mp_str("link")},
+  f.push_back(mp_map({{"v", mp_uint(ours)},
+                      {"t", mp_str("link")},
                       {"url", mp_map({{"a", mp_map({{"b", mp_uint(1)}})}})}}));
   // Five-byte headers that claim gigabytes, alone and as a field's value.
   for (const char* h : {"\xdd\xff\xff\xff\xff", "\xdf\xff\xff\xff\xff", "\xdb\xff\xff\xff\xff",
                         "\xc6\xff\xff\xff\xff", "\xc9\xff\xff\xff\xff"}) {
     f.push_back(std::string(h, 5));
-    f.push_back(mp_map({{"v", mp_uint(1)}, {"t", mp_str("link")}, {"url", std::string(h, 5)}}));
+    f.push_back(mp_map({{"v", mp_uint(ours)}, {"t", mp_str("link")}, {"url", std::string(h, 5)}}));
   }
   // Wrong protocol versions.
-  f.push_back(mp_map({{"v", mp_uint(2)}, {"t", mp_str("link")}, {"url", mp_str("http://x/")}}));
+  f.push_back(mp_map({{"v", mp_uint(static_cast<std::uint8_t>(ours + 1))},
+                      {"t", mp_str("link")},
+                      {"url", mp_str("http://x/")}}));
   f.push_back(mp_map({{"v", mp_uint(0)}, {"t", mp_str("link")}, {"url", mp_str("http://x/")}}));
   f.push_back(mp_map({{"v", std::string("\xce\xff\xff\xff\xff", 5)}, {"t", mp_str("link")},
                       {"url", mp_str("http://x/")}}));

@@ -4,8 +4,9 @@
 // job message's optional per-node fields.
 #include <algorithm>
 #include <catch2/catch.hpp>
-#include <filesystem>
 #include <cmath>
+#include <deque>
+#include <filesystem>
 #include <fstream>
 #include <future>
 #include <map>
@@ -500,12 +501,24 @@ TEST_CASE("vent: tasks sent again are counted against the node they were taken f
     links.send(zmq::buffer(proto::encode(proto::Link{"http://a.test/" + std::to_string(i) + ".jpg"})), zmq::send_flags::none);
   links.send(zmq::buffer(proto::encode(proto::LinksEnd{2})), zmq::send_flags::none);
 
-  auto recv_task = [](zmq::socket_t& s) {
-    zmq::message_t msg;
-    REQUIRE(s.recv(msg));
-    auto d = proto::decode(msg.to_string_view());
-    REQUIRE(std::holds_alternative<proto::Message>(d));
-    return std::get<proto::Task>(std::get<proto::Message>(d));
+  // One task at a time, from a "task" frame or a "tasks" batch (the rest of a batch waits in
+  // `queued`, per socket).
+  std::map<void*, std::deque<proto::Task>> queued;
+  auto recv_task = [&queued](zmq::socket_t& s) {
+    auto& q = queued[s.handle()];
+    if (q.empty()) {
+      zmq::message_t msg;
+      REQUIRE(s.recv(msg));
+      auto d = proto::decode(msg.to_string_view());
+      REQUIRE(std::holds_alternative<proto::Message>(d));
+      auto& m = std::get<proto::Message>(d);
+      if (auto* one = std::get_if<proto::Task>(&m)) q.push_back(*one);
+      else
+        for (auto& t : std::get<proto::Tasks>(m).items) q.push_back(t);
+    }
+    proto::Task t = q.front();
+    q.pop_front();
+    return t;
   };
   // Node a takes both tasks, then says it holds neither and no result comes: both are lost.
   auto a = make_socket(ctx, zmq::socket_type::dealer, {});

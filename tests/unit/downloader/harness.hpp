@@ -288,10 +288,15 @@ public:
         auto decoded = trawl::proto::decode(std::string_view(msg.data<char>(), msg.size()));
         REQUIRE(std::holds_alternative<trawl::proto::Message>(decoded));
         auto& m = std::get<trawl::proto::Message>(decoded);
-        REQUIRE(std::holds_alternative<Result>(m));
-        auto r = std::get<Result>(m);
-        CHECK(got.count(r.id) == 0); // exactly one result per task
-        got[r.id] = r;
+        // A "result" alone or a "results" batch (the results of one turn of the loop).
+        std::vector<Result> rs;
+        if (const auto* one = std::get_if<Result>(&m)) rs.push_back(*one);
+        else if (const auto* batch = std::get_if<trawl::proto::Results>(&m)) rs = batch->items;
+        REQUIRE(!rs.empty());
+        for (const auto& r : rs) {
+          CHECK(got.count(r.id) == 0); // exactly one result per task
+          got[r.id] = r;
+        }
       }
     }
     return got;
