@@ -105,9 +105,12 @@ public:
     sink_ = spawn("sink" + std::to_string(++sinks_), {"sink", "--bind", ep_ + "results", "--acks", ep_ + "acks", "--progress", "none"});
   }
   void start_vent() {
-    std::vector<std::string> args = {"vent", "--links", ep_ + "links", "--bind", ep_ + "tasks", "--acks", ep_ + "acks",
-                                     "--sink", ep_ + "results", "--state", state_, "--run-id", "test-run",
-                                     "--ack-timeout-ms", "2000", "--peer-timeout-ms", "2000"};
+    std::vector<std::string> args = {
+        "vent",          "--links",          ep_ + "links", "--bind",
+        ep_ + "tasks",   "--acks",           ep_ + "acks",  "--sink",
+        ep_ + "results", "--state",          state_,        "--run-id",
+        "test-run",      "--ack-timeout-ms", "2000",        "--peer-timeout-ms",
+        "2000"};
     args.insert(args.end(), vent_args_.begin(), vent_args_.end());
     vent_ = spawn("vent" + std::to_string(++vents_), std::move(args));
   }
