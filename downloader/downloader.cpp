@@ -180,12 +180,15 @@ public:
 
       // ZMQ_FD is edge-triggered and only worth watching while we would take a task: at the cap
       // it would stay readable and the poll would spin. take_tasks() always drains to EAGAIN
-      // (or to the cap), so no edge is missed.
+      // (or to the cap); but a send on the same socket since (send_ready, report_throttle) may
+      // have consumed the edge of a frame that arrived in between: ZMQ_EVENTS says whether one
+      // waits, and then the poll does not sleep (it slept up to kPollCap, often with batches).
       const bool watch_tasks = !stopping && now >= disk_pause_until_ && can_take();
       curl_waitfd extra{};
       extra.fd = zmq_fd_;
       extra.events = CURL_WAIT_POLLIN;
-      const int timeout = poll_timeout(now, stopping, stop_deadline);
+      int timeout = poll_timeout(now, stopping, stop_deadline);
+      if (watch_tasks && (tasks_.get(zmq::sockopt::events) & ZMQ_POLLIN) != 0) timeout = 0;
       CURLMcode mc = curl_multi_poll(multi_.get(), watch_tasks ? &extra : nullptr,
                                      watch_tasks ? 1u : 0u, timeout, nullptr);
       if (mc != CURLM_OK) throw CurlError(std::string("curl_multi_poll: ") + curl_multi_strerror(mc));
