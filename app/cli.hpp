@@ -64,7 +64,7 @@ struct Cli {
   std::vector<CLI::App*> actors() const { return {fetch, vent, download, sink}; }
 };
 
-// "trawl 0.1.0 (protocol 1)".
+// "trawl 0.1.0 (protocol 2)".
 std::string version_string();
 
 // The environment variable that sets `opt` of subcommand `sub` (nullptr: top level), e.g.
