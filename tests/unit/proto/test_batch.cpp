@@ -57,22 +57,30 @@ void put(Packer& pk, std::string_view s) {
   pk.pack_str_body(s.data(), static_cast<std::uint32_t>(s.size()));
 }
 
-// A batch frame by hand: header, then "items" with `n` elements written by `item(pk, i)`.
-template <class F> std::string batch_frame(std::string_view type, std::uint32_t n, F&& item) {
+// A frame by hand: a map of our version, type `type` and `more` entries that `rest(pk)` writes.
+template <class F> std::string frame_by_hand(std::string_view type, std::uint32_t more, F&& rest) {
   msgpack::sbuffer buf;
   Packer pk(buf);
-  pk.pack_map(3);
+  pk.pack_map(2 + more);
   put(pk, "v");
   pk.pack_uint32(kProtocolVersion);
   put(pk, "t");
   put(pk, type);
-  put(pk, "items");
-  pk.pack_array(n);
-  for (std::uint32_t i = 0; i < n; ++i) item(pk, i);
+  rest(pk);
   return std::string(buf.data(), buf.size());
 }
 
-// A valid task item with `fields` (key, value) overriding or adding to the usual four.
+// A batch frame by hand: "items" with `n` elements written by `item(pk, i)`.
+template <class F> std::string batch_frame(std::string_view type, std::uint32_t n, F&& item) {
+  return frame_by_hand(type, 1, [&](Packer& pk) {
+    put(pk, "items");
+    pk.pack_array(n);
+    for (std::uint32_t i = 0; i < n; ++i) item(pk, i);
+  });
+}
+
+// A valid task item (id, url, name, att), or with field `bad_key` made bad in way `bad_kind`:
+// 1 wrong type, 2 over its bound, 3 empty.
 void task_item(Packer& pk, std::uint64_t id, std::string_view bad_key = {}, int bad_kind = 0) {
   pk.pack_map(4);
   put(pk, "id");
@@ -147,29 +155,14 @@ TEST_CASE("decode refuses a batch with no items, too many, or items of the wrong
   CHECK_THAT(
       error_of(batch_frame("tasks", 1, [](Packer& pk, std::uint32_t) { pk.pack_uint32(7); })),
       Catch::Contains("item 0: not a map"));
-  {
-    msgpack::sbuffer buf;
-    Packer pk(buf);
-    pk.pack_map(3);
-    put(pk, "v");
-    pk.pack_uint32(kProtocolVersion);
-    put(pk, "t");
-    put(pk, "results");
-    put(pk, "items");
-    put(pk, "not an array");
-    CHECK_THAT(error_of(std::string(buf.data(), buf.size())),
-               Catch::Contains("'items': not an array"));
-  }
-  {
-    msgpack::sbuffer buf;
-    Packer pk(buf);
-    pk.pack_map(2);
-    put(pk, "v");
-    pk.pack_uint32(kProtocolVersion);
-    put(pk, "t");
-    put(pk, "tasks");
-    CHECK_THAT(error_of(std::string(buf.data(), buf.size())), Catch::Contains("'items': missing"));
-  }
+  CHECK_THAT(error_of(frame_by_hand("results", 1,
+                                    [](Packer& pk) {
+                                      put(pk, "items");
+                                      put(pk, "not an array");
+                                    })),
+             Catch::Contains("'items': not an array"));
+  CHECK_THAT(error_of(frame_by_hand("tasks", 0, [](Packer&) {})),
+             Catch::Contains("'items': missing"));
 }
 
 TEST_CASE("one bad item refuses the whole batch", "[proto][batch]") {
@@ -245,29 +238,21 @@ TEST_CASE("decode refuses nesting beyond a batch's items", "[proto][batch]") {
              Catch::Contains("depth size overflow"));
   // Maps in an array under any other key than "items" (a ready's ids, an unknown key).
   for (const char* key : {"ids", "other"}) {
-    msgpack::sbuffer buf;
-    Packer pk(buf);
-    pk.pack_map(3);
-    put(pk, "v");
-    pk.pack_uint32(kProtocolVersion);
-    put(pk, "t");
-    put(pk, "ready");
-    put(pk, key);
-    pk.pack_array(1);
-    pk.pack_map(0);
-    CHECK_THAT(error_of(std::string(buf.data(), buf.size())), Catch::Contains("nested"));
+    CHECK_THAT(error_of(frame_by_hand("ready", 1,
+                                      [&](Packer& pk) {
+                                        put(pk, key);
+                                        pk.pack_array(1);
+                                        pk.pack_map(0);
+                                      })),
+               Catch::Contains("nested"));
   }
   // A map directly in the frame, as before.
-  msgpack::sbuffer buf;
-  Packer pk(buf);
-  pk.pack_map(3);
-  put(pk, "v");
-  pk.pack_uint32(kProtocolVersion);
-  put(pk, "t");
-  put(pk, "tasks");
-  put(pk, "items");
-  pk.pack_map(0);
-  CHECK_THAT(error_of(std::string(buf.data(), buf.size())), Catch::Contains("nested map"));
+  CHECK_THAT(error_of(frame_by_hand("tasks", 1,
+                                    [](Packer& pk) {
+                                      put(pk, "items");
+                                      pk.pack_map(0);
+                                    })),
+             Catch::Contains("nested map"));
 }
 
 TEST_CASE("batch_item_bound is at least what an item adds to a frame", "[proto][batch]") {
