@@ -8,6 +8,7 @@
 #include <spdlog/spdlog.h>
 #include <thread>
 #include <unordered_map>
+#include <unordered_set>
 #include <algorithm>
 
 #include "broker/ledger.hpp"
@@ -112,6 +113,9 @@ struct Peer {
   std::uint64_t received = 0; // as last reported
   std::uint64_t sent = 0;     // by us, counted on the same basis as `received`
   Clock::time_point last_seen;
+  // The tasks leased to it (the keys of their leases_ entries): a `ready` costs its own leases,
+  // not a walk of every lease of every node.
+  std::unordered_set<std::uint64_t> leases;
 
   // Tasks this peer may still be sent: its capacity less what it holds and what is on the way.
   std::uint64_t credit() const {
@@ -407,6 +411,7 @@ private:
           continue;
         }
         leases_[pick.task.id] = Lease{pick.host, peer->first, peer->second.sent, {}};
+        peer->second.leases.insert(pick.task.id);
         --counts_.pending;
         ++counts_.leased;
         ++dispatched_;
@@ -429,7 +434,10 @@ private:
     if (lease == leases_.end()) return;
     // Counted against the node it was taken away from, for the sink's per-node table.
     std::string node = "(unknown)";
-    if (auto p = peers_.find(lease->second.peer); p != peers_.end()) node = p->second.node;
+    if (auto p = peers_.find(lease->second.peer); p != peers_.end()) {
+      node = p->second.node;
+      p->second.leases.erase(id);
+    }
     if (requeued_by_node_.size() < 4096 || requeued_by_node_.count(node)) ++requeued_by_node_[node];
     const std::string host = std::move(lease->second.host);
     leases_.erase(lease);
@@ -443,10 +451,8 @@ private:
   }
 
   void drop_peer(std::map<std::string, Peer>::iterator peer, Clock::time_point) {
-    const std::string id = peer->first;
-    std::vector<std::uint64_t> lost;
-    for (const auto& [task, lease] : leases_)
-      if (lease.peer == id) lost.push_back(task);
+    // A copy: requeue() takes each task out of the peer's set.
+    const std::vector<std::uint64_t> lost(peer->second.leases.begin(), peer->second.leases.end());
     for (auto task : lost) requeue(task, "its downloader is gone");
     peers_.erase(peer);
   }
@@ -511,8 +517,10 @@ private:
       return sorted ? std::binary_search(ready.ids.begin(), ready.ids.end(), task)
                     : std::find(ready.ids.begin(), ready.ids.end(), task) != ready.ids.end();
     };
-    for (auto& [task, lease] : leases_) {
-      if (lease.peer != id) continue;
+    for (const auto task : p.leases) {
+      const auto l = leases_.find(task);
+      if (l == leases_.end()) continue; // cannot happen: a lease leaves both together
+      Lease& lease = l->second;
       if (holds(task)) {
         lease.deadline = {};
       } else if (lease.seq <= p.received && lease.deadline == Clock::time_point{}) {
@@ -529,6 +537,7 @@ private:
       l->second.peer = id;
       l->second.seq = 0;
       l->second.deadline = {};
+      p.leases.insert(task);
     }
   }
 
@@ -646,6 +655,7 @@ private:
     if (!ledger_.finish(r)) return; // unknown, or a late duplicate of a final result
     // Leased in the ledger exactly when it is in leases_ (dispatch, requeue, open_run).
     if (auto lease = leases_.find(r.id); lease != leases_.end()) {
+      if (auto p = peers_.find(lease->second.peer); p != peers_.end()) p->second.leases.erase(r.id);
       sched_.finished(lease->second.host, Clock::now());
       leases_.erase(lease);
       --counts_.leased;
