@@ -6,6 +6,28 @@
 
 namespace trawl::broker {
 
+std::vector<std::uint64_t> share_out(std::uint64_t tasks,
+                                     const std::vector<std::uint64_t>& credits) {
+  std::uint64_t total = 0;
+  for (auto c : credits) total += c;
+  if (tasks >= total) return credits;
+  std::vector<std::uint64_t> share(credits.size());
+  std::vector<std::pair<std::uint64_t, std::size_t>> rest; // (remainder, peer), largest first
+  std::uint64_t given = 0;
+  for (std::size_t i = 0; i < credits.size(); ++i) {
+    // tasks < total: in 128 bits the product cannot wrap.
+    __extension__ using u128 = unsigned __int128;
+    const auto exact = static_cast<u128>(tasks) * credits[i];
+    share[i] = static_cast<std::uint64_t>(exact / total);
+    given += share[i];
+    rest.emplace_back(static_cast<std::uint64_t>(exact % total), i);
+  }
+  std::stable_sort(rest.begin(), rest.end(),
+                   [](const auto& a, const auto& b) { return a.first > b.first; });
+  for (std::size_t k = 0; given < tasks && k < rest.size(); ++k, ++given) ++share[rest[k].second];
+  return share;
+}
+
 namespace {
 
 // Rows read ahead per host and query: small, so a row seldom goes stale in memory, and large

@@ -43,6 +43,13 @@ struct SchedulerLimits {
 std::optional<std::pair<std::string, double>> parse_host_rate(std::string_view s);
 
 // Where a host's pending links come from: the ledger, or a double in tests.
+// How `tasks` pending tasks are shared among downloaders with these credits (free slots) when
+// they do not fill them all: in proportion to each credit, the remainders to the largest
+// fractions (the earlier peer on a tie). Each share is at most its credit, and the shares add up
+// to min(tasks, the sum of the credits).
+std::vector<std::uint64_t> share_out(std::uint64_t tasks,
+                                     const std::vector<std::uint64_t>& credits);
+
 class PendingSource {
 public:
   virtual ~PendingSource() = default;

@@ -283,3 +283,33 @@ TEST_CASE("scheduler: --host-rate limits one host, the others keep the default",
   CHECK(per["strict.test"] == 5);
   CHECK(per["free.test"] == 30); // all of them at once
 }
+
+TEST_CASE("share_out: pending tasks that fill no one are shared in proportion to the credits",
+          "[scheduler]") {
+  using V = std::vector<std::uint64_t>;
+  // The demo's case: 91 tasks, two idle downloaders of 68 (not 64 + 27).
+  CHECK(share_out(91, V{68, 68}) == V{46, 45});
+  CHECK(share_out(1, V{68, 68}) == V{1, 0});
+  CHECK(share_out(0, V{68, 68}) == V{0, 0});
+  // Enough for everybody: each gets its credit.
+  CHECK(share_out(136, V{68, 68}) == V{68, 68});
+  CHECK(share_out(1000, V{3, 0, 5}) == V{3, 0, 5});
+  // In proportion: 30 over credits 10, 20, 30 (of 60) is 5, 10, 15.
+  CHECK(share_out(30, V{10, 20, 30}) == V{5, 10, 15});
+  // Remainders to the largest fractions: 5 * {1, 2, 4} / 7 = 0.71, 1.43, 2.86 -> 1, 1, 3.
+  CHECK(share_out(5, V{1, 2, 4}) == V{1, 1, 3});
+  // No credit, no share; no peers, nothing.
+  CHECK(share_out(5, V{0, 10}) == V{0, 5});
+  CHECK(share_out(5, V{}).empty());
+  // Every share within its credit and the sum exact, over a sweep.
+  for (std::uint64_t tasks = 0; tasks < 200; tasks += 7) {
+    const V credits{68, 1, 33, 0, 130};
+    const auto s = share_out(tasks, credits);
+    std::uint64_t sum = 0;
+    for (std::size_t i = 0; i < s.size(); ++i) {
+      CHECK(s[i] <= credits[i]);
+      sum += s[i];
+    }
+    CHECK(sum == std::min<std::uint64_t>(tasks, 232));
+  }
+}
