@@ -1,6 +1,7 @@
 #include "broker/vent.hpp"
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <chrono>
 #include <deque>
 #include <map>
@@ -9,7 +10,6 @@
 #include <thread>
 #include <unordered_map>
 #include <unordered_set>
-#include <algorithm>
 
 #include "broker/ledger.hpp"
 #include "broker/names.hpp"
