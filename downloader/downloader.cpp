@@ -50,6 +50,9 @@ constexpr milliseconds kUnsentRetry{10};
 constexpr milliseconds kFlushBudget{2000};
 // The ventilator hears from us at least this often (credit and heartbeat in one message).
 constexpr milliseconds kReadyInterval{1000};
+// Results in one frame to the sink, at most, before --coalesce-ms is up: enough that a node whose
+// transfers end one by one sends a frame per few dozen links, not one per link.
+constexpr std::size_t kResultBatch = 32;
 
 // A full output file system (reason disk) pauses new transfers for this long, doubling up to
 // kDiskPauseMax while the disk stays full; then one transfer at a time probes it until one
@@ -79,6 +82,9 @@ struct Counters {
   std::uint64_t undelivered = 0;
   std::uint64_t deduped = 0;
   std::uint64_t robots = 0; // refused by robots.txt
+  std::uint64_t task_frames = 0;   // frames read from the task socket
+  std::uint64_t readies = 0;       // ready messages sent to the ventilator
+  std::uint64_t result_frames = 0; // result/results frames the sink took
 };
 
 // A task whose last attempt failed with a retryable reason, waiting for its next attempt.
@@ -158,7 +164,7 @@ public:
                      opt_.grace.count());
         abandon_waiting();
       }
-      flush_unsent();
+      flush_unsent(stopping);
       if (stopping) {
         send_ready(now, stopping);
         if (active_ == 0) break;
@@ -171,10 +177,11 @@ public:
           start_due_retries(now);
           take_tasks();
         }
-        flush_unsent(); // results of tasks that ended at once (refused, --bench-null), batched
-        // After taking: the ventilator learns at once what we took and what finished, so new
-        // tasks are on their way while this turn's transfers run. (While paused for a full
-        // disk it asks for nothing, but still sends its heartbeat.)
+        flush_unsent(false); // results of tasks that ended at once (refused, --bench-null)
+        // After taking: the ventilator learns what finished once it frees prefetch/2 slots (or
+        // at once when the node would idle), so new tasks are on their way while this turn's
+        // transfers run. (While paused for a full disk it asks for nothing, but still sends its
+        // heartbeat.)
         send_ready(now, stopping);
       }
 
@@ -197,14 +204,14 @@ public:
       if (mc != CURLM_OK)
         throw CurlError(std::string("curl_multi_perform: ") + curl_multi_strerror(mc));
       drain_finished(stopping);
-      flush_unsent(); // the results of this turn's transfers, in one frame
+      flush_unsent(stopping); // this turn's results join those waiting, sent when worth a frame
     }
   }
 
   // Sends what is left for up to `budget`; returns how much of it is left.
   milliseconds flush(milliseconds budget) {
     const auto deadline = Clock::now() + budget;
-    flush_unsent();
+    flush_unsent(true);
     while (!unsent_.empty()) {
       const auto now = Clock::now();
       if (now >= deadline) break;
@@ -214,7 +221,7 @@ public:
       } catch (const zmq::error_t& e) {
         if (e.num() != EINTR) throw;
       }
-      flush_unsent();
+      flush_unsent(true);
     }
     if (!unsent_.empty()) {
       counters_.undelivered += unsent_results_;
@@ -239,23 +246,44 @@ private:
   int poll_timeout(Clock::time_point now, bool stopping, Clock::time_point stop_deadline) const {
     int ms = static_cast<int>(kPollCap.count());
     if (!unsent_.empty()) ms = std::min(ms, static_cast<int>(kUnsentRetry.count()));
+    // Results and freed slots held back to travel together go when --coalesce-ms is up.
+    if (!finished_.empty()) ms = std::min(ms, ms_until(now, finished_since_ + opt_.coalesce));
+    if (unreported_since_ != Clock::time_point{} && !ready_blocked_)
+      ms = std::min(ms, ms_until(now, unreported_since_ + opt_.coalesce));
     if (!waiting_.empty()) ms = std::min(ms, ms_until(now, waiting_.top().due));
     if (stopping) ms = std::min(ms, ms_until(now, stop_deadline));
     if (now < disk_pause_until_) ms = std::min(ms, ms_until(now, disk_pause_until_));
     return ms;
   }
 
-  // Tells the ventilator how many tasks we can take (capacity - held - in transit): when what we
-  // hold changed, and every kReadyInterval as a heartbeat. At stop we ask for nothing more.
+  // Tells the ventilator how many tasks we can take (capacity - held - in transit) and which it
+  // holds. Credit is what it waits for, so a `ready` goes out when the slots set free since the
+  // last one are worth a frame: prefetch/2 of them (the tasks queued here keep the transfers
+  // busy meanwhile), or --coalesce-ms after the first, or at once when a slot is free with no
+  // task queued to fill it. Also at once on a change of capacity (start, stop, a full disk) and
+  // every kReadyInterval as a heartbeat. At stop we ask for nothing more.
   void send_ready(Clock::time_point now, bool stopping) {
     const auto held = static_cast<std::uint32_t>(held_ids_.size());
     const std::uint32_t capacity = stopping || now < disk_pause_until_
                                        ? 0
                                        : static_cast<std::uint32_t>(opt_.concurrency + opt_.prefetch);
-    // `received` counts too: tasks that end at once (an unusable name, a refused URL) change
-    // nothing else, and without a new `ready` the ventilator would wait for the heartbeat.
-    if (held == last_held_ && capacity == last_capacity_ && received_ == last_received_ &&
-        now - last_ready_ < kReadyInterval)
+    const bool first = last_held_ == UINT32_MAX;
+    // Slots set free since the last ready. A received task adds to `held` and `received` alike
+    // and changes no credit; one that ends at once (an unusable name, a refused URL, a refused
+    // frame) adds to `received` only, so it frees a slot as a finished transfer does.
+    const std::int64_t freed = first ? 0
+                                     : static_cast<std::int64_t>(last_held_) +
+                                           static_cast<std::int64_t>(received_ - last_received_) -
+                                           static_cast<std::int64_t>(held);
+    if (freed > 0 && unreported_since_ == Clock::time_point{}) unreported_since_ = now;
+    bool worth = false;
+    if (stopping || opt_.coalesce.count() == 0) {
+      worth = held != last_held_ || received_ != last_received_;
+    } else if (freed > 0) {
+      worth = freed >= std::max(1, opt_.prefetch / 2) || now - unreported_since_ >= opt_.coalesce ||
+              (queued_.empty() && can_take());
+    }
+    if (!worth && !first && capacity == last_capacity_ && now - last_ready_ < kReadyInterval)
       return;
     proto::Ready r{node_, capacity, held, received_, {}};
     for (auto it = held_ids_.begin(); it != held_ids_.end() && r.ids.size() < proto::kMaxReadyIds; ++it)
@@ -266,11 +294,15 @@ private:
     } catch (const zmq::error_t& e) {
       if (e.num() != EINTR) throw;
     }
-    if (!sent) return; // not connected yet: the next turn tries again
+    // Not connected (yet): the next turn tries again; the poll does not wait for the timer.
+    ready_blocked_ = !sent;
+    if (!sent) return;
+    ++counters_.readies;
     last_held_ = held;
     last_capacity_ = capacity;
     last_received_ = received_;
     last_ready_ = now;
+    unreported_since_ = {};
   }
 
   void release_id(std::uint64_t id) {
@@ -300,6 +332,7 @@ private:
   }
 
   void on_frame(const zmq::message_t& msg) {
+    ++counters_.task_frames;
     auto decoded = proto::decode(std::string_view(msg.data<char>(), msg.size()));
     if (const auto* err = std::get_if<proto::DecodeError>(&decoded)) {
       // The ventilator counted every task it sent: a refused batch counts as its items.
@@ -579,9 +612,10 @@ private:
   }
 
   // The task is no longer held; its result goes to the sink (or waits for it, in order).
-  // Results of one loop turn go out together (flush_unsent), as one "results" frame.
+  // Results go out together (flush_unsent), as one "results" frame.
   void deliver(proto::Result r) {
     release_id(r.id);
+    if (finished_.empty()) finished_since_ = Clock::now();
     finished_.push_back(std::move(r));
   }
 
@@ -681,15 +715,26 @@ private:
 
   // Results keep their order: nothing overtakes a result that is waiting for the sink.
   void send(std::string frame, std::size_t results) {
-    if (unsent_.empty() && try_send_frame(frame)) return;
+    if (unsent_.empty() && try_send_frame(frame)) {
+      ++counters_.result_frames;
+      return;
+    }
     unsent_.push_back(Unsent{std::move(frame), results});
     unsent_results_ += results;
   }
 
   // The finished results become frames (a "results" batch within the count and size bounds; one
-  // result alone as a "result"), then what waits for the sink is sent, in order.
-  void flush_unsent() {
-    for (std::size_t i = 0; i < finished_.size();) {
+  // result alone as a "result") once they are worth one: kResultBatch of them, the oldest waited
+  // --coalesce-ms, nothing else is in flight or queued (the job's last results), or
+  // `force` (stop, exit). Then what waits for the sink is sent, in order. Results waiting here
+  // are no longer held: the ventilator's credit does not wait for them, only its per-host limits
+  // and the sink's progress do, for --coalesce-ms at most.
+  void flush_unsent(bool force) {
+    const std::size_t parked = robots_ ? robots_->parked() : 0;
+    const bool hold = !force && opt_.coalesce.count() > 0 && finished_.size() < kResultBatch &&
+                      (active_ > 0 || parked > 0 || !queued_.empty()) &&
+                      Clock::now() - finished_since_ < opt_.coalesce;
+    for (std::size_t i = 0; !hold && i < finished_.size();) {
       proto::BatchSize size;
       std::size_t end = i;
       while (end < finished_.size() && size.add(proto::batch_item_bound(finished_[end]))) ++end;
@@ -704,8 +749,9 @@ private:
       }
       i = end;
     }
-    finished_.clear();
+    if (!hold) finished_.clear();
     while (!unsent_.empty() && try_send_frame(unsent_.front().frame)) {
+      ++counters_.result_frames;
       unsent_results_ -= unsent_.front().results;
       unsent_.pop_front();
     }
@@ -726,6 +772,8 @@ private:
   std::uint32_t last_held_ = UINT32_MAX, last_capacity_ = 0;
   std::uint64_t last_received_ = 0;
   Clock::time_point last_ready_{};
+  Clock::time_point unreported_since_{}; // the first slot set free since the last ready, or {}
+  bool ready_blocked_ = false;           // the last ready could not be sent (not connected)
 
   HeaderList headers_; // -H lines; settings_.headers points at it, so it outlives the handles
   CurlMulti multi_; // declared before the slots: it must be freed after every easy handle
@@ -734,7 +782,8 @@ private:
   std::size_t active_ = 0; // transfers added to the multi
   std::priority_queue<Waiting, std::vector<Waiting>, DueLater> waiting_;
   std::deque<proto::Task> queued_;      // received (in a batch) and held, waiting for a free slot
-  std::vector<proto::Result> finished_; // results of this loop turn, not encoded yet
+  std::vector<proto::Result> finished_; // results not encoded yet (see flush_unsent)
+  Clock::time_point finished_since_{};  // when the oldest of them was added
   struct Unsent {
     std::string frame;
     std::size_t results = 0;
@@ -846,6 +895,15 @@ void add_options(CLI::App& cmd, DownloadOptions& o) {
                  "tasks queued on this node beyond those running (small, so nodes do not hoard)")
       ->capture_default_str()
       ->check(CLI::Range(1, 100000));
+  cmd.add_option_function<std::int64_t>(
+         "--coalesce-ms", [&o](const std::int64_t& ms) { o.coalesce = milliseconds(ms); },
+         "how long a finished result, or a slot set free, may wait to share a message with "
+         "others: results go to the sink 32 to a frame, credit to the ventilator once "
+         "prefetch/2 slots are free; both go at once when nothing else is in flight or a slot "
+         "would idle. Fewer messages when transfers end one by one; 0 = send every change at "
+         "once")
+      ->default_str(std::to_string(o.coalesce.count()))
+      ->check(CLI::Range(0, 1000));
   cmd.add_option("--node", o.node, "name of this node in results (default hostname-pid)");
   cmd.add_option("--connect-timeout", o.connect_timeout_s,
                  "seconds allowed to connect (DNS, TCP and TLS)")
@@ -975,11 +1033,12 @@ int run(const DownloadOptions& o) {
     remove_stale_parts(*out);
 
     spdlog::info("downloader summary: {} tasks, {} done, {} failed ({} aborted), {} bytes, {} "
-                 "retries, {} resumed, {} bad frames{}{}",
+                 "retries, {} resumed, {} bad frames{}{}; messages: {} task frames in, {} ready "
+                 "and {} result frames out",
                  c.tasks, c.done, c.failed, c.aborted, c.bytes, c.retries, c.resumed, c.bad_frames,
                  c.deduped > 0 ? ", " + std::to_string(c.deduped) + " stored as hard links" : "",
-                 o.respect_robots ? ", " + std::to_string(c.robots) + " refused by robots.txt"
-                                  : "");
+                 o.respect_robots ? ", " + std::to_string(c.robots) + " refused by robots.txt" : "",
+                 c.task_frames, c.readies, c.result_frames);
     return c.aborted > 0 ? kExitInterrupted : kExitOk;
   } catch (const std::exception& e) {
     spdlog::error("downloader: {}", e.what());

@@ -267,6 +267,7 @@ public:
         auto decoded = trawl::proto::decode(std::string_view(body.data<char>(), body.size()));
         REQUIRE(std::holds_alternative<trawl::proto::Message>(decoded));
         last_ready_ = std::get<trawl::proto::Ready>(std::get<trawl::proto::Message>(decoded));
+        ++readies_;
         peer_ = id.to_string();
       }
       if (!peer_.empty()) return;
@@ -275,6 +276,8 @@ public:
   }
 
   const trawl::proto::Ready& last_ready() const { return last_ready_; }
+  std::size_t readies() const { return readies_; }             // ready messages read so far
+  std::size_t result_frames() const { return result_frames_; } // result(s) frames collected
 
   // Collects results until `n` arrived or `timeout` passed.
   std::map<std::uint64_t, Result> collect(std::size_t n, std::chrono::milliseconds timeout) {
@@ -288,6 +291,7 @@ public:
         auto decoded = trawl::proto::decode(std::string_view(msg.data<char>(), msg.size()));
         REQUIRE(std::holds_alternative<trawl::proto::Message>(decoded));
         auto& m = std::get<trawl::proto::Message>(decoded);
+        ++result_frames_;
         // A "result" alone or a "results" batch (the results of one turn of the loop).
         std::vector<Result> rs;
         if (const auto* one = std::get_if<Result>(&m)) rs.push_back(*one);
@@ -318,6 +322,7 @@ private:
   zmq::socket_t results_{ctx_, zmq::socket_type::pull};
   std::string peer_;
   trawl::proto::Ready last_ready_;
+  std::size_t readies_ = 0, result_frames_ = 0;
   std::future<int> exit_;
 };
 

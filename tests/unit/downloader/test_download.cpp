@@ -319,6 +319,129 @@ TEST_CASE("downloader: tasks that end at once are reported to the ventilator at 
   CHECK(h.stop() == trawl::kExitOk);
 }
 
+// Transfers that end one by one, a few ms apart (each response leaves at its own instant): with
+// --coalesce-ms their results share frames and their freed slots share `ready` messages. With
+// --coalesce-ms 0 (every change sent at once) this node sends about one frame of each per link.
+TEST_CASE("downloader: results and credit of transfers that end one by one share messages",
+          "[downloader][coalesce]") {
+  TempDir tmp;
+  Server server;
+  server.svr().new_task_queue = [] { return new httplib::ThreadPool(24); };
+  const auto t0 = std::chrono::steady_clock::now() + 300ms;
+  server.svr().Get(R"(/f/(\d+))", [&](const httplib::Request& req, httplib::Response& res) {
+    const int i = std::stoi(req.matches[1]);
+    std::this_thread::sleep_until(t0 + i * 4ms); // the i-th answer at its own instant
+    res.set_content("body " + std::to_string(i), "text/plain");
+  });
+  server.start();
+
+  constexpr std::uint64_t n = 20;
+  trawl::downloader::DownloadOptions o;
+  o.out = tmp.path.string();
+  o.concurrency = 4;   // 16 of the 20 wait in the node's queue: slots free one by one
+  o.prefetch = 16;     // a ready once 8 slots are free (or the queue is empty)
+  o.coalesce = 1000ms; // longer than the test: only the counts send anything
+  Harness h(o);
+  h.drain_ready(10s);
+  const std::size_t readies_before = h.readies();
+  std::vector<Task> tasks;
+  for (std::uint64_t id = 1; id <= n; ++id)
+    tasks.push_back(Task{id, server.url("/f/" + std::to_string(id)), "f" + std::to_string(id), 1});
+  // One frame, as the ventilator would send it (capacity 20).
+  h.send_raw(trawl::proto::encode(trawl::proto::Tasks{tasks}));
+  auto results = h.collect(n, 10s);
+  REQUIRE(results.size() == n);
+  for (const auto& t : tasks)
+    check_done(results[t.id], t, tmp.path, "body " + std::to_string(t.id));
+  // The last result left when nothing else was in flight, the others waited for it (32 at most).
+  CHECK(h.result_frames() <= 2);
+  // The last ready leaves after the last result (a free slot, nothing queued: at once).
+  const auto deadline = std::chrono::steady_clock::now() + 2s;
+  while ((h.last_ready().received < n || h.last_ready().held > 0) &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(5ms);
+    h.drain_ready(0ms);
+  }
+  const std::size_t readies = h.readies() - readies_before;
+  INFO(readies << " ready messages for " << n << " transfers");
+  // 16 queued tasks started as 16 slots freed: 2 readies; the last 4 with nothing queued: 4;
+  // a heartbeat or two. One per link (and one per task frame received) before coalescing.
+  CHECK(readies <= 10);
+  CHECK(h.last_ready().held == 0);
+  CHECK(h.last_ready().received == n);
+  CHECK(h.stop() == trawl::kExitOk);
+}
+
+TEST_CASE("downloader: a result held back to share a frame still leaves within --coalesce-ms",
+          "[downloader][coalesce]") {
+  TempDir tmp;
+  Server server;
+  std::atomic<bool> quit{false};
+  server.svr().Get("/fast", [](const httplib::Request&, httplib::Response& res) {
+    res.set_content("fast", "text/plain");
+  });
+  server.svr().Get("/slow", [&](const httplib::Request&, httplib::Response& res) {
+    for (int i = 0; i < 400 && !quit; ++i) std::this_thread::sleep_for(10ms);
+    res.set_content("slow", "text/plain");
+  });
+  server.start();
+
+  trawl::downloader::DownloadOptions o;
+  o.out = tmp.path.string();
+  o.concurrency = 4;
+  o.coalesce = 200ms;
+  o.grace = 0ms;
+  Harness h(o);
+  const Task slow{1, server.url("/slow"), "slow", 1};
+  const Task fast{2, server.url("/fast"), "fast", 1};
+  h.send(slow);
+  const auto sent = std::chrono::steady_clock::now();
+  h.send(fast);
+  // The slow transfer keeps something in flight for 4 s: the fast result may wait for company,
+  // for --coalesce-ms (200 ms), not for the slow one. Generous bound: 2 s.
+  auto results = h.collect(1, 3s);
+  const auto took = std::chrono::steady_clock::now() - sent;
+  REQUIRE(results.size() == 1);
+  check_done(results[2], fast, tmp.path, "fast");
+  CHECK(took < 2s);
+  // And the freed slot is reported to the ventilator at once: nothing is queued to fill it.
+  while (h.last_ready().held != 1 && std::chrono::steady_clock::now() < sent + 2s) {
+    std::this_thread::sleep_for(5ms);
+    h.drain_ready(0ms);
+  }
+  CHECK(h.last_ready().held == 1);
+  CHECK(h.last_ready().received == 2);
+  CHECK(h.stop() == trawl::kExitInterrupted);
+  quit = true;
+}
+
+TEST_CASE("downloader: a free slot with nothing queued is reported at once, whatever "
+          "--coalesce-ms says",
+          "[downloader][coalesce]") {
+  // prefetch 16 waits for 8 free slots before a ready; a node with a free slot and nothing
+  // queued must not wait for them (nor for --coalesce-ms, here longer than the heartbeat).
+  TempDir tmp;
+  trawl::downloader::DownloadOptions o;
+  o.out = tmp.path.string();
+  o.concurrency = 2;
+  o.prefetch = 16;
+  o.coalesce = 1000ms;
+  Harness h(o);
+  h.drain_ready(10s);
+  h.send(Task{1, "http://127.0.0.1:9/x", "../x", 1}); // refused at once: an unsafe name
+  const auto sent = std::chrono::steady_clock::now();
+  auto results = h.collect(1, 5s);
+  REQUIRE(results.size() == 1);
+  CHECK(results[1].reason == Reason::bad_url);
+  while (h.last_ready().received < 1 && std::chrono::steady_clock::now() < sent + 3s) {
+    std::this_thread::sleep_for(5ms);
+    h.drain_ready(0ms);
+  }
+  CHECK(h.last_ready().received == 1);
+  CHECK(std::chrono::steady_clock::now() - sent < 500ms); // the heartbeat would take 1 s
+  CHECK(h.stop() == trawl::kExitOk);
+}
+
 // Figures, not checks: run with  trawl_unit_tests '[.downloader-bench]' -s
 TEST_CASE("downloader bench: throughput against a loopback server", "[.downloader-bench]") {
   TempDir tmp;

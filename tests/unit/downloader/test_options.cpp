@@ -17,6 +17,13 @@ TEST_CASE("download flags parse into DownloadOptions", "[downloader]") {
     CHECK(o.concurrency == 64);
     CHECK(o.max_size == (1ULL << 30));
     CHECK(o.grace == std::chrono::milliseconds(10000));
+    CHECK(o.coalesce == std::chrono::milliseconds(5));
+  }
+  SECTION("--coalesce-ms") {
+    app.parse(std::vector<std::string>{"0", "--coalesce-ms"});
+    CHECK(o.coalesce == std::chrono::milliseconds(0));
+    app.parse(std::vector<std::string>{"25", "--coalesce-ms"});
+    CHECK(o.coalesce == std::chrono::milliseconds(25));
   }
   SECTION("every flag") {
     // CLI11 parses a reversed argv vector.
@@ -45,5 +52,7 @@ TEST_CASE("download flags parse into DownloadOptions", "[downloader]") {
   }
   SECTION("out-of-range values are usage errors") {
     CHECK_THROWS_AS(app.parse(std::vector<std::string>{"0", "-j"}), CLI::ValidationError);
+    CHECK_THROWS_AS(app.parse(std::vector<std::string>{"1001", "--coalesce-ms"}),
+                    CLI::ValidationError);
   }
 }
