@@ -15,6 +15,7 @@
 #include <random>
 #include <spdlog/spdlog.h>
 #include <csignal>
+#include <system_error>
 #include <unistd.h>
 #include <zmq.hpp>
 
@@ -29,6 +30,7 @@
 #include "downloader/output_tree.hpp"
 #include "downloader/request_headers.hpp"
 #include "downloader/robots_cache.hpp"
+#include "downloader/temp_pool.hpp"
 #include "downloader/transfer.hpp"
 #include "proto/messages.hpp"
 
@@ -63,6 +65,12 @@ constexpr milliseconds kDiskPauseMax{60000};
 // Temporary names are unique within the process, also across several run() calls (tests).
 std::atomic<std::uint64_t> g_temp_counter{0};
 const Clock::time_point g_process_start = Clock::now(); // static init: about when the process began
+
+// A new temporary name ".trawl-PID-N.part" (remove_stale_parts knows its form) in `dir`.
+std::string temp_name(const std::string& dir) {
+  return dir + "/.trawl-" + std::to_string(getpid()) + "-" +
+         std::to_string(g_temp_counter.fetch_add(1)) + ".part";
+}
 
 std::string default_node() {
   char host[256] = {};
@@ -137,6 +145,17 @@ public:
     if (o.per_host > 0) multi_.set_long(CURLMOPT_MAX_HOST_CONNECTIONS, o.per_host);
     multi_.set_long(CURLMOPT_PIPELINING, CURLPIPE_MULTIPLEX);
     zmq_fd_ = tasks_.get(zmq::sockopt::fd);
+    // Files are created ahead by the pool's thread, not on this one (see TempPool).
+    if (!o.bench_null) {
+      try {
+        temp_pool_.emplace(TempPool::capacity_for(o.concurrency),
+                           [dir = out_] { return temp_name(dir); });
+      } catch (const std::system_error& e) {
+        spdlog::warn("no thread to create temporary files ahead ({}): the event loop creates "
+                     "them",
+                     e.what());
+      }
+    }
   }
 
   ~Worker() {
@@ -426,12 +445,13 @@ private:
       return;
     }
     Transfer* t = acquire();
-    std::string temp = out_ + "/.trawl-" + std::to_string(getpid()) + "-" +
-                       std::to_string(g_temp_counter.fetch_add(1)) + ".part";
+    // A continued body has its file; a new one takes a ready file, or creates its own in begin().
+    TempFile ready = resume || !temp_pool_ ? TempFile{} : temp_pool_->take();
     proto::Reason reason = proto::Reason::io;
     std::string err;
     try {
-      err = t->begin(task, attempt, settings_, std::move(temp), std::move(resume));
+      err =
+          t->begin(task, attempt, settings_, temp_name(out_), std::move(resume), std::move(ready));
       if (err.empty()) {
         reason = proto::Reason::other;
         multi_.add(t->easy());
@@ -797,6 +817,7 @@ private:
   LogRateLimit version_log_;
   OutputTree tree_;
   std::optional<RobotsCache> robots_; // --respect-robots; after multi_: freed before it
+  std::optional<TempPool> temp_pool_; // empty files ready for new bodies; none with --bench-null
 };
 
 // Checks the options; returns an error message or "".

@@ -4,10 +4,11 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
-#include <strings.h>
 #include <curl/header.h>
 #include <fcntl.h>
+#include <strings.h>
 #include <sys/stat.h>
+#include <tuple>
 #include <unistd.h>
 
 #include "downloader/outcome.hpp"
@@ -65,7 +66,7 @@ Transfer::~Transfer() { close_temp(); }
 
 std::string Transfer::begin(const proto::Task& task, std::uint32_t attempt,
                             const TransferSettings& s, std::string temp_path,
-                            std::optional<Partial> resume) {
+                            std::optional<Partial> resume, TempFile ready) {
   close_temp(); // a previous attempt always ends in finish()/discard(); this is a safety net
   task_ = task;
   attempt_ = attempt;
@@ -157,19 +158,18 @@ std::string Transfer::begin(const proto::Task& task, std::uint32_t attempt,
   if (EVP_DigestInit_ex(md_ctx_.get(), sha256_, nullptr) != 1)
     throw std::runtime_error("EVP_DigestInit_ex failed");
 
-  // O_EXCL already fails on any existing name, a symbolic link included; O_NOFOLLOW says so
-  // explicitly. The final name is only ever reached by rename(), which replaces a link planted
-  // there instead of following it.
-  const int fd =
-      ::open(temp_path.c_str(), O_CREAT | O_EXCL | O_NOFOLLOW | O_WRONLY | O_CLOEXEC, 0644);
-  if (fd < 0) {
+  // A file the TempPool created ahead (empty, ours, made with the flags below), else one made
+  // here: create_temp_file() uses O_EXCL, which already fails on any existing name, a symbolic
+  // link included, and O_NOFOLLOW, which says so explicitly. The final name is only ever reached
+  // by rename(), which replaces a link planted there instead of following it.
+  if (!ready) ready = create_temp_file(temp_path);
+  if (!ready) {
     const int err = errno;
     begin_reason_ = write_error_reason(err); // no inode left is a full disk too
     return bounded("cannot create " + temp_path + ": " + std::strerror(err),
                    proto::kMaxDetailBytes);
   }
-  fd_ = fd;
-  temp_path_ = std::move(temp_path);
+  std::tie(fd_, temp_path_) = ready.release();
   return {};
 }
 

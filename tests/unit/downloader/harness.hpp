@@ -194,6 +194,17 @@ inline std::vector<std::string> part_files(const fs::path& dir) {
   return found;
 }
 
+// The temporary files that hold body bytes: a running downloader also keeps empty ones ready for
+// the transfers to come (downloader/temp_pool.hpp).
+inline std::vector<std::string> body_part_files(const fs::path& dir) {
+  std::vector<std::string> found;
+  for (const auto& name : part_files(dir)) {
+    std::error_code ec;
+    if (fs::file_size(name, ec) > 0 && !ec) found.push_back(name);
+  }
+  return found;
+}
+
 // The HTTP server the downloader fetches from, on an ephemeral loopback port.
 class Server {
 public:

@@ -155,11 +155,11 @@ TEST_CASE("downloader: stop aborts what outlives the grace period, leaving no te
   // Wait until the slow body is being streamed into a temporary file and the busy task waits
   // for its retry.
   const auto deadline = std::chrono::steady_clock::now() + 10s;
-  while ((part_files(tmp.path).empty() || busy_hits == 0) &&
+  while ((body_part_files(tmp.path).empty() || busy_hits == 0) &&
          std::chrono::steady_clock::now() < deadline)
     std::this_thread::sleep_for(10ms);
   REQUIRE(busy_hits == 1);
-  REQUIRE(part_files(tmp.path).size() == 1);
+  REQUIRE(body_part_files(tmp.path).size() == 1);
 
   const auto t0 = std::chrono::steady_clock::now();
   CHECK(h.stop() == trawl::kExitInterrupted);

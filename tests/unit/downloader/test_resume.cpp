@@ -397,7 +397,7 @@ TEST_CASE("resume: a kept part file is removed when the job stops before its ret
   while (n_seen < 2 && Clock::now() < deadline) std::this_thread::sleep_for(10ms);
   REQUIRE(n_seen == 2);
   std::this_thread::sleep_for(100ms);
-  CHECK(part_files(tmp.path).size() == 1); // kept across the 503, for the next attempt
+  CHECK(body_part_files(tmp.path).size() == 1); // kept across the 503, for the next attempt
   CHECK(header_of(cut.heads()[1], "Range") == "bytes=40000-");
   CHECK(h.stop() == trawl::kExitInterrupted);
   auto results = h.collect(1, 5s);

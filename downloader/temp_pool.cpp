@@ -1,0 +1,145 @@
+#include "downloader/temp_pool.hpp"
+
+#include <algorithm>
+#include <cerrno>
+#include <csignal>
+#include <fcntl.h>
+#include <new>
+#include <pthread.h>
+#include <system_error>
+#include <unistd.h>
+
+namespace trawl::downloader {
+
+TempFile& TempFile::operator=(TempFile&& o) noexcept {
+  if (this != &o) {
+    reset();
+    fd_ = std::exchange(o.fd_, -1);
+    path_ = std::move(o.path_);
+  }
+  return *this;
+}
+
+std::pair<int, std::string> TempFile::release() noexcept {
+  return {std::exchange(fd_, -1), std::exchange(path_, {})};
+}
+
+void TempFile::reset() noexcept {
+  if (fd_ >= 0) {
+    ::close(fd_);
+    ::unlink(path_.c_str());
+  }
+  fd_ = -1;
+  path_.clear();
+}
+
+TempFile create_temp_file(std::string path) {
+  // O_EXCL already fails on any existing name, a symbolic link included; O_NOFOLLOW says so
+  // explicitly. The final name is only ever reached by rename(), which replaces a link planted
+  // there instead of following it.
+  const int fd = ::open(path.c_str(), O_CREAT | O_EXCL | O_NOFOLLOW | O_WRONLY | O_CLOEXEC, 0644);
+  if (fd < 0) return {};
+  return TempFile(fd, std::move(path));
+}
+
+TempPool::TempPool(std::size_t capacity, NameFn next_path, std::chrono::milliseconds backoff)
+    : capacity_(std::max<std::size_t>(capacity, 1)), next_path_(std::move(next_path)),
+      backoff_(backoff) {
+  // The thread takes no signal: SIGINT/SIGTERM go to a thread that polls the stop flag (a
+  // handler run here would only delay a file), and SIGPIPE and the like never concern it.
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, &old);
+  try {
+    thread_ = std::thread([this] { run(); });
+  } catch (...) {
+    pthread_sigmask(SIG_SETMASK, &old, nullptr);
+    throw;
+  }
+  pthread_sigmask(SIG_SETMASK, &old, nullptr);
+}
+
+TempPool::~TempPool() {
+  {
+    std::lock_guard lock(mutex_);
+    stop_ = true;
+  }
+  wake_.notify_all();
+  thread_.join();
+  ready_.clear(); // closes and removes every file never taken
+}
+
+std::size_t TempPool::capacity_for(int concurrency) noexcept {
+  return static_cast<std::size_t>(std::clamp(concurrency, 1, 64));
+}
+
+TempFile TempPool::take() {
+  TempFile f;
+  {
+    std::lock_guard lock(mutex_);
+    if (ready_.empty()) return f;
+    f = std::move(ready_.front());
+    ready_.pop_front();
+  }
+  wake_.notify_one(); // no system call while the thread is busy creating
+  return f;
+}
+
+std::size_t TempPool::ready() const {
+  std::lock_guard lock(mutex_);
+  return ready_.size();
+}
+
+std::uint64_t TempPool::created() const {
+  std::lock_guard lock(mutex_);
+  return created_;
+}
+
+std::uint64_t TempPool::failures() const {
+  std::lock_guard lock(mutex_);
+  return failures_;
+}
+
+bool TempPool::wait_ready(std::size_t n, std::chrono::milliseconds timeout) {
+  std::unique_lock lock(mutex_);
+  return filled_.wait_for(lock, timeout, [&] { return ready_.size() >= n; });
+}
+
+void TempPool::run() {
+  std::unique_lock lock(mutex_);
+  while (!stop_) {
+    if (ready_.size() >= capacity_) {
+      wake_.wait(lock);
+      continue;
+    }
+    if (Clock::now() < resume_at_) {
+      wake_.wait_until(lock, resume_at_);
+      continue;
+    }
+    lock.unlock(); // take() never waits for a creation
+    TempFile f;
+    try {
+      f = create_temp_file(next_path_());
+    } catch (...) { // a name could not be built (no memory): a failure like any other
+    }
+    lock.lock();
+    if (!f) {
+      // The transfers meet the same error when they create their files themselves, and
+      // report it; here it only pauses the pool.
+      ++failures_;
+      resume_at_ = Clock::now() + backoff_;
+      continue;
+    }
+    try {
+      ready_.push_back(std::move(f));
+    } catch (const std::bad_alloc&) { // f still holds the file, and removes it
+      ++failures_;
+      resume_at_ = Clock::now() + backoff_;
+      continue;
+    }
+    ++created_;
+    filled_.notify_all();
+  }
+}
+
+} // namespace trawl::downloader

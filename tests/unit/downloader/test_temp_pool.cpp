@@ -1,0 +1,191 @@
+// TempPool: empty temporary files created ahead by a background thread, taken by the event loop
+// without waiting; and the transfer that takes one (or, when the pool is empty, creates its own
+// and reports why it could not).
+#include <catch2/catch.hpp>
+
+#include <set>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "downloader/temp_pool.hpp"
+#include "downloader/transfer.hpp"
+#include "tests/unit/downloader/harness.hpp"
+
+using namespace trawl::dltest;
+using trawl::downloader::Finished;
+using trawl::downloader::TempFile;
+using trawl::downloader::TempPool;
+using trawl::downloader::Transfer;
+using trawl::downloader::TransferSettings;
+
+namespace {
+
+// Names like the downloader's, .trawl-PID-N.part, in `dir`.
+struct Names {
+  explicit Names(fs::path d) : dir(std::move(d)) {}
+  fs::path dir;
+  std::atomic<int> n{0};
+  std::string prefix = ".trawl-" + std::to_string(getpid()) + "-";
+  TempPool::NameFn fn() {
+    return [this] { return (dir / (prefix + std::to_string(n++) + ".part")).string(); };
+  }
+};
+
+TransferSettings settings() {
+  TransferSettings s;
+  s.connect_timeout_s = 5;
+  s.user_agent = "trawl-test";
+  return s;
+}
+
+std::string read_all(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+} // namespace
+
+TEST_CASE("temp pool: hands out distinct, empty, writable files of its directory and refills",
+          "[downloader][temppool]") {
+  TempDir tmp;
+  Names names(tmp.path);
+  TempPool pool(4, names.fn());
+  REQUIRE(pool.wait_ready(4, 5s));
+  CHECK(pool.ready() == 4); // never more than its capacity
+  CHECK(part_files(tmp.path).size() == 4);
+
+  std::vector<TempFile> taken;
+  std::set<std::string> paths;
+  std::set<ino_t> inodes;
+  for (int i = 0; i < 4; ++i) {
+    TempFile f = pool.take();
+    REQUIRE(f);
+    INFO(f.path());
+    struct stat st {};
+    REQUIRE(::fstat(f.fd(), &st) == 0);
+    CHECK(S_ISREG(st.st_mode));
+    CHECK(st.st_size == 0);
+    CHECK(fs::path(f.path()).parent_path() == tmp.path);
+    CHECK(fs::path(f.path()).filename().string().rfind(names.prefix, 0) == 0);
+    struct stat by_name {};
+    REQUIRE(::lstat(f.path().c_str(), &by_name) == 0); // the descriptor is the named file
+    CHECK(by_name.st_ino == st.st_ino);
+    CHECK(::write(f.fd(), "abc", 3) == 3);
+    CHECK(fs::file_size(f.path()) == 3);
+    paths.insert(f.path());
+    inodes.insert(st.st_ino);
+    taken.push_back(std::move(f));
+  }
+  CHECK(paths.size() == 4);
+  CHECK(inodes.size() == 4);
+  // Taking makes room: the thread fills the pool again, with new files.
+  REQUIRE(pool.wait_ready(4, 5s));
+  CHECK(pool.created() == 8);
+  CHECK(pool.failures() == 0);
+  CHECK(part_files(tmp.path).size() == 8);
+  TempFile more = pool.take();
+  REQUIRE(more);
+  CHECK(paths.count(more.path()) == 0);
+}
+
+TEST_CASE("temp pool: files never taken are removed when it goes; taken ones are the taker's",
+          "[downloader][temppool]") {
+  TempDir tmp;
+  Names names(tmp.path);
+  TempFile kept;
+  {
+    TempPool pool(3, names.fn());
+    REQUIRE(pool.wait_ready(3, 5s));
+    kept = pool.take();
+    REQUIRE(kept);
+    REQUIRE(pool.wait_ready(3, 5s));
+    CHECK(part_files(tmp.path).size() == 4);
+  }
+  CHECK(part_files(tmp.path) == std::vector<std::string>{kept.path()});
+  kept.reset();
+  CHECK(part_files(tmp.path).empty());
+  CHECK_FALSE(kept);
+}
+
+TEST_CASE("temp pool: a directory that takes no more files empties the pool, and the transfer "
+          "reports the error itself",
+          "[downloader][temppool]") {
+  TempDir tmp;
+  const fs::path dir = tmp.path / "out";
+  fs::create_directory(dir);
+  Names names(dir);
+  TempPool pool(2, names.fn(), 200ms);
+  REQUIRE(pool.wait_ready(2, 5s));
+
+  // The directory goes (moved away: this works for root too, which permissions do not stop).
+  // What was made before stays usable; nothing more can be made.
+  fs::rename(dir, tmp.path / "moved");
+  const auto deadline = std::chrono::steady_clock::now() + 5s;
+  while (pool.failures() == 0 && std::chrono::steady_clock::now() < deadline) {
+    (void)pool.take();
+    std::this_thread::sleep_for(5ms);
+  }
+  REQUIRE(pool.failures() >= 1);
+  for (int i = 0; i < 4 && pool.take(); ++i) { // one file begun before the move, at most
+  }
+  // Backing off, not spinning: a few attempts in 600 ms, and no file.
+  const auto failed = pool.failures();
+  std::this_thread::sleep_for(600ms);
+  CHECK(pool.ready() == 0);
+  CHECK(pool.failures() - failed <= 4);
+  CHECK(pool.failures() - failed >= 1); // it tries again after its backoff
+
+  // The event loop finds the pool empty and creates the file itself: the error is its own.
+  trawl::downloader::curl_global_once();
+  Transfer t(EVP_sha256());
+  const std::string temp = (dir / ".trawl-sync.part").string();
+  const std::string err = t.begin(Task{1, "http://127.0.0.1:9/x", "x.bin", 1}, 1, settings(), temp,
+                                  std::nullopt, pool.take());
+  CHECK(err == "cannot create " + temp + ": " + std::strerror(ENOENT));
+  CHECK(t.begin_reason() == Reason::io);
+
+  // The directory is back: after its backoff the pool fills again.
+  fs::create_directory(dir);
+  REQUIRE(pool.wait_ready(2, 5s));
+  CHECK(part_files(dir).size() == 2);
+}
+
+TEST_CASE("temp pool: a transfer writes its body into the file it was given and renames it",
+          "[downloader][temppool]") {
+  TempDir tmp;
+  Server server;
+  const std::string body = pattern_body(100000, 7);
+  server.svr().Get("/f", [&](const httplib::Request&, httplib::Response& res) {
+    res.set_content(body, "application/octet-stream");
+  });
+  server.start();
+  trawl::downloader::curl_global_once();
+  Names names(tmp.path);
+  TempPool pool(1, names.fn());
+  REQUIRE(pool.wait_ready(1, 5s));
+
+  TempFile f = pool.take();
+  REQUIRE(f);
+  const std::string given = f.path();
+  const std::string own = (tmp.path / ".trawl-own.part").string();
+  Transfer t(EVP_sha256());
+  REQUIRE(
+      t.begin(Task{1, server.url("/f"), "f.bin", 1}, 1, settings(), own, std::nullopt, std::move(f))
+          .empty());
+  CHECK(fs::exists(given));
+  CHECK_FALSE(fs::exists(own)); // the given file is used: none is created
+  const CURLcode code = curl_easy_perform(t.easy().get());
+  const Finished fin = t.finish(code, (tmp.path / "f.bin").string());
+  CHECK(fin.reason == Reason::none);
+  CHECK(fin.sha256 == sha256_hex(body));
+  CHECK(read_all(tmp.path / "f.bin") == body);
+  CHECK_FALSE(fs::exists(given));
+
+  // Without a file given, the transfer creates its own, as before the pool.
+  REQUIRE(t.begin(Task{2, server.url("/f"), "g.bin", 1}, 1, settings(), own).empty());
+  CHECK(fs::exists(own));
+  const Finished fin2 = t.finish(curl_easy_perform(t.easy().get()), (tmp.path / "g.bin").string());
+  CHECK(fin2.reason == Reason::none);
+  CHECK(read_all(tmp.path / "g.bin") == body);
+  CHECK_FALSE(fs::exists(own));
+}
