@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <csignal>
 #include <cstring>
 #include <deque>
 #include <filesystem>
@@ -11,10 +12,9 @@
 #include <openssl/evp.h>
 #include <optional>
 #include <queue>
-#include <set>
 #include <random>
+#include <set>
 #include <spdlog/spdlog.h>
-#include <csignal>
 #include <system_error>
 #include <unistd.h>
 #include <zmq.hpp>
