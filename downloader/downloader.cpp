@@ -279,8 +279,8 @@ private:
   // holds. Credit is what it waits for, so a `ready` goes out when the slots set free since the
   // last one are worth a frame: prefetch/2 of them (the tasks queued here keep the transfers
   // busy meanwhile), or --coalesce-ms after the first, or at once when a slot is free with no
-  // task queued to fill it. Also at once on a change of capacity (start, stop, a full disk) and
-  // every kReadyInterval as a heartbeat. At stop we ask for nothing more.
+  // task queued to fill it and none on the way. Also at once on a change of capacity (start, stop,
+  // a full disk) and every kReadyInterval as a heartbeat. At stop we ask for nothing more.
   void send_ready(Clock::time_point now, bool stopping) {
     const auto held = static_cast<std::uint32_t>(held_ids_.size());
     const std::uint32_t capacity = stopping || now < disk_pause_until_
@@ -299,8 +299,13 @@ private:
     if (stopping || opt_.coalesce.count() == 0) {
       worth = held != last_held_ || received_ != last_received_;
     } else if (freed > 0) {
+      // The ventilator sends at most the credit our last ready showed (capacity - held then):
+      // once that many tasks came, none can be on the way, and a free slot with nothing queued
+      // would idle until it hears from us.
+      const std::uint64_t promised = last_capacity_ > last_held_ ? last_capacity_ - last_held_ : 0;
+      const bool none_on_the_way = received_ - last_received_ >= promised;
       worth = freed >= std::max(1, opt_.prefetch / 2) || now - unreported_since_ >= opt_.coalesce ||
-              (queued_.empty() && can_take());
+              (queued_.empty() && can_take() && none_on_the_way);
     }
     if (!worth && !first && capacity == last_capacity_ && now - last_ready_ < kReadyInterval)
       return;

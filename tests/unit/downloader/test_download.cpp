@@ -415,30 +415,44 @@ TEST_CASE("downloader: a result held back to share a frame still leaves within -
   quit = true;
 }
 
-TEST_CASE("downloader: a free slot with nothing queued is reported at once, whatever "
-          "--coalesce-ms says",
+TEST_CASE("downloader: freed slots are reported once prefetch/2 of them are free, or after "
+          "--coalesce-ms",
           "[downloader][coalesce]") {
-  // prefetch 16 waits for 8 free slots before a ready; a node with a free slot and nothing
-  // queued must not wait for them (nor for --coalesce-ms, here longer than the heartbeat).
+  // Tasks with unsafe names end at once and free their slot, like finished transfers.
   TempDir tmp;
   trawl::downloader::DownloadOptions o;
   o.out = tmp.path.string();
   o.concurrency = 2;
-  o.prefetch = 16;
-  o.coalesce = 1000ms;
+  o.prefetch = 16;    // a ready once 8 slots are free
+  o.coalesce = 600ms; // or this long after the first (the heartbeat is 1 s)
   Harness h(o);
   h.drain_ready(10s);
-  h.send(Task{1, "http://127.0.0.1:9/x", "../x", 1}); // refused at once: an unsafe name
-  const auto sent = std::chrono::steady_clock::now();
-  auto results = h.collect(1, 5s);
-  REQUIRE(results.size() == 1);
-  CHECK(results[1].reason == Reason::bad_url);
-  while (h.last_ready().received < 1 && std::chrono::steady_clock::now() < sent + 3s) {
-    std::this_thread::sleep_for(5ms);
-    h.drain_ready(0ms);
-  }
-  CHECK(h.last_ready().received == 1);
-  CHECK(std::chrono::steady_clock::now() - sent < 500ms); // the heartbeat would take 1 s
+  const auto unsafe = [](std::uint64_t first, std::uint64_t count) {
+    std::vector<Task> batch;
+    for (std::uint64_t id = first; id < first + count; ++id)
+      batch.push_back(Task{id, "http://127.0.0.1:9/x", "../x", 1});
+    return trawl::proto::encode(trawl::proto::Tasks{batch});
+  };
+  const auto ready_with = [&h](std::uint64_t received, std::chrono::milliseconds within) {
+    const auto until = std::chrono::steady_clock::now() + within;
+    while (h.last_ready().received < received && std::chrono::steady_clock::now() < until) {
+      std::this_thread::sleep_for(5ms);
+      h.drain_ready(0ms);
+    }
+    return h.last_ready().received >= received;
+  };
+
+  // 7 free slots: not worth a ready yet (before coalescing, one went out at once).
+  h.send_raw(unsafe(1, 7));
+  REQUIRE(h.collect(7, 5s).size() == 7);
+  CHECK_FALSE(ready_with(7, 300ms));
+  CHECK(ready_with(7, 3s)); // --coalesce-ms later
+  CHECK(h.last_ready().held == 0);
+
+  // 8 free slots: at once.
+  h.send_raw(unsafe(8, 8));
+  REQUIRE(h.collect(8, 5s).size() == 8);
+  CHECK(ready_with(15, 300ms));
   CHECK(h.stop() == trawl::kExitOk);
 }
 
