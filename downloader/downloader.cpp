@@ -165,6 +165,10 @@ public:
       multi_.remove(t->easy());
       t->discard();
     }
+    if (temp_pool_ && temp_pool_->taken() + temp_pool_->missed() > 0)
+      spdlog::info("temporary files: {} created ahead, {} on the event loop (none was ready), {} "
+                   "failed creations ahead",
+                   temp_pool_->taken(), temp_pool_->missed(), temp_pool_->failures());
   }
 
   Worker(const Worker&) = delete;

@@ -57,6 +57,7 @@ TempPool::TempPool(std::size_t capacity, NameFn next_path, std::chrono::millisec
     throw;
   }
   pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  pthread_setname_np(thread_.native_handle(), "trawl-tmpfiles"); // for top -H and perf
 }
 
 TempPool::~TempPool() {
@@ -77,9 +78,13 @@ TempFile TempPool::take() {
   TempFile f;
   {
     std::lock_guard lock(mutex_);
-    if (ready_.empty()) return f;
+    if (ready_.empty()) {
+      ++missed_;
+      return f;
+    }
     f = std::move(ready_.front());
     ready_.pop_front();
+    ++taken_;
   }
   wake_.notify_one(); // no system call while the thread is busy creating
   return f;
@@ -98,6 +103,16 @@ std::uint64_t TempPool::created() const {
 std::uint64_t TempPool::failures() const {
   std::lock_guard lock(mutex_);
   return failures_;
+}
+
+std::uint64_t TempPool::taken() const {
+  std::lock_guard lock(mutex_);
+  return taken_;
+}
+
+std::uint64_t TempPool::missed() const {
+  std::lock_guard lock(mutex_);
+  return missed_;
 }
 
 bool TempPool::wait_ready(std::size_t n, std::chrono::milliseconds timeout) {

@@ -76,6 +76,8 @@ public:
   std::size_t ready() const;
   std::uint64_t created() const;  // files created so far
   std::uint64_t failures() const; // creations that failed so far
+  std::uint64_t taken() const;    // take() calls that got a file
+  std::uint64_t missed() const;   // take() calls that found the pool empty
   // Waits until at least `n` files are ready (true) or `timeout` passed (false).
   bool wait_ready(std::size_t n, std::chrono::milliseconds timeout);
 
@@ -93,6 +95,8 @@ private:
   Clock::time_point resume_at_{}; // after a failure, no attempt before this
   std::uint64_t created_ = 0;
   std::uint64_t failures_ = 0;
+  std::uint64_t taken_ = 0;
+  std::uint64_t missed_ = 0;
   std::thread thread_; // last: started once everything above is set up
 };
 

@@ -78,6 +78,8 @@ TEST_CASE("temp pool: hands out distinct, empty, writable files of its directory
   }
   CHECK(paths.size() == 4);
   CHECK(inodes.size() == 4);
+  CHECK(pool.taken() == 4);
+  CHECK(pool.missed() == 0);
   // Taking makes room: the thread fills the pool again, with new files.
   REQUIRE(pool.wait_ready(4, 5s));
   CHECK(pool.created() == 8);
@@ -143,6 +145,7 @@ TEST_CASE("temp pool: a directory that takes no more files empties the pool, and
                                   std::nullopt, pool.take());
   CHECK(err == "cannot create " + temp + ": " + std::strerror(ENOENT));
   CHECK(t.begin_reason() == Reason::io);
+  CHECK(pool.missed() >= 1);
 
   // The directory is back: after its backoff the pool fills again.
   fs::create_directory(dir);
