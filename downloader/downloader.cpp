@@ -15,6 +15,7 @@
 #include <random>
 #include <set>
 #include <spdlog/spdlog.h>
+#include <sys/resource.h>
 #include <system_error>
 #include <unistd.h>
 #include <zmq.hpp>
@@ -146,10 +147,18 @@ public:
     multi_.set_long(CURLMOPT_PIPELINING, CURLPIPE_MULTIPLEX);
     zmq_fd_ = tasks_.get(zmq::sockopt::fd);
     // Files are created ahead by the pool's thread, not on this one (see TempPool).
-    if (!o.bench_null) {
+    rlimit fds{};
+    const std::uint64_t fd_limit =
+        ::getrlimit(RLIMIT_NOFILE, &fds) == 0 && fds.rlim_cur != RLIM_INFINITY ? fds.rlim_cur
+                                                                               : UINT64_MAX;
+    const std::size_t ready_files = TempPool::capacity_for(o.concurrency, fd_limit);
+    if (ready_files == 0 && !o.bench_null)
+      spdlog::info("descriptors for {} transfers leave none to keep files ready (ulimit -n {}): "
+                   "the event loop creates them",
+                   o.concurrency, fd_limit);
+    if (ready_files > 0 && !o.bench_null) {
       try {
-        temp_pool_.emplace(TempPool::capacity_for(o.concurrency),
-                           [dir = out_] { return temp_name(dir); });
+        temp_pool_.emplace(ready_files, [dir = out_] { return temp_name(dir); });
       } catch (const std::system_error& e) {
         spdlog::warn("no thread to create temporary files ahead ({}): the event loop creates "
                      "them",

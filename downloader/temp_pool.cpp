@@ -70,8 +70,12 @@ TempPool::~TempPool() {
   ready_.clear(); // closes and removes every file never taken
 }
 
-std::size_t TempPool::capacity_for(int concurrency) noexcept {
-  return static_cast<std::size_t>(std::clamp(concurrency, 1, 64));
+std::size_t TempPool::capacity_for(int concurrency, std::uint64_t fd_limit) noexcept {
+  constexpr std::uint64_t kMax = 64, kOther = 64;
+  const auto transfers = static_cast<std::uint64_t>(std::max(concurrency, 1));
+  const std::uint64_t used = 2 * transfers + kOther;
+  const std::uint64_t room = fd_limit > used ? fd_limit - used : 0;
+  return static_cast<std::size_t>(std::min({kMax, transfers, room}));
 }
 
 TempFile TempPool::take() {

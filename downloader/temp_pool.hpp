@@ -68,9 +68,11 @@ public:
   // A ready file, or an empty TempFile when none is: never waits for one to be created.
   TempFile take();
 
-  // How many files to keep ready for a downloader running `concurrency` transfers: enough for
-  // all of them to start at once, at most 64 (each is a descriptor held open).
-  static std::size_t capacity_for(int concurrency) noexcept;
+  // How many files to keep ready for a downloader running `concurrency` transfers in a process
+  // that may open `fd_limit` descriptors (RLIMIT_NOFILE): enough for all of them to start at
+  // once, at most 64, and fewer, down to 0 (no pool), when the ready files' descriptors would
+  // crowd out the transfers' own (a socket and a file each, and 64 for everything else).
+  static std::size_t capacity_for(int concurrency, std::uint64_t fd_limit) noexcept;
 
   // Diagnostics and tests.
   std::size_t ready() const;

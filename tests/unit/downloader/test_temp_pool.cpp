@@ -192,3 +192,17 @@ TEST_CASE("temp pool: a transfer writes its body into the file it was given and 
   CHECK(read_all(tmp.path / "g.bin") == body);
   CHECK_FALSE(fs::exists(own));
 }
+
+TEST_CASE("temp pool: as many ready files as transfers, at most 64, none when descriptors are "
+          "short",
+          "[downloader][temppool]") {
+  CHECK(TempPool::capacity_for(64, 1024) == 64);
+  CHECK(TempPool::capacity_for(8, 1024) == 8);
+  CHECK(TempPool::capacity_for(0, 1024) == 1);
+  CHECK(TempPool::capacity_for(1000, UINT64_MAX) == 64);
+  // 450 transfers hold 900 descriptors; 64 more for sockets and logs leave 60 of 1024.
+  CHECK(TempPool::capacity_for(450, 1024) == 60);
+  CHECK(TempPool::capacity_for(480, 1024) == 0);
+  CHECK(TempPool::capacity_for(4000, 1024) == 0);
+  CHECK(TempPool::capacity_for(4, 64) == 0);
+}
