@@ -763,14 +763,19 @@ private:
 
   // The finished results become frames (a "results" batch within the count and size bounds; one
   // result alone as a "result") once they are worth one: kResultBatch of them, the oldest waited
-  // --coalesce-ms, nothing else is in flight or queued (the job's last results), or
-  // `force` (stop, exit). Then what waits for the sink is sent, in order. Results waiting here
-  // are no longer held: the ventilator's credit does not wait for them, only its per-host limits
-  // and the sink's progress do, for --coalesce-ms at most.
+  // --coalesce-ms, nothing else is in flight or queued (the job's last results), half the slots
+  // or more are free with no task queued, or `force` (stop, exit). Then what waits for the sink
+  // is sent, in order. Results waiting here are no longer held: the ventilator's credit does not
+  // wait for them, but its per-host limits do (a host's next task waits for its last result): a
+  // node left half empty may be waiting for exactly that, so it does not hold them. (A few free
+  // slots are usual while a burst of transfers ends and the ventilator's answer is on its way.)
   void flush_unsent(bool force) {
     const std::size_t parked = robots_ ? robots_->parked() : 0;
+    const std::size_t busy = active_ + waiting_.size() + parked;
+    const bool half_empty =
+        queued_.empty() && 2 * busy <= static_cast<std::size_t>(opt_.concurrency);
     const bool hold = !force && opt_.coalesce.count() > 0 && finished_.size() < kResultBatch &&
-                      (active_ > 0 || parked > 0 || !queued_.empty()) &&
+                      (active_ > 0 || parked > 0 || !queued_.empty()) && !half_empty &&
                       Clock::now() - finished_since_ < opt_.coalesce;
     for (std::size_t i = 0; !hold && i < finished_.size();) {
       proto::BatchSize size;
