@@ -90,7 +90,7 @@ TEST_CASE("temp pool: hands out distinct, empty, writable files of its directory
   CHECK(paths.count(more.path()) == 0);
 }
 
-TEST_CASE("temp pool: files never taken are removed when it goes; taken ones are the taker's",
+TEST_CASE("temp pool: files never taken are removed when it goes, taken ones are the taker's",
           "[downloader][temppool]") {
   TempDir tmp;
   Names names(tmp.path);
