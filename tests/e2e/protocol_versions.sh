@@ -135,7 +135,9 @@ grep -q "the ventilator speaks protocol version $protocol (this build speaks $ne
 ledger="$work/state/ledger.sqlite"
 shares=$(sqlite3 -readonly "$ledger" "SELECT node, count(*) FROM links WHERE state=2 GROUP BY node" | tr '\n' ' ')
 echo "per node: $shares" >&2
-[ -z "$(find "$work/out-next-node" -type f)" ] || fail "the next node wrote files"
+# (A running downloader keeps empty temporary files ready, .trawl-PID-N.part: those are not writes.)
+[ -z "$(find "$work/out-next-node" -type f ! \( -name '.trawl-*.part' -empty \))" ] ||
+  fail "the next node wrote files: $(find "$work/out-next-node" -type f ! \( -name '.trawl-*.part' -empty \) | head -3)"
 bad=$(sqlite3 -readonly "$ledger" "SELECT count(*) FROM links WHERE node IS NOT NULL AND node NOT IN ('our-node','same-node')")
 [ "$bad" = 0 ] || fail "$bad ledger rows name another node ($shares)"
 for node in our-node same-node; do
