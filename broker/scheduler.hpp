@@ -42,7 +42,6 @@ struct SchedulerLimits {
 // "HOST=R" (R tasks per second, R >= 0) -> the host's key and R; nullopt when malformed.
 std::optional<std::pair<std::string, double>> parse_host_rate(std::string_view s);
 
-// Where a host's pending links come from: the ledger, or a double in tests.
 // How `tasks` pending tasks are shared among downloaders with these credits (free slots) when
 // they do not fill them all: in proportion to each credit, the remainders to the largest
 // fractions (the earlier peer on a tie). Each share is at most its credit, and the shares add up
@@ -50,6 +49,7 @@ std::optional<std::pair<std::string, double>> parse_host_rate(std::string_view s
 std::vector<std::uint64_t> share_out(std::uint64_t tasks,
                                      const std::vector<std::uint64_t>& credits);
 
+// Where a host's pending links come from: the ledger, or a double in tests.
 class PendingSource {
 public:
   virtual ~PendingSource() = default;

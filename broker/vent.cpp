@@ -357,15 +357,18 @@ private:
   void dispatch(Clock::time_point now) {
     std::vector<HostScheduler::Pick> picks;
     std::vector<proto::Task> batch;
-    std::map<std::string, std::uint64_t> quota; // empty: no shares, the pending fill every peer
-    {
+    // Empty unless the pending tasks would not fill every peer (a job's start or end, a slow
+    // source): the usual turn, with a backlog, allocates nothing for it.
+    std::map<std::string, std::uint64_t> quota;
+    std::uint64_t total_credit = 0;
+    for (const auto& [id, p] : peers_) total_credit += p.credit();
+    if (counts_.pending > 0 && counts_.pending < total_credit) {
       std::vector<std::uint64_t> credits;
+      credits.reserve(peers_.size());
       for (const auto& [id, p] : peers_) credits.push_back(p.credit());
       const auto shares = share_out(counts_.pending, credits);
-      if (shares != credits) {
-        std::size_t i = 0;
-        for (const auto& [id, p] : peers_) quota[id] = shares[i++];
-      }
+      std::size_t i = 0;
+      for (const auto& [id, p] : peers_) quota[id] = shares[i++];
     }
     while (counts_.pending > 0) {
       auto peer = best_peer(quota.empty() ? nullptr : &quota);
