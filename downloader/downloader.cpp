@@ -146,25 +146,9 @@ public:
     if (o.per_host > 0) multi_.set_long(CURLMOPT_MAX_HOST_CONNECTIONS, o.per_host);
     multi_.set_long(CURLMOPT_PIPELINING, CURLPIPE_MULTIPLEX);
     zmq_fd_ = tasks_.get(zmq::sockopt::fd);
-    // Files are created ahead by the pool's thread, not on this one (see TempPool).
-    rlimit fds{};
-    const std::uint64_t fd_limit =
-        ::getrlimit(RLIMIT_NOFILE, &fds) == 0 && fds.rlim_cur != RLIM_INFINITY ? fds.rlim_cur
-                                                                               : UINT64_MAX;
-    const std::size_t ready_files = TempPool::capacity_for(o.concurrency, fd_limit);
-    if (ready_files == 0 && !o.bench_null)
-      spdlog::info("descriptors for {} transfers leave none to keep files ready (ulimit -n {}): "
-                   "the event loop creates them",
-                   o.concurrency, fd_limit);
-    if (ready_files > 0 && !o.bench_null) {
-      try {
-        temp_pool_.emplace(ready_files, [dir = out_] { return temp_name(dir); });
-      } catch (const std::system_error& e) {
-        spdlog::warn("no thread to create temporary files ahead ({}): the event loop creates "
-                     "them",
-                     e.what());
-      }
-    }
+    // Files are created ahead by the pool's thread, not on this one (see TempPool); with
+    // --bench-null there are no files at all.
+    if (!o.bench_null) start_temp_pool(o.concurrency);
   }
 
   ~Worker() {
@@ -174,10 +158,10 @@ public:
       multi_.remove(t->easy());
       t->discard();
     }
-    if (temp_pool_ && temp_pool_->taken() + temp_pool_->missed() > 0)
+    if (const auto s = temp_pool_ ? temp_pool_->stats() : TempPool::Stats{}; s.taken + s.missed > 0)
       spdlog::info("temporary files: {} created ahead, {} on the event loop (none was ready), {} "
                    "failed creations ahead",
-                   temp_pool_->taken(), temp_pool_->missed(), temp_pool_->failures());
+                   s.taken, s.missed, s.failures);
   }
 
   Worker(const Worker&) = delete;
@@ -268,6 +252,26 @@ public:
   const Counters& counters() const noexcept { return counters_; }
 
 private:
+  void start_temp_pool(int concurrency) {
+    rlimit fds{};
+    const std::uint64_t fd_limit =
+        ::getrlimit(RLIMIT_NOFILE, &fds) == 0 && fds.rlim_cur != RLIM_INFINITY ? fds.rlim_cur
+                                                                               : UINT64_MAX;
+    const std::size_t ready_files = TempPool::capacity_for(concurrency, fd_limit);
+    if (ready_files == 0) {
+      spdlog::info("descriptors for {} transfers leave none to keep files ready (ulimit -n {}): "
+                   "the event loop creates them",
+                   concurrency, fd_limit);
+      return;
+    }
+    try {
+      temp_pool_.emplace(ready_files, [dir = out_] { return temp_name(dir); });
+    } catch (const std::system_error& e) {
+      spdlog::warn("no thread to create temporary files ahead ({}): the event loop creates them",
+                   e.what());
+    }
+  }
+
   bool can_take() const noexcept {
     // While the disk is suspected full, one transfer at a time finds out whether it has room.
     const auto cap = disk_probing_ ? std::size_t{1} : static_cast<std::size_t>(opt_.concurrency);
@@ -465,11 +469,13 @@ private:
     Transfer* t = acquire();
     // A continued body has its file; a new one takes a ready file, or creates its own in begin().
     TempFile ready = resume || !temp_pool_ ? TempFile{} : temp_pool_->take();
+    // A name of its own only when it may create a file (no ready one): none built per link else.
+    std::string temp = ready ? std::string() : temp_name(out_);
     proto::Reason reason = proto::Reason::io;
     std::string err;
     try {
       err =
-          t->begin(task, attempt, settings_, temp_name(out_), std::move(resume), std::move(ready));
+          t->begin(task, attempt, settings_, std::move(temp), std::move(resume), std::move(ready));
       if (err.empty()) {
         reason = proto::Reason::other;
         multi_.add(t->easy());

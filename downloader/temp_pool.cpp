@@ -83,40 +83,22 @@ TempFile TempPool::take() {
   {
     std::lock_guard lock(mutex_);
     if (ready_.empty()) {
-      ++missed_;
+      ++counts_.missed;
       return f;
     }
     f = std::move(ready_.front());
     ready_.pop_front();
-    ++taken_;
+    ++counts_.taken;
   }
   wake_.notify_one(); // no system call while the thread is busy creating
   return f;
 }
 
-std::size_t TempPool::ready() const {
+TempPool::Stats TempPool::stats() const {
   std::lock_guard lock(mutex_);
-  return ready_.size();
-}
-
-std::uint64_t TempPool::created() const {
-  std::lock_guard lock(mutex_);
-  return created_;
-}
-
-std::uint64_t TempPool::failures() const {
-  std::lock_guard lock(mutex_);
-  return failures_;
-}
-
-std::uint64_t TempPool::taken() const {
-  std::lock_guard lock(mutex_);
-  return taken_;
-}
-
-std::uint64_t TempPool::missed() const {
-  std::lock_guard lock(mutex_);
-  return missed_;
+  Stats s = counts_;
+  s.ready = ready_.size();
+  return s;
 }
 
 bool TempPool::wait_ready(std::size_t n, std::chrono::milliseconds timeout) {
@@ -142,22 +124,19 @@ void TempPool::run() {
     } catch (...) { // a name could not be built (no memory): a failure like any other
     }
     lock.lock();
-    if (!f) {
-      // The transfers meet the same error when they create their files themselves, and
-      // report it; here it only pauses the pool.
-      ++failures_;
-      resume_at_ = Clock::now() + backoff_;
-      continue;
+    if (f) {
+      try {
+        ready_.push_back(std::move(f));
+        ++counts_.created;
+        filled_.notify_all();
+        continue;
+      } catch (const std::bad_alloc&) { // f still holds the file, and removes it
+      }
     }
-    try {
-      ready_.push_back(std::move(f));
-    } catch (const std::bad_alloc&) { // f still holds the file, and removes it
-      ++failures_;
-      resume_at_ = Clock::now() + backoff_;
-      continue;
-    }
-    ++created_;
-    filled_.notify_all();
+    // The transfers meet the same error when they create their files themselves, and report
+    // it; here it only pauses the pool.
+    ++counts_.failures;
+    resume_at_ = Clock::now() + backoff_;
   }
 }
 

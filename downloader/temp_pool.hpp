@@ -74,12 +74,15 @@ public:
   // crowd out the transfers' own (a socket and a file each, and 64 for everything else).
   static std::size_t capacity_for(int concurrency, std::uint64_t fd_limit) noexcept;
 
-  // Diagnostics and tests.
-  std::size_t ready() const;
-  std::uint64_t created() const;  // files created so far
-  std::uint64_t failures() const; // creations that failed so far
-  std::uint64_t taken() const;    // take() calls that got a file
-  std::uint64_t missed() const;   // take() calls that found the pool empty
+  // Diagnostics and tests: the counts, read together.
+  struct Stats {
+    std::size_t ready = 0;      // files ready now
+    std::uint64_t created = 0;  // files created so far
+    std::uint64_t failures = 0; // creations that failed so far
+    std::uint64_t taken = 0;    // take() calls that got a file
+    std::uint64_t missed = 0;   // take() calls that found the pool empty
+  };
+  Stats stats() const;
   // Waits until at least `n` files are ready (true) or `timeout` passed (false).
   bool wait_ready(std::size_t n, std::chrono::milliseconds timeout);
 
@@ -95,10 +98,7 @@ private:
   std::deque<TempFile> ready_;
   bool stop_ = false;
   Clock::time_point resume_at_{}; // after a failure, no attempt before this
-  std::uint64_t created_ = 0;
-  std::uint64_t failures_ = 0;
-  std::uint64_t taken_ = 0;
-  std::uint64_t missed_ = 0;
+  Stats counts_;                  // all but `ready`, which is ready_.size()
   std::thread thread_; // last: started once everything above is set up
 };
 

@@ -99,13 +99,13 @@ public:
   Transfer& operator=(const Transfer&) = delete;
 
   // Prepares one attempt: resets the handle, sets every option and writes the body to `ready`
-  // (an empty file of the TempPool) or, when that is empty, creates `temp_path` (O_EXCL |
-  // O_NOFOLLOW: never an existing file, never through a planted link). With `resume`, continues
-  // that partial body instead (Range from its size, If-Range with its validator) when its file
-  // still holds exactly its bytes (`ready` is then removed); otherwise removes it and starts
-  // afresh. Returns "" on success, else why the temporary file could not be created (the caller
-  // reports begin_reason(): disk when the file system is full, else io). Throws CurlError when
-  // libcurl refuses an option.
+  // (an empty file of the TempPool; `temp_path` is then unused and may be empty) or, when that
+  // is empty, creates `temp_path` (O_EXCL | O_NOFOLLOW: never an existing file, never through a
+  // planted link). With `resume`, continues that partial body instead (Range from its size,
+  // If-Range with its validator) when its file still holds exactly its bytes (`ready` is then
+  // removed); otherwise removes it and starts afresh. Returns "" on success, else why the temporary
+  // file could not be created (the caller reports begin_reason(): disk when the file system is
+  // full, else io). Throws CurlError when libcurl refuses an option.
   std::string begin(const proto::Task& task, std::uint32_t attempt, const TransferSettings& s,
                     std::string temp_path, std::optional<Partial> resume = std::nullopt,
                     TempFile ready = {});

@@ -38,11 +38,6 @@ TransferSettings settings() {
   return s;
 }
 
-std::string read_all(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
-
 } // namespace
 
 TEST_CASE("temp pool: hands out distinct, empty, writable files of its directory and refills",
@@ -51,7 +46,7 @@ TEST_CASE("temp pool: hands out distinct, empty, writable files of its directory
   Names names(tmp.path);
   TempPool pool(4, names.fn());
   REQUIRE(pool.wait_ready(4, 5s));
-  CHECK(pool.ready() == 4); // never more than its capacity
+  CHECK(pool.stats().ready == 4); // never more than its capacity
   CHECK(part_files(tmp.path).size() == 4);
 
   std::vector<TempFile> taken;
@@ -78,12 +73,14 @@ TEST_CASE("temp pool: hands out distinct, empty, writable files of its directory
   }
   CHECK(paths.size() == 4);
   CHECK(inodes.size() == 4);
-  CHECK(pool.taken() == 4);
-  CHECK(pool.missed() == 0);
+  const auto after_taking = pool.stats();
+  CHECK(after_taking.taken == 4);
+  CHECK(after_taking.missed == 0);
   // Taking makes room: the thread fills the pool again, with new files.
   REQUIRE(pool.wait_ready(4, 5s));
-  CHECK(pool.created() == 8);
-  CHECK(pool.failures() == 0);
+  const auto refilled = pool.stats();
+  CHECK(refilled.created == 8);
+  CHECK(refilled.failures == 0);
   CHECK(part_files(tmp.path).size() == 8);
   TempFile more = pool.take();
   REQUIRE(more);
@@ -123,19 +120,20 @@ TEST_CASE("temp pool: a directory that takes no more files empties the pool, and
   // What was made before stays usable; nothing more can be made.
   fs::rename(dir, tmp.path / "moved");
   const auto deadline = std::chrono::steady_clock::now() + 5s;
-  while (pool.failures() == 0 && std::chrono::steady_clock::now() < deadline) {
+  while (pool.stats().failures == 0 && std::chrono::steady_clock::now() < deadline) {
     (void)pool.take();
     std::this_thread::sleep_for(5ms);
   }
-  REQUIRE(pool.failures() >= 1);
+  REQUIRE(pool.stats().failures >= 1);
   for (int i = 0; i < 4 && pool.take(); ++i) { // one file begun before the move, at most
   }
   // Backing off, not spinning: a few attempts in 600 ms, and no file.
-  const auto failed = pool.failures();
+  const auto failed = pool.stats().failures;
   std::this_thread::sleep_for(600ms);
-  CHECK(pool.ready() == 0);
-  CHECK(pool.failures() - failed <= 4);
-  CHECK(pool.failures() - failed >= 1); // it tries again after its backoff
+  const auto later = pool.stats();
+  CHECK(later.ready == 0);
+  CHECK(later.failures - failed <= 4);
+  CHECK(later.failures - failed >= 1); // it tries again after its backoff
 
   // The event loop finds the pool empty and creates the file itself: the error is its own.
   trawl::downloader::curl_global_once();
@@ -145,7 +143,7 @@ TEST_CASE("temp pool: a directory that takes no more files empties the pool, and
                                   std::nullopt, pool.take());
   CHECK(err == "cannot create " + temp + ": " + std::strerror(ENOENT));
   CHECK(t.begin_reason() == Reason::io);
-  CHECK(pool.missed() >= 1);
+  CHECK(pool.stats().missed >= 1);
 
   // The directory is back: after its backoff the pool fills again.
   fs::create_directory(dir);
@@ -181,7 +179,7 @@ TEST_CASE("temp pool: a transfer writes its body into the file it was given and 
   const Finished fin = t.finish(code, (tmp.path / "f.bin").string());
   CHECK(fin.reason == Reason::none);
   CHECK(fin.sha256 == sha256_hex(body));
-  CHECK(read_all(tmp.path / "f.bin") == body);
+  CHECK(read_file(tmp.path / "f.bin") == body);
   CHECK_FALSE(fs::exists(given));
 
   // Without a file given, the transfer creates its own, as before the pool.
@@ -189,7 +187,7 @@ TEST_CASE("temp pool: a transfer writes its body into the file it was given and 
   CHECK(fs::exists(own));
   const Finished fin2 = t.finish(curl_easy_perform(t.easy().get()), (tmp.path / "g.bin").string());
   CHECK(fin2.reason == Reason::none);
-  CHECK(read_all(tmp.path / "g.bin") == body);
+  CHECK(read_file(tmp.path / "g.bin") == body);
   CHECK_FALSE(fs::exists(own));
 }
 
