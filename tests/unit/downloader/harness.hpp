@@ -267,7 +267,8 @@ public:
     REQUIRE(tasks_.send(zmq::buffer(frame), zmq::send_flags::none).has_value());
   }
 
-  // Reads the downloader's ready messages; waits up to `wait` for the first one.
+  // Reads the downloader's messages on the task socket (ready, and throttle after a 429 or 503
+  // with Retry-After); waits up to `wait` for the first ready.
   void drain_ready(std::chrono::milliseconds wait) {
     const auto deadline = std::chrono::steady_clock::now() + wait;
     do {
@@ -277,7 +278,10 @@ public:
         REQUIRE(tasks_.recv(body));
         auto decoded = trawl::proto::decode(std::string_view(body.data<char>(), body.size()));
         REQUIRE(std::holds_alternative<trawl::proto::Message>(decoded));
-        last_ready_ = std::get<trawl::proto::Ready>(std::get<trawl::proto::Message>(decoded));
+        const auto& m = std::get<trawl::proto::Message>(decoded);
+        if (std::holds_alternative<trawl::proto::Throttle>(m)) continue; // for the ventilator
+        REQUIRE(std::holds_alternative<trawl::proto::Ready>(m));
+        last_ready_ = std::get<trawl::proto::Ready>(m);
         ++readies_;
         peer_ = id.to_string();
       }
