@@ -290,6 +290,16 @@ public:
     } while (std::chrono::steady_clock::now() < deadline);
   }
 
+  // Reads ready messages until `ok(last_ready())` holds or `within` passed; whether it holds.
+  template <class Pred> bool await_ready(Pred ok, std::chrono::milliseconds within) {
+    const auto until = std::chrono::steady_clock::now() + within;
+    while (!ok(last_ready_) && std::chrono::steady_clock::now() < until) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      drain_ready(std::chrono::milliseconds(0));
+    }
+    return ok(last_ready_);
+  }
+
   const trawl::proto::Ready& last_ready() const { return last_ready_; }
   std::size_t readies() const { return readies_; }             // ready messages read so far
   std::size_t result_frames() const { return result_frames_; } // result(s) frames collected

@@ -309,11 +309,7 @@ TEST_CASE("downloader: tasks that end at once are reported to the ventilator at 
   for (std::uint64_t id = 1; id <= 3; ++id) h.send(Task{id, "http://127.0.0.1:9/x", "../x", 1});
   auto results = h.collect(3, 5s);
   REQUIRE(results.size() == 3);
-  const auto deadline = std::chrono::steady_clock::now() + 300ms;
-  while (h.last_ready().received < 3 && std::chrono::steady_clock::now() < deadline) {
-    std::this_thread::sleep_for(5ms);
-    h.drain_ready(0ms);
-  }
+  h.await_ready([](const auto& r) { return r.received >= 3; }, 300ms);
   CHECK(h.last_ready().received == 3);
   CHECK(h.last_ready().held == 0);
   CHECK(h.stop() == trawl::kExitOk);
@@ -357,12 +353,7 @@ TEST_CASE("downloader: results and credit of transfers that end one by one share
   // with nothing queued (after the 18th); the last 2 then go one by one.
   CHECK(h.result_frames() <= 6);
   // The last ready leaves after the last result (a free slot, nothing queued: at once).
-  const auto deadline = std::chrono::steady_clock::now() + 2s;
-  while ((h.last_ready().received < n || h.last_ready().held > 0) &&
-         std::chrono::steady_clock::now() < deadline) {
-    std::this_thread::sleep_for(5ms);
-    h.drain_ready(0ms);
-  }
+  h.await_ready([](const auto& r) { return r.received >= n && r.held == 0; }, 2s);
   const std::size_t readies = h.readies() - readies_before;
   INFO(readies << " ready messages for " << n << " transfers");
   // 16 queued tasks started as 16 slots freed: 2 readies; the last 4 with nothing queued: 4;
@@ -416,10 +407,9 @@ TEST_CASE("downloader: a result held back to share a frame still leaves within -
   CHECK(took < 2s);
   // Its freed slot (1, fewer than prefetch/2, more tasks may still come) goes to the ventilator
   // within --coalesce-ms too.
-  while (h.last_ready().received < 3 && std::chrono::steady_clock::now() < sent + 2s) {
-    std::this_thread::sleep_for(5ms);
-    h.drain_ready(0ms);
-  }
+  const auto left =
+      std::chrono::ceil<std::chrono::milliseconds>(sent + 2s - std::chrono::steady_clock::now());
+  h.await_ready([](const auto& r) { return r.received >= 3; }, left);
   CHECK(h.last_ready().received == 3);
   CHECK(h.last_ready().held == 2);
   CHECK(h.stop() == trawl::kExitInterrupted);
@@ -469,12 +459,7 @@ TEST_CASE("downloader: freed slots are reported once prefetch/2 of them are free
     return trawl::proto::encode(trawl::proto::Tasks{batch});
   };
   const auto ready_with = [&h](std::uint64_t received, std::chrono::milliseconds within) {
-    const auto until = std::chrono::steady_clock::now() + within;
-    while (h.last_ready().received < received && std::chrono::steady_clock::now() < until) {
-      std::this_thread::sleep_for(5ms);
-      h.drain_ready(0ms);
-    }
-    return h.last_ready().received >= received;
+    return h.await_ready([received](const auto& r) { return r.received >= received; }, within);
   };
 
   // 7 free slots: not worth a ready yet (before coalescing, one went out at once).
