@@ -272,11 +272,14 @@ private:
     }
   }
 
+  std::size_t parked() const noexcept { return robots_ ? robots_->parked() : 0; }
+  // Slots in use: transfers running, waiting for a retry, or parked until robots.txt is known.
+  std::size_t busy() const noexcept { return active_ + waiting_.size() + parked(); }
+
   bool can_take() const noexcept {
     // While the disk is suspected full, one transfer at a time finds out whether it has room.
     const auto cap = disk_probing_ ? std::size_t{1} : static_cast<std::size_t>(opt_.concurrency);
-    const std::size_t parked = robots_ ? robots_->parked() : 0;
-    return active_ + waiting_.size() + parked < cap && unsent_results_ <= cap;
+    return busy() < cap && unsent_results_ <= cap;
   }
 
   int poll_timeout(Clock::time_point now, bool stopping, Clock::time_point stop_deadline) const {
@@ -776,12 +779,10 @@ private:
   // node left half empty may be waiting for exactly that, so it does not hold them. (A few free
   // slots are usual while a burst of transfers ends and the ventilator's answer is on its way.)
   void flush_unsent(bool force) {
-    const std::size_t parked = robots_ ? robots_->parked() : 0;
-    const std::size_t busy = active_ + waiting_.size() + parked;
     const bool half_empty =
-        queued_.empty() && 2 * busy <= static_cast<std::size_t>(opt_.concurrency);
+        queued_.empty() && 2 * busy() <= static_cast<std::size_t>(opt_.concurrency);
     const bool hold = !force && opt_.coalesce.count() > 0 && finished_.size() < kResultBatch &&
-                      (active_ > 0 || parked > 0 || !queued_.empty()) && !half_empty &&
+                      (active_ > 0 || parked() > 0 || !queued_.empty()) && !half_empty &&
                       Clock::now() - finished_since_ < opt_.coalesce;
     for (std::size_t i = 0; !hold && i < finished_.size();) {
       proto::BatchSize size;
