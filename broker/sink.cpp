@@ -139,6 +139,7 @@ public:
     auto next_progress = JobStats::Clock::now() + interval_;
     auto next_publish = JobStats::Clock::now();
     while (!stop_requested() && !stats_.complete()) {
+      if (take_status_request()) log_status();
       zmq::pollitem_t items[] = {
           {results_.handle(), 0, ZMQ_POLLIN, 0},
           {acks_.handle(), 0, static_cast<short>(pending_acks_.empty() ? 0 : ZMQ_POLLOUT), 0}};
@@ -201,6 +202,7 @@ private:
           continue;
         }
         on_result(*r);
+        last_result_ = std::chrono::steady_clock::now();
         // The result itself is the acknowledgement: the ventilator records it in its ledger.
         // (Sent on as received, without a copy: `r` owns its fields, nothing points into msg.)
         if (send_acks_) pending_acks_.push_back(std::move(*msg));
@@ -212,10 +214,12 @@ private:
           continue;
         }
         for (const auto& x : rs->items) on_result(x);
+        last_result_ = std::chrono::steady_clock::now();
         // The batch frame as it came is the acknowledgement of every result in it.
         if (send_acks_) pending_acks_.push_back(std::move(*msg));
       } else if (auto* j = std::get_if<proto::Job>(&m)) {
         stats_.set_job(*j);
+        last_job_ = std::chrono::steady_clock::now();
       } else {
         drop("unexpected " + std::string(proto::type_name(m)) + " message");
       }
@@ -341,6 +345,24 @@ private:
     std::fflush(stderr);
   }
 
+  // One line of state for `kill -USR1` (and the e2e tests' report of a hung pipeline): what this
+  // sink has, what the ventilator last said, and how long ago each was heard from.
+  void log_status() {
+    const auto now = std::chrono::steady_clock::now();
+    const auto ago = [now](std::chrono::steady_clock::time_point t) {
+      return t == std::chrono::steady_clock::time_point{}
+                 ? std::string("-")
+                 : std::to_string(
+                       std::chrono::duration_cast<std::chrono::milliseconds>(now - t).count());
+    };
+    spdlog::info("status: results={} total={} complete={} job_done={} job_failed={} job_active={} "
+                 "nodes={} pending_acks={} duplicates={} dropped={} last_result_ms={} "
+                 "last_job_ms={}",
+                 stats_.finished(), stats_.total(), stats_.complete(), stats_.done(),
+                 stats_.failed(), stats_.active(), stats_.nodes_connected(), pending_acks_.size(),
+                 stats_.duplicates(), dropped_, ago(last_result_), ago(last_job_));
+  }
+
   void drop(const std::string& why) {
     ++dropped_;
     std::string more;
@@ -371,6 +393,7 @@ private:
   std::chrono::duration<double> interval_{1.0};
   std::uint64_t dropped_ = 0;
   LogRateLimit version_log_;
+  std::chrono::steady_clock::time_point last_result_{}, last_job_{}; // {}: none yet
 };
 
 } // namespace

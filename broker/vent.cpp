@@ -214,6 +214,7 @@ public:
     auto next_expire = Clock::now();
     while (!stop_requested()) {
       const auto now = Clock::now();
+      if (take_status_request()) log_status(now);
       if (complete()) {
         ledger_.commit();
         spdlog::info("job complete: {} done ({} skipped, done before), {} failed; ledger {}",
@@ -267,6 +268,37 @@ public:
   }
 
 private:
+  // One line of state for `kill -USR1` (and the e2e tests' report of a hung pipeline): what the
+  // job waits for, and per downloader (the first kStatusPeers) the credit the ventilator sees.
+  void log_status(Clock::time_point now) {
+    constexpr std::size_t kStatusPeers = 8;
+    const auto ms = [now](Clock::time_point t) {
+      return std::chrono::duration_cast<std::chrono::milliseconds>(now - t).count();
+    };
+    std::string peers;
+    std::size_t shown = 0;
+    for (const auto& [id, p] : peers_) {
+      if (shown++ == kStatusPeers) {
+        peers += fmt::format(" (+{} more)", peers_.size() - kStatusPeers);
+        break;
+      }
+      peers += fmt::format(" [{} credit={} capacity={} held={} sent={} received={} leases={} "
+                           "seen_ms={}]",
+                           p.node, p.credit(), p.capacity, p.held, p.sent, p.received,
+                           p.leases.size(), ms(p.last_seen));
+    }
+    const auto wake = sched_.next_wakeup();
+    spdlog::info(
+        "status: links_ended={} pending={} leased={} done={} failed={} leases={} "
+        "to_sink={} dispatched={} requeued={} dropped={} hosts={} ready={} wakeup_ms={} "
+        "stalled_ms={} peers={}{}",
+        links_ended_, counts_.pending, counts_.leased, counts_.done, counts_.failed, leases_.size(),
+        to_sink_.size(), dispatched_, requeued_count_, dropped_, sched_.hosts(), sched_.ready(now),
+        wake ? std::to_string(-ms(*wake)) : std::string("-"),
+        stall_since_ == Clock::time_point{} ? std::string("-") : std::to_string(ms(stall_since_)),
+        peers_.size(), peers);
+  }
+
   // Decides whether this process continues a run or starts a new one, and loads the ledger.
   void open_run() {
     const std::string prev_run = ledger_.meta("run_id");

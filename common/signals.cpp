@@ -1,7 +1,11 @@
 #include "common/signals.hpp"
 
+#include <pthread.h>
+
 #include <atomic>
 #include <csignal>
+#include <system_error>
+#include <thread>
 #include <unistd.h>
 
 namespace trawl {
@@ -9,9 +13,37 @@ namespace {
 
 std::atomic<int> g_stops{0};
 static_assert(std::atomic<int>::is_always_lock_free);
+std::atomic<bool> g_status{false};
+static_assert(std::atomic<bool>::is_always_lock_free);
 
 extern "C" void on_stop_signal(int) {
   if (g_stops.fetch_add(1) >= 1) _exit(130);
+}
+
+extern "C" void on_status_signal(int) { g_status.store(true, std::memory_order_relaxed); }
+
+// SIGUSR1 must not disturb what it asks about. A handler that ran on the event loop's thread
+// would interrupt its system calls, and not only the polls that expect it: ZeroMQ fails a
+// non-blocking recv or send with EINTR when the signal lands in the poll it makes inside, which
+// the loops would take for an error. So the signal stays blocked in every thread but this one,
+// which takes it with sigwait() and only sets the flag.
+void start_status_thread() {
+  sigset_t usr1;
+  sigemptyset(&usr1);
+  sigaddset(&usr1, SIGUSR1);
+  pthread_sigmask(SIG_BLOCK, &usr1, nullptr); // inherited by every thread started from here
+  try {
+    std::thread([usr1] {
+      for (;;) {
+        int sig = 0;
+        if (sigwait(&usr1, &sig) == 0 && sig == SIGUSR1)
+          g_status.store(true, std::memory_order_relaxed);
+      }
+    }).detach();
+  } catch (const std::system_error&) {
+    // No thread: the handler takes the signal on whichever thread it lands (EINTR and all).
+    pthread_sigmask(SIG_UNBLOCK, &usr1, nullptr);
+  }
 }
 
 } // namespace
@@ -24,6 +56,14 @@ void install_stop_handlers() {
   sigaction(SIGINT, &sa, nullptr);
   sigaction(SIGTERM, &sa, nullptr);
   std::signal(SIGPIPE, SIG_IGN);
+  // The disposition as well as the thread: a thread that unblocked SIGUSR1 for itself still
+  // only sets the flag, and the default action (terminate) is gone either way.
+  struct sigaction su {};
+  su.sa_handler = on_status_signal;
+  sigemptyset(&su.sa_mask);
+  su.sa_flags = SA_RESTART;
+  sigaction(SIGUSR1, &su, nullptr);
+  start_status_thread();
 }
 
 bool stop_requested() noexcept { return g_stops.load(std::memory_order_relaxed) > 0; }
@@ -31,5 +71,13 @@ bool stop_requested() noexcept { return g_stops.load(std::memory_order_relaxed) 
 void request_stop() noexcept { g_stops.fetch_add(1); }
 
 void reset_stop_for_tests() noexcept { g_stops.store(0); }
+
+bool take_status_request() noexcept {
+  // A load first: the loops call this every turn, and an exchange would write the line each time.
+  return g_status.load(std::memory_order_relaxed) &&
+         g_status.exchange(false, std::memory_order_relaxed);
+}
+
+void request_status() noexcept { g_status.store(true, std::memory_order_relaxed); }
 
 } // namespace trawl

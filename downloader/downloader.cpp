@@ -173,6 +173,7 @@ public:
     Clock::time_point stop_deadline{};
     for (;;) {
       const auto now = Clock::now();
+      if (take_status_request()) log_status(now, stopping);
       if (!stopping && stop_requested()) {
         stopping = true;
         stop_deadline = now + opt_.grace;
@@ -270,6 +271,28 @@ private:
       spdlog::warn("no thread to create temporary files ahead ({}): the event loop creates them",
                    e.what());
     }
+  }
+
+  // One line of state for `kill -USR1` (and the e2e tests' report of a hung pipeline): the slots,
+  // what waits to go to the sink, and what the last `ready` told the ventilator.
+  void log_status(Clock::time_point now, bool stopping) const {
+    const auto ago = [now](Clock::time_point t) {
+      return t == Clock::time_point{}
+                 ? std::string("-")
+                 : std::to_string(std::chrono::duration_cast<milliseconds>(now - t).count());
+    };
+    spdlog::info("status: node={} stopping={} active={} queued={} waiting={} parked={} held={} "
+                 "finished={} unsent_frames={} unsent_results={} received={} tasks={} done={} "
+                 "failed={} last_ready_ms={} last_held={} last_capacity={} last_received={} "
+                 "ready_blocked={} disk_pause_ms={}",
+                 node_, stopping, active_, queued_.size(), waiting_.size(), parked(),
+                 held_ids_.size(), finished_.size(), unsent_.size(), unsent_results_, received_,
+                 counters_.tasks, counters_.done, counters_.failed, ago(last_ready_),
+                 last_held_ == UINT32_MAX ? std::string("-") : std::to_string(last_held_),
+                 last_capacity_, last_received_, ready_blocked_,
+                 now < disk_pause_until_
+                     ? std::chrono::duration_cast<milliseconds>(disk_pause_until_ - now).count()
+                     : 0);
   }
 
   std::size_t parked() const noexcept { return robots_ ? robots_->parked() : 0; }

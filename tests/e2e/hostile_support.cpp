@@ -31,12 +31,10 @@ PipelineRun run_pipeline(const TempDir& dir, const std::string& tag,
                          std::chrono::seconds timeout) {
   auto child = start_pipeline(dir, tag, std::move(args), list_path);
   const auto status = child.wait_for(timeout);
-  if (!status) {
-    child.signal(SIGINT); // the pipeline takes its processes with it
-    if (!child.wait_for(std::chrono::seconds(10))) child.kill_and_reap();
-    FAIL("pipeline did not finish within " << timeout.count() << " s; stderr:\n"
-                                            << read_file(dir / (tag + ".err")));
-  }
+  if (!status)
+    FAIL(stop_hung_pipeline(
+        child, "pipeline did not finish within " + std::to_string(timeout.count()) + " s",
+        dir / (tag + ".run"), dir / (tag + ".err")));
   return PipelineRun{*status, read_file(dir / (tag + ".out")), read_file(dir / (tag + ".err"))};
 }
 

@@ -2,13 +2,16 @@
 // processes; the fixture server on 127.0.0.1 serves a generated gallery. Every byte is checked.
 #include <catch2/catch.hpp>
 #include <csignal>
+#include <fcntl.h>
 #include <filesystem>
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
+#include <sys/stat.h>
 #include <thread>
+#include <unistd.h>
 
 #include "tests/support/corpus.hpp"
 #include "tests/support/process.hpp"
@@ -36,10 +39,10 @@ PipelineRun run_pipeline(const TempDir& dir, std::vector<std::string> args,
   auto child = Child::spawn(argv, env, dir / "stdout", dir / "stderr", stdin_path);
   PipelineRun r;
   auto status = child.wait_for(timeout);
-  if (!status) {
-    child.signal(SIGKILL);
-    FAIL("pipeline did not finish within the timeout; stderr:\n" << read_file(dir / "stderr"));
-  }
+  if (!status)
+    FAIL(stop_hung_pipeline(
+        child, "pipeline did not finish within " + std::to_string(timeout.count()) + " s", run_dir,
+        dir / "stderr"));
   r.status = *status;
   r.out = read_file(dir / "stdout");
   r.err = read_file(dir / "stderr");
@@ -204,4 +207,143 @@ TEST_CASE("SIGINT stops in order, records what finished, and a re-run fetches on
     expected[item.name] = sha256_hex(file_bytes(item.name, item.size));
   CHECK(files_in(out) == expected);
   CHECK(file_requests(fixture) == 400); // nothing fetched twice
+}
+
+namespace {
+
+// The lines of `path` that contain `needle` (none when the file is not there yet).
+std::vector<std::string> lines_with(const std::string& path, const std::string& needle) {
+  std::vector<std::string> out;
+  std::ifstream in(path);
+  for (std::string line; std::getline(in, line);)
+    if (line.find(needle) != std::string::npos) out.push_back(line);
+  return out;
+}
+
+// Waits (polling every 20 ms, up to `within`) until `path` has `n` lines with `needle`; returns
+// them (fewer on timeout).
+std::vector<std::string> await_lines(const std::string& path, const std::string& needle,
+                                     std::size_t n, std::chrono::milliseconds within) {
+  const auto deadline = std::chrono::steady_clock::now() + within;
+  auto found = lines_with(path, needle);
+  while (found.size() < n && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    found = lines_with(path, needle);
+  }
+  return found;
+}
+
+} // namespace
+
+TEST_CASE("SIGUSR1: the vent, the sink and a downloader each log a status line and keep running",
+          "[e2e]") {
+  using namespace std::chrono_literals;
+  TempDir dir("trawl-e2e-status");
+  auto b = start_broker(TRAWL_BIN, dir.path());
+  auto dl = Child::spawn({TRAWL_BIN, "download", "--connect", b.tasks, "--sink", b.results, "--out",
+                          dir / "out", "-j", "4", "--node", "status-node"},
+                         {}, "", dir / "dl.err");
+  REQUIRE(await_lines(dir / "vent.err", "downloader status-node joined", 1, 10s).size() == 1);
+
+  const std::string vent_err = dir / "vent.err", sink_err = dir / "sink.err",
+                    dl_err = dir / "dl.err";
+  for (Child* c : {&b.vent, &b.sink, &dl}) c->signal(SIGUSR1);
+  const auto vent = await_lines(vent_err, "] status: ", 1, 5s);
+  const auto sink = await_lines(sink_err, "] status: ", 1, 5s);
+  const auto down = await_lines(dl_err, "] status: ", 1, 5s);
+  REQUIRE(vent.size() == 1);
+  REQUIRE(sink.size() == 1);
+  REQUIRE(down.size() == 1);
+  CHECK_THAT(vent[0],
+             Catch::Contains("[vent " + std::to_string(b.vent.pid()) +
+                             "] status: "
+                             "links_ended=false pending=0 leased=0 done=0 failed=0 leases=0"));
+  CHECK_THAT(vent[0], Catch::Contains(" peers=1 [status-node credit="));
+  CHECK_THAT(vent[0], Catch::Contains(" received=0 leases=0 seen_ms="));
+  CHECK_THAT(sink[0], Catch::Contains("[sink " + std::to_string(b.sink.pid()) +
+                                      "] status: "
+                                      "results=0 total=-1 complete=false"));
+  CHECK_THAT(sink[0], Catch::Contains(" pending_acks=0 "));
+  CHECK_THAT(sink[0], Catch::Contains(" last_result_ms=- last_job_ms="));
+  CHECK_THAT(down[0],
+             Catch::Contains("[download " + std::to_string(dl.pid()) +
+                             "] status: "
+                             "node=status-node stopping=false active=0 queued=0 waiting=0"));
+  CHECK_THAT(down[0], Catch::Contains(" unsent_results=0 received=0 "));
+  CHECK_THAT(down[0], Catch::Contains(" ready_blocked=false "));
+
+  // One line per request, as often as asked.
+  for (Child* c : {&b.vent, &b.sink, &dl}) c->signal(SIGUSR1);
+  CHECK(await_lines(vent_err, "] status: ", 2, 5s).size() == 2);
+  CHECK(await_lines(sink_err, "] status: ", 2, 5s).size() == 2);
+  CHECK(await_lines(dl_err, "] status: ", 2, 5s).size() == 2);
+  CHECK(b.vent.running());
+  CHECK(b.sink.running());
+  CHECK(dl.running());
+
+  // And SIGTERM still stops each as before.
+  dl.signal(SIGTERM);
+  CHECK(dl.wait_for(10s) == std::optional<int>(0));
+  b.sink.signal(SIGTERM);
+  CHECK(b.sink.wait_for(10s) == std::optional<int>(130));
+  b.vent.signal(SIGTERM);
+  CHECK(b.vent.wait_for(10s) == std::optional<int>(130));
+}
+
+TEST_CASE("a pipeline that does not finish: the failure names the live processes and their status "
+          "first, and none is left",
+          "[e2e]") {
+  using namespace std::chrono_literals;
+  TempDir dir("trawl-e2e-hung");
+  const std::string run_dir = dir / "run", fifo = dir / "links.fifo";
+  fs::create_directories(run_dir);
+  // The list on stdin never ends: a writer that never writes holds the fifo open.
+  REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+  const int writer = ::open(fifo.c_str(), O_RDWR | O_CLOEXEC);
+  REQUIRE(writer >= 0);
+  auto child = Child::spawn({TRAWL_PIPELINE, "--trawl", TRAWL_BIN, "--run-dir", run_dir,
+                             "--progress", "none", "--source", "-", "--out", dir / "out"},
+                            {}, dir / "stdout", dir / "stderr", fifo);
+  const auto joined = await_lines(dir / "stderr", "joined (capacity", 2, 15s);
+  INFO("stderr:\n" << read_file(dir / "stderr"));
+  REQUIRE(joined.size() == 2);
+  REQUIRE(child.running());
+  std::map<std::string, pid_t> pids;
+  {
+    std::ifstream in(run_dir + "/pids");
+    std::string name;
+    pid_t pid = -1;
+    while (in >> name >> pid) pids[name] = pid;
+  }
+  REQUIRE(pids.size() == 5);
+
+  const std::string msg =
+      stop_hung_pipeline(child, "pipeline did not finish within 0 s", run_dir, dir / "stderr");
+  ::close(writer);
+  INFO("message:\n" << msg);
+  std::vector<std::string> lines;
+  std::istringstream in(msg);
+  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  REQUIRE(lines.size() > 5);
+  // First line: every process, alive, with its state from /proc.
+  CHECK(lines[0].starts_with("pipeline did not finish within 0 s; still running: pipeline " +
+                             std::to_string(child.pid()) + " "));
+  for (const auto& [name, pid] : pids)
+    CHECK_THAT(lines[0], Catch::Contains(", " + name + " " + std::to_string(pid) + " "));
+  CHECK_THAT(lines[0], !Catch::Contains("not running"));
+  // Then the status lines: two downloaders, the sink and the vent (the fetcher has none).
+  for (std::size_t i = 1; i <= 4; ++i) CHECK_THAT(lines[i], Catch::Contains("] status: "));
+  const std::string d1 = "[download " + std::to_string(pids["download-1"]) + "] status: node=",
+                    d2 = "[download " + std::to_string(pids["download-2"]) + "] status: node=";
+  CHECK(((lines[1].find(d1) != std::string::npos && lines[2].find(d2) != std::string::npos) ||
+         (lines[1].find(d2) != std::string::npos && lines[2].find(d1) != std::string::npos)));
+  CHECK_THAT(lines[3], Catch::Contains("[sink " + std::to_string(pids["sink"]) +
+                                       "] status: results=0 total=-1"));
+  CHECK_THAT(lines[4], Catch::Contains("[vent " + std::to_string(pids["vent"]) +
+                                       "] status: links_ended=false"));
+  CHECK_THAT(lines[4], Catch::Contains(" peers=2 ["));
+  CHECK(lines[5].starts_with("--- last "));
+  // Nothing is left running: the script and every process it started were killed.
+  CHECK_FALSE(child.running());
+  for (const auto& [name, pid] : pids) CHECK_FALSE(pid_alive(pid));
 }

@@ -62,10 +62,9 @@ int run_pipeline(const TempDir& dir, const std::string& run_dir, std::vector<std
   auto child = Child::spawn(argv, {}, dir / "stdout", dir / "stderr");
   if (while_running) while_running(child);
   auto status = child.wait_for(std::chrono::seconds(120));
-  if (!status) {
-    child.signal(SIGKILL);
-    FAIL("pipeline did not finish; stderr:\n" << read_file(dir / "stderr"));
-  }
+  if (!status)
+    FAIL(
+        stop_hung_pipeline(child, "pipeline did not finish within 120 s", run_dir, dir / "stderr"));
   return *status;
 }
 

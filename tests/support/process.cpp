@@ -11,6 +11,8 @@
 #include <filesystem>
 #include <fstream>
 #include <httplib.h>
+#include <map>
+#include <optional>
 #include <sstream>
 #include <stdexcept>
 #include <system_error>
@@ -287,6 +289,115 @@ std::string read_file(const std::string& path) {
 bool pid_alive(pid_t pid) {
   if (pid <= 0) return false;
   return ::kill(pid, 0) == 0 || errno == EPERM;
+}
+
+namespace {
+
+struct ProcStat {
+  char state = '?';
+  pid_t ppid = -1;
+};
+
+std::optional<ProcStat> read_stat(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  if (!in || !std::getline(in, line)) return std::nullopt;
+  // "PID (COMM) STATE PPID ...": COMM may hold spaces and parentheses, the last ')' ends it.
+  const auto close = line.rfind(')');
+  if (close == std::string::npos) return std::nullopt;
+  std::istringstream rest(line.substr(close + 1));
+  ProcStat st;
+  rest >> st.state >> st.ppid;
+  if (!rest) return std::nullopt;
+  return st;
+}
+
+std::vector<std::string> last_lines(const std::string& text, std::size_t n) {
+  std::vector<std::string> lines;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) lines.push_back(std::move(line));
+  if (lines.size() > n) lines.erase(lines.begin(), lines.end() - static_cast<std::ptrdiff_t>(n));
+  return lines;
+}
+
+} // namespace
+
+std::string proc_state(pid_t pid) {
+  const auto st = read_stat(pid);
+  if (!st) return "gone";
+  std::string out(1, st->state);
+  std::ifstream wchan("/proc/" + std::to_string(pid) + "/wchan");
+  std::string fn;
+  if (wchan && std::getline(wchan, fn) && !fn.empty() && fn != "0") out += " " + fn;
+  return out;
+}
+
+std::string stop_hung_pipeline(Child& pipeline, const std::string& what, const std::string& run_dir,
+                               const std::string& stderr_path, std::chrono::milliseconds settle,
+                               std::size_t tail_lines) {
+  const pid_t parent = pipeline.pid();
+  const std::string parent_state = proc_state(parent); // before SIGSTOP makes it "T"
+  // Stopped, the script neither reaps (so no PID of its children can be reused meanwhile) nor
+  // starts or stops anything while we look.
+  pipeline.signal(SIGSTOP);
+  struct Proc {
+    std::string name;
+    pid_t pid;
+  };
+  std::vector<Proc> live;
+  std::string gone; // " NAME PID (why)" each
+  {
+    std::ifstream pids(run_dir + "/pids");
+    std::string name;
+    pid_t pid = -1;
+    while (pids >> name >> pid) {
+      const auto st = read_stat(pid);
+      if (st && st->ppid == parent && st->state != 'Z') live.push_back({name, pid});
+      else
+        gone += " " + name + " " + std::to_string(pid) +
+                (!st                  ? " (gone)"
+                 : st->ppid != parent ? " (not the pipeline's child: left alone)"
+                                      : " (exited)");
+    }
+  }
+  for (const auto& p : live) ::kill(p.pid, SIGUSR1);
+  std::this_thread::sleep_for(settle);
+
+  std::ostringstream msg;
+  msg << what << "; still running: pipeline " << parent << " " << parent_state;
+  for (const auto& p : live) msg << ", " << p.name << " " << p.pid << " " << proc_state(p.pid);
+  if (live.empty()) msg << " (no process of " << run_dir << "/pids)";
+  if (!gone.empty()) msg << "; not running:" << gone;
+  msg << "\n";
+  std::string err;
+  try {
+    err = read_file(stderr_path);
+  } catch (const std::exception& e) {
+    err = e.what();
+  }
+  // The status lines first, the latest of each process: the log's pattern is
+  // "HH:MM:SS.mmm info  [ROLE PID] status: ...".
+  std::map<std::string, std::string> status;
+  for (const auto& line : last_lines(err, SIZE_MAX)) {
+    const auto at = line.find("] status: ");
+    const auto open = line.rfind('[', at);
+    if (at != std::string::npos && open != std::string::npos)
+      status[line.substr(open, at + 1 - open)] = line;
+  }
+  for (const auto& [who, line] : status) msg << line << "\n";
+  if (status.empty()) msg << "(no status line in " << stderr_path << ")\n";
+  const auto tail = last_lines(err, tail_lines);
+  msg << "--- last " << tail.size() << " lines of " << stderr_path << " ---\n";
+  for (const auto& line : tail) msg << line << "\n";
+
+  for (const auto& p : live) ::kill(p.pid, SIGKILL);
+  pipeline.kill_and_reap();
+  // Orphaned by the script, they are reaped by init; wait (bounded) until they are.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  for (const auto& p : live)
+    while (pid_alive(p.pid) && std::chrono::steady_clock::now() < deadline)
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  return msg.str();
 }
 
 std::string fixture_bin() { return TRAWL_FIXTURE_BIN; }

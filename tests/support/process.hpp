@@ -115,6 +115,24 @@ std::string read_file(const std::string& path);
 // True when a process with this PID exists (a zombie not yet reaped counts as alive).
 bool pid_alive(pid_t pid);
 
+// A process as /proc shows it: "S do_epoll_wait" (state, then the kernel function it sleeps in;
+// "R" alone while it runs), or "gone" when there is no such process.
+std::string proc_state(pid_t pid);
+
+// For a launch/pipeline run that did not finish in time: finds out what it was doing, then stops
+// it. Reads RUN_DIR/pids ("NAME PID" per line) and keeps the processes that are still children of
+// `pipeline` (a PID reused since is left alone); asks each for its status line (SIGUSR1: the
+// ventilator, the sink and the downloaders log one), waits `settle`, then SIGKILLs them and the
+// pipeline, by PID, and reaps the pipeline. Returns the failure message, its first lines first:
+//   "<what>; still running: pipeline PID S do_wait, vent PID S ..., ...; not running: fetch PID
+//   (gone)"
+//   the status lines found in `stderr_path`, one per process
+//   "--- last N lines of <stderr_path> ---" and those lines.
+std::string stop_hung_pipeline(Child& pipeline, const std::string& what, const std::string& run_dir,
+                               const std::string& stderr_path,
+                               std::chrono::milliseconds settle = std::chrono::milliseconds(500),
+                               std::size_t tail_lines = 60);
+
 // The trawl-fixture executable built with the project (TRAWL_FIXTURE_BIN).
 std::string fixture_bin();
 
