@@ -328,7 +328,11 @@ std::string proc_state(pid_t pid) {
   std::string out(1, st->state);
   std::ifstream wchan("/proc/" + std::to_string(pid) + "/wchan");
   std::string fn;
-  if (wchan && std::getline(wchan, fn) && !fn.empty() && fn != "0") out += " " + fn;
+  if (wchan && std::getline(wchan, fn) && !fn.empty() && fn != "0") {
+    // "poll_schedule_timeout.constprop.0": the suffix names a compiler's clone, not a place.
+    if (const auto dot = fn.find('.'); dot != std::string::npos) fn.resize(dot);
+    out += " " + fn;
+  }
   return out;
 }
 
@@ -375,16 +379,23 @@ std::string stop_hung_pipeline(Child& pipeline, const std::string& what, const s
   } catch (const std::exception& e) {
     err = e.what();
   }
-  // The status lines first, the latest of each process: the log's pattern is
-  // "HH:MM:SS.mmm info  [ROLE PID] status: ...".
-  std::map<std::string, std::string> status;
-  for (const auto& line : last_lines(err, SIZE_MAX)) {
-    const auto at = line.find("] status: ");
-    const auto open = line.rfind('[', at);
-    if (at != std::string::npos && open != std::string::npos)
-      status[line.substr(open, at + 1 - open)] = line;
+  // Then each live process's latest status line, in the order of RUN_DIR/pids. The log's
+  // pattern is "HH:MM:SS.mmm info  [ROLE PID] status: ...".
+  std::map<pid_t, std::string> status;
+  {
+    std::istringstream lines(err);
+    for (std::string line; std::getline(lines, line);) {
+      const auto at = line.find("] status: ");
+      const auto space = line.rfind(' ', at);
+      if (at == std::string::npos || space == std::string::npos) continue;
+      try {
+        status[static_cast<pid_t>(std::stol(line.substr(space + 1, at - space - 1)))] = line;
+      } catch (const std::exception&) {
+      }
+    }
   }
-  for (const auto& [who, line] : status) msg << line << "\n";
+  for (const auto& p : live)
+    if (const auto it = status.find(p.pid); it != status.end()) msg << it->second << "\n";
   if (status.empty()) msg << "(no status line in " << stderr_path << ")\n";
   const auto tail = last_lines(err, tail_lines);
   msg << "--- last " << tail.size() << " lines of " << stderr_path << " ---\n";

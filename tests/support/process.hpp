@@ -126,7 +126,7 @@ std::string proc_state(pid_t pid);
 // pipeline, by PID, and reaps the pipeline. Returns the failure message, its first lines first:
 //   "<what>; still running: pipeline PID S do_wait, vent PID S ..., ...; not running: fetch PID
 //   (gone)"
-//   the status lines found in `stderr_path`, one per process
+//   the latest status line of each (from `stderr_path`), in the order of RUN_DIR/pids
 //   "--- last N lines of <stderr_path> ---" and those lines.
 std::string stop_hung_pipeline(Child& pipeline, const std::string& what, const std::string& run_dir,
                                const std::string& stderr_path,
