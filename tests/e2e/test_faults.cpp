@@ -165,11 +165,16 @@ TEST_CASE("transient failures are retried to success, permanent ones reported wi
   REQUIRE(transient > 10);
   REQUIRE(permanent > 0);
   TempDir dir("trawl-e2e-flaky");
-  const std::string out = dir / "out";
-  auto child = Child::spawn({TRAWL_PIPELINE, "--trawl", TRAWL_BIN, "--progress", "none", "--source",
-                             fixture.url() + "/list.txt", "--out", out},
-                            {}, dir / "stdout", dir / "stderr");
+  const std::string out = dir / "out", run_dir = dir / "run";
+  fs::create_directories(run_dir);
+  auto child =
+      Child::spawn({TRAWL_PIPELINE, "--trawl", TRAWL_BIN, "--run-dir", run_dir, "--progress",
+                    "none", "--source", fixture.url() + "/list.txt", "--out", out},
+                   {}, dir / "stdout", dir / "stderr");
   auto status = child.wait_for(120s);
+  if (!status)
+    FAIL(
+        stop_hung_pipeline(child, "pipeline did not finish within 120 s", run_dir, dir / "stderr"));
   const std::string summary = read_file(dir / "stdout");
   INFO("stdout:\n" << summary << "\nstderr:\n" << read_file(dir / "stderr"));
   REQUIRE(status);
@@ -205,6 +210,9 @@ TEST_CASE("kill -9 of one of two downloaders halfway: its tasks go to the other"
   REQUIRE(pids.count("download-1"));
   REQUIRE(::kill(pids.at("download-1"), SIGKILL) == 0);
   auto status = child.wait_for(120s);
+  if (!status)
+    FAIL(
+        stop_hung_pipeline(child, "pipeline did not finish within 120 s", run_dir, dir / "stderr"));
   INFO("stdout:\n" << read_file(dir / "stdout") << "\nstderr:\n" << read_file(dir / "stderr"));
   REQUIRE(status);
   CHECK(*status == 0);
@@ -314,14 +322,32 @@ struct Job {
 // The whole pipeline against `fixture`'s list, `download_flags` passed to every downloader.
 Job run_job(const FixtureServer& fixture, const TempDir& dir, const std::vector<std::string>& download_flags,
             std::chrono::seconds limit = 120s) {
-  std::vector<std::string> argv = {TRAWL_PIPELINE, "--trawl", TRAWL_BIN, "--progress", "none", "--source",
-                                   fixture.url() + "/list.txt", "--out", dir / "out", "--concurrency", "8", "--"};
+  const std::string run_dir = dir / "run";
+  fs::create_directories(run_dir);
+  std::vector<std::string> argv = {TRAWL_PIPELINE,
+                                   "--trawl",
+                                   TRAWL_BIN,
+                                   "--run-dir",
+                                   run_dir,
+                                   "--progress",
+                                   "none",
+                                   "--source",
+                                   fixture.url() + "/list.txt",
+                                   "--out",
+                                   dir / "out",
+                                   "--concurrency",
+                                   "8",
+                                   "--"};
   argv.insert(argv.end(), download_flags.begin(), download_flags.end());
   const auto t0 = std::chrono::steady_clock::now();
   auto child = Child::spawn(argv, {}, dir / "stdout", dir / "stderr");
   Job job;
   job.status = child.wait_for(limit);
   job.took = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0);
+  if (!job.status)
+    FAIL(stop_hung_pipeline(
+        child, "pipeline did not finish within " + std::to_string(limit.count()) + " s", run_dir,
+        dir / "stderr"));
   job.out = read_file(dir / "stdout");
   job.err = read_file(dir / "stderr");
   return job;

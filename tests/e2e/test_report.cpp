@@ -247,14 +247,19 @@ TEST_CASE("report, manifest, failed list and a monitor attached mid-job agree wi
 
   // The monitor saw the end and printed the same counts.
   REQUIRE(monitor);
-  auto mstatus = monitor->wait_for(std::chrono::seconds(30));
-  INFO("monitor stdout:\n" << read_file(dir / "monitor.out") << "\nmonitor stderr:\n" << read_file(dir / "monitor.err"));
-  REQUIRE(mstatus);
-  CHECK(*mstatus == 1);
-  CHECK_THAT(read_file(dir / "monitor.out"),
-             Catch::Contains(std::to_string(kFiles) + " links: " + std::to_string(disk.size()) + " done, " +
-                             std::to_string(permanent.size()) + " failed"));
-  CHECK_THAT(read_file(dir / "monitor.err"), Catch::Contains(" done, "));
+  {
+    auto mstatus = monitor->wait_for(std::chrono::seconds(30));
+    // Scoped, as the second run's below: a hang of a later run leads its own failure message.
+    INFO("monitor stdout:\n"
+         << read_file(dir / "monitor.out") << "\nmonitor stderr:\n"
+         << read_file(dir / "monitor.err"));
+    REQUIRE(mstatus);
+    CHECK(*mstatus == 1);
+    CHECK_THAT(read_file(dir / "monitor.out"),
+               Catch::Contains(std::to_string(kFiles) + " links: " + std::to_string(disk.size()) +
+                               " done, " + std::to_string(permanent.size()) + " failed"));
+    CHECK_THAT(read_file(dir / "monitor.err"), Catch::Contains(" done, "));
+  }
 
   // The HTML report renders in a real browser, with every plot drawn.
   const std::string chromium = chromium_bin();
@@ -299,34 +304,38 @@ TEST_CASE("report, manifest, failed list and a monitor attached mid-job agree wi
                                    {"--source", fixture.url() + "/list.txt", "--out", out, "--manifest",
                                     again / "manifest.csv", "--failed", again / "failed.txt", "--report",
                                     again / "report.json"});
-  INFO("second run stderr:\n" << read_file(again / "stderr"));
-  CHECK(status2 == 1);
-  const auto csv = lines_of(again / "manifest.csv");
-  REQUIRE(!csv.empty());
-  CHECK(csv[0] == "id,url,path,node,status,http_code,bytes,sha256,attempts,ms,ttfb_ms,reason,error,meta");
-  std::map<std::string, std::string> status_of; // url -> status (URLs hold no comma or quote here)
-  for (std::size_t i = 1; i < csv.size(); ++i) {
-    std::vector<std::string> cells;
-    std::stringstream ss(csv[i]);
-    for (std::string c; std::getline(ss, c, ',');) cells.push_back(c);
-    REQUIRE(cells.size() >= 5);
-    CHECK(status_of.emplace(cells[1], cells[4]).second); // no URL twice
-  }
-  CHECK(csv.size() - 1 == kFiles);
-  std::size_t skipped = 0;
-  for (const auto& [url, st] : status_of) {
-    if (failed_urls.count(url)) CHECK(st == "failed");
-    else {
-      CHECK(st == "skipped");
-      ++skipped;
+  {
+    INFO("second run stderr:\n" << read_file(again / "stderr"));
+    CHECK(status2 == 1);
+    const auto csv = lines_of(again / "manifest.csv");
+    REQUIRE(!csv.empty());
+    CHECK(csv[0] ==
+          "id,url,path,node,status,http_code,bytes,sha256,attempts,ms,ttfb_ms,reason,error,meta");
+    std::map<std::string, std::string>
+        status_of; // url -> status (URLs hold no comma or quote here)
+    for (std::size_t i = 1; i < csv.size(); ++i) {
+      std::vector<std::string> cells;
+      std::stringstream ss(csv[i]);
+      for (std::string c; std::getline(ss, c, ',');) cells.push_back(c);
+      REQUIRE(cells.size() >= 5);
+      CHECK(status_of.emplace(cells[1], cells[4]).second); // no URL twice
     }
+    CHECK(csv.size() - 1 == kFiles);
+    std::size_t skipped = 0;
+    for (const auto& [url, st] : status_of) {
+      if (failed_urls.count(url)) CHECK(st == "failed");
+      else {
+        CHECK(st == "skipped");
+        ++skipped;
+      }
+    }
+    CHECK(skipped == disk.size());
+    const auto report2 = json::parse(read_file(again / "report.json"));
+    CHECK(report2["links"]["skipped"] == disk.size());
+    CHECK(report2["files"]["manifest"]["ledger_rows"] == disk.size());
+    const auto failed2 = lines_of(again / "failed.txt");
+    CHECK(std::set<std::string>(failed2.begin(), failed2.end()) == failed_urls);
   }
-  CHECK(skipped == disk.size());
-  const auto report2 = json::parse(read_file(again / "report.json"));
-  CHECK(report2["links"]["skipped"] == disk.size());
-  CHECK(report2["files"]["manifest"]["ledger_rows"] == disk.size());
-  const auto failed2 = lines_of(again / "failed.txt");
-  CHECK(std::set<std::string>(failed2.begin(), failed2.end()) == failed_urls);
 
   // The failed list goes back in as a source: only those links are tried.
   TempDir retry("trawl-e2e-report-retry");

@@ -236,10 +236,16 @@ TEST_CASE("sources: whole pipeline from an HTML page and from a gzip CSV, every 
     INFO(path);
     TempDir dir("trawl-e2e-sources-pipeline");
     const std::string out = dir / "out";
-    auto child = Child::spawn({TRAWL_PIPELINE, "--trawl", TRAWL_BIN, "--progress", "none", "--source",
-                               fixture.url() + path, "--out", out, "--downloaders", "1"},
-                              {}, dir / "stdout", dir / "stderr");
+    const std::string run_dir = dir / "run";
+    fs::create_directories(run_dir);
+    auto child =
+        Child::spawn({TRAWL_PIPELINE, "--trawl", TRAWL_BIN, "--run-dir", run_dir, "--progress",
+                      "none", "--source", fixture.url() + path, "--out", out, "--downloaders", "1"},
+                     {}, dir / "stdout", dir / "stderr");
     auto status = child.wait_for(90s);
+    if (!status)
+      FAIL(stop_hung_pipeline(child, "pipeline did not finish within 90 s", run_dir,
+                              dir / "stderr"));
     INFO("stdout:\n" << read_file(dir / "stdout") << "\nstderr:\n" << read_file(dir / "stderr"));
     REQUIRE(status);
     CHECK(*status == 0);
@@ -292,11 +298,17 @@ TEST_CASE("sources: a CSV's captions reach the manifest, JSON Lines and CSV, als
   TempDir dir("trawl-e2e-sources-manifest");
   const std::string out = dir / "out";
   auto run = [&](const std::string& manifest_file) {
-    auto child = Child::spawn({TRAWL_PIPELINE, "--trawl", TRAWL_BIN, "--progress", "none", "--source",
-                               fixture.url() + "/list.csv", "--out", out, "--downloaders", "1", "--manifest",
-                               manifest_file},
+    const std::string run_dir = dir / "run";
+    fs::remove_all(run_dir); // a fresh pids file for each run
+    fs::create_directories(run_dir);
+    auto child = Child::spawn({TRAWL_PIPELINE, "--trawl", TRAWL_BIN, "--run-dir", run_dir,
+                               "--progress", "none", "--source", fixture.url() + "/list.csv",
+                               "--out", out, "--downloaders", "1", "--manifest", manifest_file},
                               {}, dir / "stdout", dir / "stderr");
     auto status = child.wait_for(90s);
+    if (!status)
+      FAIL(stop_hung_pipeline(child, "pipeline did not finish within 90 s", run_dir,
+                              dir / "stderr"));
     INFO("stdout:\n" << read_file(dir / "stdout") << "\nstderr:\n" << read_file(dir / "stderr"));
     REQUIRE(status);
     CHECK(*status == 0);
