@@ -62,6 +62,12 @@ void add_options(CLI::App& cmd, VentOptions& o) {
                  "A task dispatched this many times without a result fails (reason aborted)")
       ->capture_default_str()
       ->check(CLI::Range(1, 1000));
+  cmd.add_option("--expect-downloaders", o.expect_downloaders,
+                 "Downloaders started with the job (launch/pipeline passes --downloaders): while "
+                 "fewer have joined, for at most 250 ms after the first, a job with fewer tasks "
+                 "than the downloaders' credit keeps the absent ones' share for them, so the "
+                 "first to join does not take every task of a short job. 0: no wait")
+      ->capture_default_str();
   add_curve_options(cmd, o.curve, CurveRole::server);
   cmd.add_option("--per-host", o.per_host,
                  "Tasks of one host (host[:port] of the URL) out at once across every downloader "
@@ -141,6 +147,8 @@ constexpr std::chrono::milliseconds kExpireEvery{20};
 // Pending links, nothing out, nothing ready or waiting for this long: re-read every host's queue
 // from the ledger (a safety net; see HostScheduler::rescan).
 constexpr std::chrono::milliseconds kRescanAfter{2000};
+// --expect-downloaders: how long after the first downloader joined the others' share waits.
+constexpr std::chrono::milliseconds kJoinWindow{250};
 
 // The scheduler reads a host's pending links from the ledger.
 class LedgerSource : public PendingSource {
@@ -225,6 +233,8 @@ public:
       }
       const bool busy = can_dispatch(now);
       auto wait = std::chrono::milliseconds(50);
+      if (now < held_until_)
+        wait = std::min(wait, std::chrono::ceil<std::chrono::milliseconds>(held_until_ - now));
       if (const auto wake = sched_.next_wakeup(); wake && !busy)
         wait = std::clamp(std::chrono::ceil<std::chrono::milliseconds>(*wake - now),
                           std::chrono::milliseconds(0), wait);
@@ -339,6 +349,7 @@ private:
 
   bool can_dispatch(Clock::time_point now) {
     if (counts_.pending == 0) return false;
+    if (now < held_until_) return false; // the rest is kept for downloaders still to join
     bool credit = false;
     for (const auto& [id, p] : peers_)
       if (p.credit() > 0) credit = true;
@@ -392,15 +403,41 @@ private:
     // Empty unless the pending tasks would not fill every peer (a job's start or end, a slow
     // source): the usual turn, with a backlog, allocates nothing for it.
     std::map<std::string, std::uint64_t> quota;
-    std::uint64_t total_credit = 0;
-    for (const auto& [id, p] : peers_) total_credit += p.credit();
-    if (counts_.pending > 0 && counts_.pending < total_credit) {
-      std::vector<std::uint64_t> credits;
-      credits.reserve(peers_.size());
-      for (const auto& [id, p] : peers_) credits.push_back(p.credit());
-      const auto shares = share_out(counts_.pending, credits);
+    std::uint64_t total_credit = 0, largest = 0;
+    for (const auto& [id, p] : peers_) {
+      total_credit += p.credit();
+      largest = std::max<std::uint64_t>(largest, p.capacity);
+    }
+    // When the pending tasks would not fill every peer (a job's start or end, a slow source), or
+    // downloaders the launcher started have not joined yet (early in the job, at most
+    // kJoinWindow after the first joined), the tasks in play (pending, and those the peers hold
+    // or have on the way) are shared by capacity, the absent peers counted with the largest;
+    // a peer gets what its share exceeds its load by. 91 tasks for two idle downloaders go
+    // 46 + 45, not 64 + 27; ten big files for two downloaders go 5 + 5 even when one joins a
+    // few milliseconds before the other; and the absent ones' share waits for them.
+    held_until_ = {};
+    std::size_t absent = 0;
+    if (opt_.expect_downloaders > peers_.size() && first_join_ != Clock::time_point{} &&
+        now < first_join_ + kJoinWindow)
+      absent = opt_.expect_downloaders - peers_.size();
+    if (counts_.pending > 0 && (absent > 0 || counts_.pending < total_credit)) {
+      std::vector<std::uint64_t> capacities;
+      capacities.reserve(peers_.size() + absent);
+      std::uint64_t in_play = counts_.pending;
+      for (const auto& [id, p] : peers_) {
+        capacities.push_back(p.capacity);
+        in_play += p.capacity - p.credit();
+      }
+      capacities.insert(capacities.end(), absent, largest);
+      const auto shares = share_out(in_play, capacities);
       std::size_t i = 0;
-      for (const auto& [id, p] : peers_) quota[id] = shares[i++];
+      std::uint64_t given = 0;
+      for (const auto& [id, p] : peers_) {
+        const std::uint64_t load = p.capacity - p.credit();
+        const std::uint64_t share = shares[i++];
+        given += (quota[id] = share > load ? std::min(share - load, p.credit()) : 0);
+      }
+      if (absent > 0 && given < counts_.pending) held_until_ = first_join_ + kJoinWindow;
     }
     while (counts_.pending > 0) {
       auto peer = best_peer(quota.empty() ? nullptr : &quota);
@@ -557,6 +594,7 @@ private:
     auto [it, fresh] = peers_.try_emplace(id);
     Peer& p = it->second;
     if (fresh) {
+      if (first_join_ == Clock::time_point{}) first_join_ = now;
       // What it received before we knew it (from an earlier ventilator) is not ours to count.
       p.sent = ready.received;
       spdlog::info("downloader {} joined (capacity {})", ready.node, ready.capacity);
@@ -796,6 +834,8 @@ private:
   LedgerSource source_;
   HostScheduler sched_;
   Clock::time_point stall_since_{};
+  Clock::time_point first_join_{}; // when the first downloader joined (--expect-downloaders)
+  Clock::time_point held_until_{}; // dispatch keeps absent downloaders' share until then
   NameAssigner names_;
   LedgerCounts counts_;
   std::deque<std::string> to_sink_;

@@ -44,6 +44,9 @@ struct VentOptions {
   std::chrono::milliseconds peer_timeout{5000};
   std::chrono::milliseconds ack_timeout{10000};
   int max_dispatch = 5;
+  // Downloaders the launcher starts with the job: until that many have joined (at most
+  // kJoinWindow after the first), a short job is shared as if they had. 0: no wait.
+  std::uint32_t expect_downloaders = 0;
   CurveOptions curve; // --curve-secret, --curve-authorized, --curve-server, --insecure
   // Politeness for the whole job (broker/scheduler.hpp).
   std::uint32_t per_host = 8;

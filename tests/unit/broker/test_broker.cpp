@@ -320,3 +320,83 @@ TEST_CASE("ledger: stable ids, names kept across reopen, batched states, new run
   }
   std::filesystem::remove_all(dir);
 }
+
+TEST_CASE("vent: --expect-downloaders keeps a short job's share for a downloader still to join",
+          "[broker]") {
+  using Clock = std::chrono::steady_clock;
+  const std::string ready = temp_path("vent-expect-ready");
+  std::filesystem::remove(ready);
+  zmq::context_t ctx;
+  auto sink = make_socket(ctx, zmq::socket_type::pull, {});
+  const auto sink_ep = bind_all(sink, {"tcp://127.0.0.1:*"}).front();
+  VentOptions o;
+  o.links_bind = {"tcp://127.0.0.1:*"};
+  o.tasks_bind = {"tcp://127.0.0.1:*"};
+  o.acks_bind = {"tcp://127.0.0.1:*"};
+  o.sink = {sink_ep};
+  const std::string state = temp_path("vent-expect-state");
+  std::filesystem::remove_all(state);
+  o.state_dir = state;
+  o.ready_file = ready;
+  o.expect_downloaders = 2;
+  auto vent = std::async(std::launch::async, [&] { return run(o); });
+  auto ep = read_ready(ready);
+  REQUIRE(ep.count("tasks"));
+
+  // Ten links of ten hosts, all known before any downloader joins (the fetcher's receipt).
+  auto links = make_socket(ctx, zmq::socket_type::dealer, {});
+  links.connect(ep["links"]);
+  for (int i = 0; i < 10; ++i)
+    links.send(
+        zmq::buffer(proto::encode(proto::Link{"http://h" + std::to_string(i) + ".test/f.bin"})),
+        zmq::send_flags::none);
+  links.send(zmq::buffer(proto::encode(proto::LinksEnd{10})), zmq::send_flags::none);
+  REQUIRE(std::get<proto::LinksEnd>(recv_message(links)).count == 10);
+
+  auto join = [&](const std::string& node) {
+    auto s = make_socket(ctx, zmq::socket_type::dealer, {});
+    s.connect(ep["tasks"]);
+    s.send(zmq::buffer(proto::encode(proto::Ready{node, 68, 0, 0, {}})), zmq::send_flags::none);
+    return s;
+  };
+  // Tasks that arrive within `wait`.
+  auto receive = [&](zmq::socket_t& s, std::chrono::milliseconds wait) {
+    std::vector<proto::Task> got;
+    s.set(zmq::sockopt::rcvtimeo, static_cast<int>(wait.count()));
+    zmq::message_t msg;
+    while (s.recv(msg)) {
+      for (auto& t : tasks_of(std::get<proto::Message>(proto::decode(msg.to_string_view()))))
+        got.push_back(t);
+      if (got.size() >= 10) break;
+    }
+    return got;
+  };
+
+  // The first downloader with room for all ten gets its half; the other half waits for the
+  // second (within 250 ms of the first joining; after that the first would get it).
+  const auto joined = Clock::now();
+  auto a = join("node-a");
+  auto first = receive(a, std::chrono::milliseconds(100));
+  const bool in_window = Clock::now() - joined < std::chrono::milliseconds(250);
+  INFO("first downloader got " << first.size() << " tasks");
+  if (in_window) CHECK(first.size() == 5);
+  auto b = join("node-b");
+  auto second = receive(b, std::chrono::milliseconds(2000));
+  if (in_window) CHECK(second.size() == 5);
+  std::set<std::uint64_t> ids;
+  for (const auto& t : first) ids.insert(t.id);
+  for (const auto& t : second) ids.insert(t.id);
+  if (ids.size() < 10) // what a late second downloader did not get went to the first meanwhile
+    for (const auto& t : receive(a, std::chrono::milliseconds(1000))) ids.insert(t.id);
+  CHECK(ids.size() == 10); // every task once, none lost while kept back
+
+  // Every result comes back: the job completes.
+  auto acks = make_socket(ctx, zmq::socket_type::push, {});
+  acks.connect(ep["acks"]);
+  for (const auto id : ids)
+    acks.send(zmq::buffer(proto::encode(done_result(id, 5, 10))), zmq::send_flags::none);
+  REQUIRE(vent.wait_for(std::chrono::seconds(10)) == std::future_status::ready);
+  CHECK(vent.get() == kExitOk);
+  std::filesystem::remove_all(state);
+  std::filesystem::remove(ready);
+}
