@@ -227,7 +227,10 @@ public:
         ledger_.commit();
         spdlog::info("job complete: {} done ({} skipped, done before), {} failed; ledger {}",
                      counts_.done, skipped_, counts_.failed, ledger_.path());
-        send_job();
+        // The sink ends on the first figures that say complete. The turn that took the last
+        // acknowledgement normally sent them already; a second copy would go to a sink that may
+        // be exiting, with nothing new in it.
+        if (!complete_sent_) send_job();
         flush_sink(std::chrono::seconds(2));
         return kExitOk;
       }
@@ -771,6 +774,7 @@ private:
     j.failed = counts_.failed;
     j.skipped = skipped_;
     j.complete = links_ended_ && counts_.pending == 0 && counts_.leased == 0;
+    complete_sent_ = j.complete;
     j.active = counts_.leased;
     j.nodes = peers_.size();
     j.requeued = requeued_count_;
@@ -847,6 +851,7 @@ private:
   bool links_ended_ = false;
   bool skip_known_done_ = false;
   bool job_changed_ = true;
+  bool complete_sent_ = false; // the last figures queued for the sink said complete
 };
 
 } // namespace
