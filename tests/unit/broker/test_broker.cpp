@@ -78,6 +78,30 @@ std::string temp_path(const std::string& tag) {
       .string();
 }
 
+// A ventilator to run in this process on loopback: every endpoint on a free port, the sink's
+// socket bound here, a fresh state directory and ready file named after `tag`.
+struct VentSetup {
+  zmq::socket_t sink;
+  VentOptions o;
+  std::string state, ready;
+};
+
+VentSetup vent_setup(zmq::context_t& ctx, const std::string& tag) {
+  VentSetup v{make_socket(ctx, zmq::socket_type::pull, {}),
+              {},
+              temp_path(tag + "-state"),
+              temp_path(tag + "-ready")};
+  v.o.links_bind = {"tcp://127.0.0.1:*"};
+  v.o.tasks_bind = {"tcp://127.0.0.1:*"};
+  v.o.acks_bind = {"tcp://127.0.0.1:*"};
+  v.o.sink = {bind_all(v.sink, {"tcp://127.0.0.1:*"}).front()};
+  std::filesystem::remove_all(v.state);
+  std::filesystem::remove(v.ready);
+  v.o.state_dir = v.state;
+  v.o.ready_file = v.ready;
+  return v;
+}
+
 } // namespace
 
 TEST_CASE("names: first URL keeps its name, later ones are disambiguated", "[broker]") {
@@ -129,22 +153,10 @@ TEST_CASE("stats: counts, duplicates, percentiles and completion", "[broker]") {
   CHECK_THAT(s.progress_line(now, true), Catch::Contains("100/101 done"));
 }
 
-TEST_CASE("vent: numbers tasks, names them uniquely, announces the total, ends on acks", "[broker]") {
-  const std::string ready = temp_path("vent-ready");
-  std::filesystem::remove(ready);
+TEST_CASE("vent: numbers tasks, names them uniquely, announces the total, ends on acks",
+          "[broker]") {
   zmq::context_t ctx;
-  auto sink = make_socket(ctx, zmq::socket_type::pull, {});
-  const auto sink_ep = bind_all(sink, {"tcp://127.0.0.1:*"}).front();
-
-  VentOptions o;
-  o.links_bind = {"tcp://127.0.0.1:*"};
-  o.tasks_bind = {"tcp://127.0.0.1:*"};
-  o.acks_bind = {"tcp://127.0.0.1:*"};
-  o.sink = {sink_ep};
-  const std::string state = temp_path("vent-state");
-  std::filesystem::remove_all(state);
-  o.state_dir = state;
-  o.ready_file = ready;
+  auto [sink, o, state, ready] = vent_setup(ctx, "vent");
   auto vent = std::async(std::launch::async, [&] { return run(o); });
   auto ep = read_ready(ready);
   REQUIRE(ep.count("tasks"));
@@ -324,20 +336,8 @@ TEST_CASE("ledger: stable ids, names kept across reopen, batched states, new run
 TEST_CASE("vent: --expect-downloaders keeps a short job's share for a downloader still to join",
           "[broker]") {
   using Clock = std::chrono::steady_clock;
-  const std::string ready = temp_path("vent-expect-ready");
-  std::filesystem::remove(ready);
   zmq::context_t ctx;
-  auto sink = make_socket(ctx, zmq::socket_type::pull, {});
-  const auto sink_ep = bind_all(sink, {"tcp://127.0.0.1:*"}).front();
-  VentOptions o;
-  o.links_bind = {"tcp://127.0.0.1:*"};
-  o.tasks_bind = {"tcp://127.0.0.1:*"};
-  o.acks_bind = {"tcp://127.0.0.1:*"};
-  o.sink = {sink_ep};
-  const std::string state = temp_path("vent-expect-state");
-  std::filesystem::remove_all(state);
-  o.state_dir = state;
-  o.ready_file = ready;
+  auto [sink, o, state, ready] = vent_setup(ctx, "vent-expect");
   o.expect_downloaders = 2;
   auto vent = std::async(std::launch::async, [&] { return run(o); });
   auto ep = read_ready(ready);
