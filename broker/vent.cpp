@@ -396,15 +396,12 @@ private:
   // Sends each downloader with credit what the scheduler has ready, several tasks per frame (a
   // "tasks" batch: one message, one wake-up of each side, for up to kTasksPerFrame tasks). The
   // credit counts tasks, not frames.
-  //
-  // When the pending tasks do not fill every downloader, each gets its share (share_out: in
-  // proportion to its credit): 91 tasks for two idle downloaders of 68 go 46 + 45, not 64 + 27,
-  // where the one with 64 would write twice the bytes with its one thread while the other idles.
+  // A short job is shared out first (see `quota` below).
   void dispatch(Clock::time_point now) {
     std::vector<HostScheduler::Pick> picks;
     std::vector<proto::Task> batch;
-    // Empty unless the pending tasks would not fill every peer (a job's start or end, a slow
-    // source): the usual turn, with a backlog, allocates nothing for it.
+    // Each peer's share: empty unless the pending tasks would not fill every peer or expected
+    // downloaders have not joined yet; the usual turn, with a backlog, allocates nothing for it.
     std::map<std::string, std::uint64_t> quota;
     std::uint64_t total_credit = 0, largest = 0;
     for (const auto& [id, p] : peers_) {
