@@ -7,8 +7,10 @@
 #include <csignal>
 #include <cstring>
 #include <deque>
+#include <fcntl.h>
 #include <filesystem>
 #include <memory>
+#include <mutex>
 #include <openssl/evp.h>
 #include <optional>
 #include <queue>
@@ -27,6 +29,7 @@
 #include "common/zmq_util.hpp"
 #include "downloader/address_policy.hpp"
 #include "downloader/curl_handles.hpp"
+#include "downloader/file_writer.hpp"
 #include "downloader/outcome.hpp"
 #include "downloader/output_tree.hpp"
 #include "downloader/request_headers.hpp"
@@ -148,10 +151,15 @@ public:
     zmq_fd_ = tasks_.get(zmq::sockopt::fd);
     // Files are created ahead by the pool's thread, not on this one (see TempPool); with
     // --bench-null there are no files at all.
-    if (!o.bench_null) start_temp_pool(o.concurrency);
+    if (!o.bench_null) {
+      start_temp_pool(o.concurrency);
+      start_writer();
+    }
   }
 
   ~Worker() {
+    // The file thread first: it runs what is queued (its jobs use the slots and the multi).
+    writer_.reset();
     // Normally nothing is in flight here; after an exception this detaches every handle and
     // removes every temporary file before the multi goes (slots_ is destroyed before multi_).
     for (auto& t : slots_) {
@@ -184,7 +192,7 @@ public:
       flush_unsent(stopping);
       if (stopping) {
         send_ready(now, stopping);
-        if (active_ == 0) break;
+        if (active_ == 0 && finishing_ == 0) break;
         if (now >= stop_deadline) {
           abort_active();
           break;
@@ -221,8 +229,12 @@ public:
       if (mc != CURLM_OK)
         throw CurlError(std::string("curl_multi_perform: ") + curl_multi_strerror(mc));
       drain_finished(stopping);
+      take_finished(stopping);
       flush_unsent(stopping); // this turn's results join those waiting, sent when worth a frame
     }
+    // Transfers aborted at the deadline left nothing queued (abort_active drains the writer);
+    // the files finished meanwhile are reported.
+    take_finished(true);
   }
 
   // Sends what is left for up to `budget`; returns how much of it is left.
@@ -273,6 +285,16 @@ private:
     }
   }
 
+  // Bodies are hashed and written, and files closed and renamed, on the file thread (see
+  // FileWriter); without it (no thread to be had), on this one as before.
+  void start_writer() {
+    try {
+      writer_.emplace();
+    } catch (const std::system_error& e) {
+      spdlog::warn("no thread to write files ({}): the event loop writes them", e.what());
+    }
+  }
+
   // One line of state for `kill -USR1` (and the e2e tests' report of a hung pipeline): the slots,
   // what waits to go to the sink, and what the last `ready` told the ventilator.
   void log_status(Clock::time_point now, bool stopping) const {
@@ -281,11 +303,11 @@ private:
                  ? std::string("-")
                  : std::to_string(std::chrono::duration_cast<milliseconds>(now - t).count());
     };
-    spdlog::info("status: node={} stopping={} active={} queued={} waiting={} parked={} held={} "
+    spdlog::info("status: node={} stopping={} active={} finishing={} queued={} waiting={} parked={} held={} "
                  "finished={} unsent_frames={} unsent_results={} received={} tasks={} done={} "
                  "failed={} last_ready_ms={} last_held={} last_capacity={} last_received={} "
                  "ready_blocked={} disk_pause_ms={}",
-                 node_, stopping, active_, queued_.size(), waiting_.size(), parked(),
+                 node_, stopping, active_, finishing_, queued_.size(), waiting_.size(), parked(),
                  held_ids_.size(), finished_.size(), unsent_.size(), unsent_results_, received_,
                  counters_.tasks, counters_.done, counters_.failed, ago(last_ready_),
                  last_held_ == UINT32_MAX ? std::string("-") : std::to_string(last_held_),
@@ -300,9 +322,12 @@ private:
   std::size_t busy() const noexcept { return active_ + waiting_.size() + parked(); }
 
   bool can_take() const noexcept {
-    // While the disk is suspected full, one transfer at a time finds out whether it has room.
-    const auto cap = disk_probing_ ? std::size_t{1} : static_cast<std::size_t>(opt_.concurrency);
-    return busy() < cap && unsent_results_ <= cap;
+    // While the disk is suspected full, one transfer at a time finds out whether it has room
+    // (its file finished too). Otherwise as many files may wait for the file thread to finish
+    // them as transfers run: the slots, and their buffers, stay within twice the concurrency.
+    if (disk_probing_) return busy() + finishing_ < 1 && unsent_results_ <= 1;
+    const auto cap = static_cast<std::size_t>(opt_.concurrency);
+    return busy() < cap && finishing_ < cap && unsent_results_ <= cap;
   }
 
   int poll_timeout(Clock::time_point now, bool stopping, Clock::time_point stop_deadline) const {
@@ -529,6 +554,7 @@ private:
       return t;
     }
     slots_.push_back(std::make_unique<Transfer>(sha256_.get()));
+    slots_.back()->set_writer(writer_ ? &*writer_ : nullptr);
     return slots_.back().get();
   }
 
@@ -552,19 +578,73 @@ private:
       auto* t = static_cast<Transfer*>(static_cast<void*>(priv));
       multi_.remove(t->easy());
       --active_;
-      complete(*t, code, stopping);
+      if (writer_) {
+        finish_on_writer(*t, code, stopping);
+      } else {
+        complete(*t, finish_into_tree(t->task(), *t, code, another_attempt(*t, stopping)),
+                 stopping);
+      }
+    }
+  }
+
+  // A body cut short is kept for the next attempt only when there will be one.
+  bool another_attempt(const Transfer& t, bool stopping) const {
+    return !stopping && t.attempt() < 1 + static_cast<std::uint32_t>(std::max(opt_.retries, 0));
+  }
+
+  // The file part of the ending goes to the file thread, after the transfer's chunks; the slot
+  // comes back, and the result goes out, when take_finished() sees it done. Meanwhile the
+  // connection already serves the next transfer.
+  void finish_on_writer(Transfer& t, CURLcode code, bool stopping) {
+    t.prepare_finish(code);
+    const bool another = another_attempt(t, stopping);
+    ++finishing_;
+    // Its last chunk, still in the transfer, counts against the writer's budget.
+    writer_->submit([this, &t, another] {
+      Finished f;
+      try {
+        f = finish_into_tree(t.task(), t, std::nullopt, another);
+      } catch (const std::exception& e) { // std::bad_alloc: the file is removed, the task fails
+        t.discard();
+        f = Finished{};
+        f.reason = proto::Reason::other;
+        f.detail = bounded(std::string("finishing the file: ") + e.what(), proto::kMaxDetailBytes);
+      }
+      {
+        std::lock_guard lock(done_mutex_);
+        done_.emplace_back(&t, std::move(f));
+      }
+      curl_multi_wakeup(multi_.get());
+    }, t.unwritten());
+  }
+
+  // The endings the file thread has done: each slot comes back and its result goes on.
+  void take_finished(bool stopping) {
+    std::vector<std::pair<Transfer*, Finished>> done;
+    {
+      std::lock_guard lock(done_mutex_);
+      done.swap(done_);
+    }
+    for (auto& [t, f] : done) {
+      --finishing_;
+      complete(*t, std::move(f), stopping);
     }
   }
 
   // Ends the attempt: the body goes to its final name, in its --shard subdirectory when it has
   // one (created, and entered without following links, here: see OutputTree).
-  Finished finish_into_tree(Transfer& t, CURLcode code, bool another_attempt) {
-    const proto::Task& task = t.task();
-    if (task.dir.empty()) return t.finish(code, out_ + "/" + task.name, another_attempt);
+  // Runs on the file thread when there is one (OutputTree is safe to share: it keeps no state but
+  // its root descriptor); `code` is empty when prepare_finish() already ran.
+  Finished finish_into_tree(const proto::Task& task, Transfer& t, std::optional<CURLcode> code,
+                            bool another_attempt) const {
+    if (code) t.prepare_finish(*code);
+    if (task.dir.empty())
+      return t.finish_prepared(out_ + "/" + task.name, AT_FDCWD, out_ + "/" + task.name,
+                               another_attempt);
     const int dir_fd = tree_.open_subdir(task.dir);
     const int dir_errno = errno;
-    Finished f = t.finish(code, out_ + "/" + task.dir + "/" + task.name, dir_fd, task.name,
-                          another_attempt);
+    Finished f = t.finish_prepared(out_ + "/" + task.dir + "/" + task.name, dir_fd, task.name,
+                                   another_attempt);
     if (dir_fd >= 0) {
       ::close(dir_fd);
     } else if (f.reason == proto::Reason::io) {
@@ -604,10 +684,8 @@ private:
     }
   }
 
-  void complete(Transfer& t, CURLcode code, bool stopping) {
+  void complete(Transfer& t, Finished f, bool stopping) {
     const std::uint32_t max_attempts = 1 + static_cast<std::uint32_t>(std::max(opt_.retries, 0));
-    // A body cut short is kept for the next attempt only when there will be one.
-    Finished f = finish_into_tree(t, code, !stopping && t.attempt() < max_attempts);
     proto::Task task = t.task();
     const std::uint32_t attempt = t.attempt();
     release(&t);
@@ -762,6 +840,8 @@ private:
 
   // Grace is over: every transfer still running is aborted and its temporary file removed.
   void abort_active() {
+    // Their chunks must be written (or dropped) before their files are removed.
+    if (writer_) writer_->drain();
     for (auto& t : slots_) {
       if (!t->easy().attached()) continue;
       multi_.remove(t->easy());
@@ -850,9 +930,13 @@ private:
 
   HeaderList headers_; // -H lines; settings_.headers points at it, so it outlives the handles
   CurlMulti multi_; // declared before the slots: it must be freed after every easy handle
-  std::vector<std::unique_ptr<Transfer>> slots_; // at most `concurrency`, reused
+  std::vector<std::unique_ptr<Transfer>> slots_; // running, or finishing on the file thread: at most
+                                                 // twice the concurrency; reused
   std::vector<Transfer*> idle_;
   std::size_t active_ = 0; // transfers added to the multi
+  std::size_t finishing_ = 0; // transfers whose file the file thread is finishing
+  std::mutex done_mutex_;
+  std::vector<std::pair<Transfer*, Finished>> done_; // finished by the file thread, to take
   std::priority_queue<Waiting, std::vector<Waiting>, DueLater> waiting_;
   std::deque<proto::Task> queued_;      // received (in a batch) and held, waiting for a free slot
   std::vector<proto::Result> finished_; // results not encoded yet (see flush_unsent)
@@ -871,6 +955,9 @@ private:
   OutputTree tree_;
   std::optional<RobotsCache> robots_; // --respect-robots; after multi_: freed before it
   std::optional<TempPool> temp_pool_; // empty files ready for new bodies; none with --bench-null
+  // Hashes, writes and renames the bodies (see FileWriter); none with --bench-null. After the
+  // slots, so that it goes (and runs what it has queued) before them.
+  std::optional<FileWriter> writer_;
 };
 
 // Checks the options; returns an error message or "".

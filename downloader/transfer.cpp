@@ -79,6 +79,11 @@ std::string Transfer::begin(const proto::Task& task, std::uint32_t attempt,
   settled_ = refused_ = resumable_ = false;
   local_ = proto::Reason::none;
   local_detail_.clear();
+  io_failed_.store(false, std::memory_order_relaxed);
+  io_reason_ = proto::Reason::none;
+  io_detail_.clear();
+  chunk_.clear();
+  ended_ = Ended{};
   gate_.filter = s.address_filter;
   gate_.refused.clear();
   content_ = s.content;
@@ -218,6 +223,7 @@ bool Transfer::start_over() {
   }
   bytes_ = 0;
   offset_ = 0;
+  chunk_.clear(); // empty anyway: this runs before the response's first body byte is kept
   return true;
 }
 
@@ -281,26 +287,59 @@ std::size_t Transfer::write_body(const char* data, std::size_t n) {
     local_detail_ = "body exceeds --max-size " + std::to_string(max_size_) + " bytes";
     return 0;
   }
-  if (EVP_DigestUpdate(md_ctx_.get(), data, n) != 1) {
-    local_ = proto::Reason::other;
-    local_detail_ = "EVP_DigestUpdate failed";
-    return 0;
+  // A write that failed on the writer's thread stops the transfer at its next bytes.
+  if (io_failed_.load(std::memory_order_acquire)) return 0;
+  if (writer_ == nullptr) {
+    if (!write_chunk(data, n)) return 0;
+  } else {
+    // Into chunk_ (never beyond kChunk: the buffer is not reallocated); each full chunk goes.
+    for (std::size_t left = n; left > 0;) {
+      if (chunk_.capacity() < FileWriter::kChunk) chunk_ = writer_->buffer();
+      const std::size_t take = std::min(left, FileWriter::kChunk - chunk_.size());
+      chunk_.insert(chunk_.end(), data, data + take);
+      data += take;
+      left -= take;
+      if (chunk_.size() == FileWriter::kChunk) hand_over();
+    }
   }
+  bytes_ += n;
+  return n;
+}
+
+void Transfer::hand_over() {
+  if (chunk_.empty()) return;
+  const std::size_t n = chunk_.size();
+  writer_->submit(
+      [this, c = std::move(chunk_)]() mutable {
+        write_chunk(c.data(), c.size());
+        writer_->recycle(std::move(c));
+      },
+      n);
+  chunk_ = std::vector<char>();
+}
+
+bool Transfer::write_chunk(const char* data, std::size_t n) {
+  if (io_failed_.load(std::memory_order_relaxed)) return false; // only this thread sets it
+  const auto fail = [this](proto::Reason reason, std::string detail) {
+    io_reason_ = reason;
+    io_detail_ = std::move(detail);
+    io_failed_.store(true, std::memory_order_release);
+    return false;
+  };
+  if (EVP_DigestUpdate(md_ctx_.get(), data, n) != 1)
+    return fail(proto::Reason::other, "EVP_DigestUpdate failed");
   std::size_t left = n;
   while (left > 0) {
     const ssize_t w = ::write(fd_, data, left);
     if (w < 0) {
       const int err = errno;
       if (err == EINTR) continue;
-      local_ = write_error_reason(err);
-      local_detail_ = "write " + temp_path_ + ": " + std::strerror(err);
-      return 0;
+      return fail(write_error_reason(err), "write " + temp_path_ + ": " + std::strerror(err));
     }
     data += w;
     left -= static_cast<std::size_t>(w);
   }
-  bytes_ += n;
-  return n;
+  return true;
 }
 
 Finished Transfer::finish(CURLcode code, const std::string& final_path, bool another_attempt) {
@@ -309,28 +348,53 @@ Finished Transfer::finish(CURLcode code, const std::string& final_path, bool ano
 
 Finished Transfer::finish(CURLcode code, const std::string& final_path, int dir_fd,
                           const std::string& name, bool another_attempt) {
-  Finished f;
-  Outcome o;
-  o.code = code;
-  o.http_status = easy_.info_long(CURLINFO_RESPONSE_CODE);
+  prepare_finish(code);
+  return finish_prepared(final_path, dir_fd, name, another_attempt);
+}
+
+void Transfer::prepare_finish(CURLcode code) {
+  Ended& e = ended_;
+  e.code = code;
+  e.http_status = easy_.info_long(CURLINFO_RESPONSE_CODE);
   // A 2xx without a body byte (an empty 200 to a Range request) is settled here.
-  if (!settled_ && code == CURLE_OK && local_ == proto::Reason::none && o.http_status >= 200 &&
-      o.http_status < 300)
-    settle_response(o.http_status);
-  if (offset_ > 0 && o.http_status == 416 && local_ == proto::Reason::none) {
+  if (!settled_ && code == CURLE_OK && local_ == proto::Reason::none && e.http_status >= 200 &&
+      e.http_status < 300)
+    settle_response(e.http_status);
+  if (offset_ > 0 && e.http_status == 416 && local_ == proto::Reason::none) {
     refused_ = true;
     local_detail_ = "resume refused: HTTP 416 for the bytes after the " +
                     std::to_string(offset_) + " kept";
   }
-  o.local = local_;
-  o.local_detail = local_detail_;
   if (code == CURLE_UNSUPPORTED_PROTOCOL) {
     char* url = nullptr; // a refused redirect target becomes the effective URL
     curl_easy_getinfo(easy_.get(), CURLINFO_EFFECTIVE_URL, &url);
-    o.http_url = url != nullptr && (strncasecmp(url, "http://", 7) == 0 ||
+    e.http_url = url != nullptr && (strncasecmp(url, "http://", 7) == 0 ||
                                     strncasecmp(url, "https://", 8) == 0);
   }
-  o.content_length = easy_.info_off(CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, -1);
+  e.content_length = easy_.info_off(CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, -1);
+  e.refused_address = !gate_.refused.empty() && code == CURLE_COULDNT_CONNECT;
+  e.ms = to_ms(easy_.info_off(CURLINFO_TOTAL_TIME_T));
+  e.ttfb_ms = to_ms(easy_.info_off(CURLINFO_STARTTRANSFER_TIME_T));
+  e.retry_after_s = static_cast<long>(easy_.info_off(CURLINFO_RETRY_AFTER));
+}
+
+Finished Transfer::finish_prepared(const std::string& final_path, int dir_fd,
+                                   const std::string& name, bool another_attempt) {
+  // The bytes still in hand, after the chunks handed over before them (the same thread).
+  if (!chunk_.empty() && local_ == proto::Reason::none) write_chunk(chunk_.data(), chunk_.size());
+  chunk_.clear();
+  if (io_failed_.load(std::memory_order_acquire) && local_ == proto::Reason::none) {
+    local_ = io_reason_;
+    local_detail_ = io_detail_;
+  }
+  Finished f;
+  Outcome o;
+  o.code = ended_.code;
+  o.http_status = ended_.http_status;
+  o.local = local_;
+  o.local_detail = local_detail_;
+  o.http_url = ended_.http_url;
+  o.content_length = ended_.content_length;
   // The body of this response is what came after the kept bytes; a continued range must reach
   // the end of the whole body, whatever its Content-Length says.
   o.bytes = bytes_ - offset_;
@@ -338,7 +402,7 @@ Finished Transfer::finish(CURLcode code, const std::string& final_path, int dir_
     o.content_length = total_ - static_cast<std::int64_t>(offset_);
   // A refused address ends the transfer as "could not connect" for curl; it is reason `denied`
   // (policy, not the network), said why, and not retried.
-  if (!gate_.refused.empty() && code == CURLE_COULDNT_CONNECT && o.local == proto::Reason::none) {
+  if (ended_.refused_address && o.local == proto::Reason::none) {
     o.local = proto::Reason::denied;
     o.local_detail = "refused by --deny-private: " + gate_.refused;
     f.permanent = true;
@@ -406,9 +470,9 @@ Finished Transfer::finish(CURLcode code, const std::string& final_path, int dir_
   close_temp(); // removes the temporary file unless it was renamed or kept
 
   f.http_status = o.http_status;
-  f.ms = to_ms(easy_.info_off(CURLINFO_TOTAL_TIME_T));
-  f.ttfb_ms = to_ms(easy_.info_off(CURLINFO_STARTTRANSFER_TIME_T));
-  f.retry_after_s = static_cast<long>(easy_.info_off(CURLINFO_RETRY_AFTER));
+  f.ms = ended_.ms;
+  f.ttfb_ms = ended_.ttfb_ms;
+  f.retry_after_s = ended_.retry_after_s;
   return f;
 }
 

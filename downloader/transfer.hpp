@@ -10,16 +10,19 @@
 #pragma once
 
 #include <array>
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <openssl/evp.h>
 #include <optional>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "downloader/address_policy.hpp"
 #include "downloader/content_check.hpp"
 #include "downloader/curl_handles.hpp"
+#include "downloader/file_writer.hpp"
 #include "downloader/temp_pool.hpp"
 #include "proto/messages.hpp"
 
@@ -121,7 +124,24 @@ public:
   Finished finish(CURLcode code, const std::string& final_path, int dir_fd, const std::string& name,
                   bool another_attempt = false);
 
-  // Ends the attempt without an outcome (stop): removes the temporary file.
+  // finish() in two halves, for a transfer with a writer: prepare_finish() reads what libcurl
+  // knows of the attempt (on the thread that owns the handle, once it is detached from the
+  // multi); finish_prepared() does the rest (the last bytes, close, digest, rename or removal),
+  // on the writer's thread, after the attempt's chunks. Nothing else may touch the transfer
+  // between the two.
+  void prepare_finish(CURLcode code);
+  Finished finish_prepared(const std::string& final_path, int dir_fd, const std::string& name,
+                           bool another_attempt);
+
+  // Body bytes go to `writer` in chunks (hashed and written on its thread) instead of being
+  // hashed and written at once on the calling thread; nullptr (the default) writes them at once.
+  // Set before begin(); the writer must outlive the transfer's jobs.
+  void set_writer(FileWriter* writer) noexcept { writer_ = writer; }
+  // Body bytes received and not handed to the writer yet.
+  std::size_t unwritten() const noexcept { return chunk_.size(); }
+
+  // Ends the attempt without an outcome (stop): removes the temporary file. With a writer, only
+  // once none of the attempt's chunks is still queued (FileWriter::drain()).
   void discard() noexcept;
 
   // Why the last begin() could not create its temporary file: Reason::disk (ENOSPC, EDQUOT) or
@@ -135,6 +155,10 @@ public:
 private:
   static std::size_t on_body(char* data, std::size_t size, std::size_t count, void* self);
   std::size_t write_body(const char* data, std::size_t n);
+  // Hashes and writes `n` body bytes to the file (on the writer's thread when there is one);
+  // false, with io_failed_ set, when that failed now or before.
+  bool write_chunk(const char* data, std::size_t n);
+  void hand_over(); // queues chunk_ for the writer
   void close_temp() noexcept; // closes and removes the temporary file, if any
   bool open_partial(Partial& p);     // takes over p's file; false when it cannot be continued
   bool settle_response(long status); // at the first body byte (or the end): append, restart or refuse
@@ -166,6 +190,24 @@ private:
   proto::Reason local_ = proto::Reason::none;
   proto::Reason begin_reason_ = proto::Reason::io;
   std::string local_detail_;
+  // A failed write or digest update, set by write_chunk() on whichever thread ran it: write_body()
+  // stops the transfer on the flag; finish_prepared() reports io_reason_ and io_detail_, which
+  // only write_chunk()'s thread writes before it sets the flag.
+  std::atomic<bool> io_failed_{false};
+  proto::Reason io_reason_ = proto::Reason::none;
+  std::string io_detail_;
+  FileWriter* writer_ = nullptr;
+  std::vector<char> chunk_; // with a writer: body bytes not handed over yet
+  // What prepare_finish() read from libcurl, for finish_prepared().
+  struct Ended {
+    CURLcode code = CURLE_OK;
+    long http_status = 0;
+    bool http_url = false;          // a refused redirect's target was http(s)
+    std::int64_t content_length = -1;
+    bool refused_address = false;   // the address policy refused the connection
+    std::uint32_t ms = 0, ttfb_ms = 0;
+    long retry_after_s = 0;
+  } ended_;
   SocketGate gate_; // CURLOPT_OPENSOCKETDATA while settings.address_filter is set
   ContentPolicy content_;
   ContentSniffer sniff_;

@@ -158,11 +158,13 @@ TEST_CASE("a full disk pauses the downloader, freed space lets the job finish, a
   REQUIRE(count(kFailed) > 0);
   std::this_thread::sleep_for(std::chrono::seconds(3));
   // Three seconds later the downloader has paused (2 s) and probed once, one transfer at a time:
-  // at most the 4 that were running, plus one probe, have failed; most of the job is still to do.
+  // at most the 4 that were running and the 4 whose files the file thread was finishing (the
+  // first write that met the full disk is on that thread), plus one probe, have failed; most of
+  // the job is still to do.
   const int failed_while_full = count(kFailed);
   {
     INFO("stderr:\n" << read_file(dir / "run.err")); // scoped: a hang below leads its own failure
-    CHECK(failed_while_full <= 5);
+    CHECK(failed_while_full <= 9);
     CHECK(count(kDone) == 0);
   }
 

@@ -276,7 +276,8 @@ TEST_CASE("SIGUSR1: the vent, the sink and a downloader each log a status line a
   CHECK_THAT(down[0],
              Catch::Contains("[download " + std::to_string(dl.pid()) +
                              "] status: "
-                             "node=status-node stopping=false active=0 queued=0 waiting=0"));
+                             "node=status-node stopping=false active=0 finishing=0 queued=0 "
+                             "waiting=0"));
   CHECK_THAT(down[0], Catch::Contains(" unsent_results=0 received=0 "));
   CHECK_THAT(down[0], Catch::Contains(" ready_blocked=false "));
 

@@ -1,0 +1,91 @@
+#include "downloader/file_writer.hpp"
+
+#include <pthread.h>
+#include <utility>
+
+namespace trawl::downloader {
+namespace {
+// Buffers kept for reuse: enough for every transfer of a downloader at the default concurrency to
+// hold one while a few more wait in the queue (256 KiB each: 24 MiB at most, in pages touched).
+constexpr std::size_t kMaxSpare = 96;
+} // namespace
+
+FileWriter::FileWriter(std::size_t max_queued_bytes)
+    : max_queued_bytes_(max_queued_bytes), thread_([this] { run(); }) {}
+
+FileWriter::~FileWriter() {
+  {
+    std::lock_guard lock(mutex_);
+    stop_ = true;
+  }
+  work_.notify_one();
+  thread_.join();
+}
+
+void FileWriter::submit(Job job, std::size_t bytes) {
+  std::unique_lock lock(mutex_);
+  // One job larger than the whole budget still goes, alone.
+  if (queued_bytes_ > 0 && queued_bytes_ + bytes > max_queued_bytes_) {
+    ++stats_.waits;
+    room_.wait(lock, [&] { return queued_bytes_ == 0 || queued_bytes_ + bytes <= max_queued_bytes_; });
+  }
+  queue_.emplace_back(std::move(job), bytes);
+  queued_bytes_ += bytes;
+  ++submitted_;
+  if (queued_bytes_ > stats_.max_queued) stats_.max_queued = queued_bytes_;
+  lock.unlock();
+  work_.notify_one();
+}
+
+void FileWriter::drain() {
+  std::unique_lock lock(mutex_);
+  const auto target = submitted_;
+  room_.wait(lock, [&] { return done_ >= target; });
+}
+
+std::vector<char> FileWriter::buffer() {
+  {
+    std::lock_guard lock(buffers_mutex_);
+    if (!buffers_.empty()) {
+      std::vector<char> b = std::move(buffers_.back());
+      buffers_.pop_back();
+      return b;
+    }
+  }
+  std::vector<char> b;
+  b.reserve(kChunk);
+  return b;
+}
+
+void FileWriter::recycle(std::vector<char> b) {
+  if (b.capacity() < kChunk) return;
+  b.clear();
+  std::lock_guard lock(buffers_mutex_);
+  if (buffers_.size() < kMaxSpare) buffers_.push_back(std::move(b));
+}
+
+FileWriter::Stats FileWriter::stats() const {
+  std::lock_guard lock(mutex_);
+  return stats_;
+}
+
+void FileWriter::run() {
+  pthread_setname_np(pthread_self(), "trawl-files");
+  std::unique_lock lock(mutex_);
+  for (;;) {
+    work_.wait(lock, [&] { return stop_ || !queue_.empty(); });
+    if (queue_.empty()) return; // stop_, and nothing left to run
+    auto [job, bytes] = std::move(queue_.front());
+    queue_.pop_front();
+    lock.unlock();
+    job(); // noexcept by contract: an exception here terminates (see submit())
+    job = nullptr; // what it captured goes before the next job, outside the lock
+    lock.lock();
+    queued_bytes_ -= bytes;
+    ++done_;
+    ++stats_.jobs;
+    room_.notify_all();
+  }
+}
+
+} // namespace trawl::downloader
