@@ -140,6 +140,7 @@ public:
     settings_.content.expect = parse_expect(o.expect).value_or(Expect::any);
     settings_.content.min_size = o.min_size;
     settings_.headers = headers_.get();
+    settings_.temp_dir = out_;
     if (o.respect_robots)
       robots_.emplace(multi_,
                       RobotsSettings{settings_.user_agent, std::clamp(o.connect_timeout_s, 1L, 10L),
@@ -277,8 +278,16 @@ private:
                    concurrency, fd_limit);
       return;
     }
+    // Unnamed files (O_TMPFILE) where the file system has them: see create_unnamed_file.
+    const bool unnamed = unnamed_files_work(out_, ".trawl-" + std::to_string(getpid()) + "-probe.part");
+    spdlog::debug("bodies are written to {} files in {}", unnamed ? "unnamed" : "named temporary",
+                  out_);
     try {
-      temp_pool_.emplace(ready_files, [dir = out_] { return temp_name(dir); });
+      if (unnamed)
+        temp_pool_.emplace(ready_files, TempPool::CreateFn([dir = out_] { return create_unnamed_file(dir); }),
+                           std::chrono::seconds(1));
+      else
+        temp_pool_.emplace(ready_files, [dir = out_] { return temp_name(dir); });
     } catch (const std::system_error& e) {
       spdlog::warn("no thread to create temporary files ahead ({}): the event loop creates them",
                    e.what());

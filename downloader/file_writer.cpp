@@ -1,5 +1,6 @@
 #include "downloader/file_writer.hpp"
 
+#include <csignal>
 #include <pthread.h>
 #include <utility>
 
@@ -10,8 +11,20 @@ namespace {
 constexpr std::size_t kMaxSpare = 96;
 } // namespace
 
-FileWriter::FileWriter(std::size_t max_queued_bytes)
-    : max_queued_bytes_(max_queued_bytes), thread_([this] { run(); }) {}
+FileWriter::FileWriter(std::size_t max_queued_bytes) : max_queued_bytes_(max_queued_bytes) {
+  // Like the TempPool's, the thread takes no signal: SIGINT and SIGTERM go to a thread that
+  // polls the stop flag.
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, &old);
+  try {
+    thread_ = std::thread([this] { run(); });
+  } catch (...) {
+    pthread_sigmask(SIG_SETMASK, &old, nullptr);
+    throw;
+  }
+  pthread_sigmask(SIG_SETMASK, &old, nullptr);
+}
 
 FileWriter::~FileWriter() {
   {

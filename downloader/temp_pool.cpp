@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <csignal>
 #include <fcntl.h>
 #include <new>
@@ -27,7 +28,7 @@ std::pair<int, std::string> TempFile::release() noexcept {
 void TempFile::reset() noexcept {
   if (fd_ >= 0) {
     ::close(fd_);
-    ::unlink(path_.c_str());
+    if (!path_.empty()) ::unlink(path_.c_str()); // an unnamed file goes with its descriptor
   }
   fd_ = -1;
   path_.clear();
@@ -42,8 +43,36 @@ TempFile create_temp_file(std::string path) {
   return TempFile(fd, std::move(path));
 }
 
+TempFile create_unnamed_file(const std::string& dir) {
+  const int fd = ::open(dir.c_str(), O_TMPFILE | O_WRONLY | O_CLOEXEC, 0644);
+  if (fd < 0) return {};
+  return TempFile(fd, std::string());
+}
+
+bool link_unnamed_file(int fd, int dir_fd, const char* name) {
+  char proc[32];
+  std::snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
+  return ::linkat(AT_FDCWD, proc, dir_fd, name, AT_SYMLINK_FOLLOW) == 0;
+}
+
+bool unnamed_files_work(const std::string& dir, const std::string& probe_name) {
+  TempFile f = create_unnamed_file(dir);
+  if (!f) return false;
+  const int dir_fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dir_fd < 0) return false;
+  const bool linked = link_unnamed_file(f.fd(), dir_fd, probe_name.c_str());
+  if (linked) ::unlinkat(dir_fd, probe_name.c_str(), 0);
+  ::close(dir_fd);
+  return linked;
+}
+
 TempPool::TempPool(std::size_t capacity, NameFn next_path, std::chrono::milliseconds backoff)
-    : capacity_(std::max<std::size_t>(capacity, 1)), next_path_(std::move(next_path)),
+    : TempPool(
+          capacity, CreateFn([next = std::move(next_path)] { return create_temp_file(next()); }),
+          backoff) {}
+
+TempPool::TempPool(std::size_t capacity, CreateFn create, std::chrono::milliseconds backoff)
+    : capacity_(std::max<std::size_t>(capacity, 1)), create_(std::move(create)),
       backoff_(backoff) {
   // The thread takes no signal: SIGINT/SIGTERM go to a thread that polls the stop flag (a
   // handler run here would only delay a file), and SIGPIPE and the like never concern it.
@@ -120,7 +149,7 @@ void TempPool::run() {
     lock.unlock(); // take() never waits for a creation
     TempFile f;
     try {
-      f = create_temp_file(next_path_());
+      f = create_();
     } catch (...) { // a name could not be built (no memory): a failure like any other
     }
     lock.lock();

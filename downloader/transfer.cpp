@@ -69,6 +69,8 @@ std::string Transfer::begin(const proto::Task& task, std::uint32_t attempt,
                             std::optional<Partial> resume, TempFile ready) {
   close_temp(); // a previous attempt always ends in finish()/discard(); this is a safety net
   task_ = task;
+  unnamed_ = false;
+  temp_dir_ = s.temp_dir;
   attempt_ = attempt;
   max_size_ = s.max_size;
   bytes_ = 0;
@@ -175,6 +177,7 @@ std::string Transfer::begin(const proto::Task& task, std::uint32_t attempt,
                    proto::kMaxDetailBytes);
   }
   std::tie(fd_, temp_path_) = ready.release();
+  unnamed_ = temp_path_.empty();
   return {};
 }
 
@@ -212,7 +215,7 @@ bool Transfer::start_over() {
   if (::ftruncate(fd_, 0) != 0 || ::lseek(fd_, 0, SEEK_SET) != 0) {
     const int err = errno;
     local_ = write_error_reason(err);
-    local_detail_ = bounded("truncate " + temp_path_ + ": " + std::strerror(err),
+    local_detail_ = bounded("truncate " + file_label() + ": " + std::strerror(err),
                             proto::kMaxDetailBytes);
     return false;
   }
@@ -334,7 +337,7 @@ bool Transfer::write_chunk(const char* data, std::size_t n) {
     if (w < 0) {
       const int err = errno;
       if (err == EINTR) continue;
-      return fail(write_error_reason(err), "write " + temp_path_ + ": " + std::strerror(err));
+      return fail(write_error_reason(err), "write " + file_label() + ": " + std::strerror(err));
     }
     data += w;
     left -= static_cast<std::size_t>(w);
@@ -408,6 +411,9 @@ Finished Transfer::finish_prepared(const std::string& final_path, int dir_fd,
     f.permanent = true;
   }
 
+  // An unnamed file stays open until it is linked (its descriptor is how it is reached).
+  int unnamed_fd = -1;
+  if (unnamed_ && fd_ >= 0) unnamed_fd = std::exchange(fd_, -1);
   // close() can be where a delayed write error (NFS, quota) first shows up.
   if (fd_ >= 0) {
     const int rc = ::close(fd_);
@@ -415,7 +421,7 @@ Finished Transfer::finish_prepared(const std::string& final_path, int dir_fd,
     const int err = errno;
     if (rc != 0 && o.local == proto::Reason::none) {
       o.local = write_error_reason(err);
-      o.local_detail = "close " + temp_path_ + ": " + std::strerror(err);
+      o.local_detail = "close " + file_label() + ": " + std::strerror(err);
     }
   }
 
@@ -440,10 +446,13 @@ Finished Transfer::finish_prepared(const std::string& final_path, int dir_fd,
     if (EVP_DigestFinal_ex(md_ctx_.get(), md, &len) != 1) {
       f.reason = proto::Reason::other;
       f.detail = "EVP_DigestFinal_ex failed";
-    } else if (::renameat(AT_FDCWD, temp_path_.c_str(), dir_fd, name.c_str()) != 0) {
+    } else if (unnamed_fd >= 0 ? !place_unnamed(unnamed_fd, final_path, dir_fd, name)
+                               : ::renameat(AT_FDCWD, temp_path_.c_str(), dir_fd, name.c_str()) !=
+                                     0) {
       const int err = errno;
       f.reason = write_error_reason(err);
-      f.detail = bounded("rename to " + final_path + ": " + std::strerror(err),
+      f.detail = bounded((unnamed_fd >= 0 ? "link to " : "rename to ") + final_path + ": " +
+                             std::strerror(err),
                          proto::kMaxDetailBytes);
     } else {
       f.sha256 = hex(md, len);
@@ -455,9 +464,14 @@ Finished Transfer::finish_prepared(const std::string& final_path, int dir_fd,
   } else if (another_attempt && !f.permanent && !f.restart && proto::is_retryable(f.reason) &&
              o.local == proto::Reason::none && resumable_ && bytes_ > 0 &&
              (total_ < 0 || bytes_ < static_cast<std::uint64_t>(total_))) {
-    // Keep what arrived for the next attempt, with the digest state that covers it.
+    // Keep what arrived for the next attempt, with the digest state that covers it. An unnamed
+    // file is given a temporary name for it first (the next attempt reopens it by name).
     std::shared_ptr<EVP_MD_CTX> digest(EVP_MD_CTX_new(), &EVP_MD_CTX_free);
-    if (digest && EVP_MD_CTX_copy_ex(digest.get(), md_ctx_.get()) == 1) {
+    if (unnamed_fd >= 0) {
+      std::string named = link_path(final_path);
+      if (link_unnamed_file(unnamed_fd, AT_FDCWD, named.c_str())) temp_path_ = std::move(named);
+    }
+    if (digest && !temp_path_.empty() && EVP_MD_CTX_copy_ex(digest.get(), md_ctx_.get()) == 1) {
       Partial p;
       p.file = std::make_shared<PartFile>(std::exchange(temp_path_, {}));
       p.bytes = bytes_;
@@ -467,6 +481,17 @@ Finished Transfer::finish_prepared(const std::string& final_path, int dir_fd,
       f.partial = std::move(p);
     }
   }
+  if (unnamed_fd >= 0 && ::close(unnamed_fd) != 0 && f.reason == proto::Reason::none &&
+      !f.path.empty()) {
+    // A delayed write error after the body got its name: the file is not what was hashed.
+    const int err = errno;
+    ::unlinkat(dir_fd, name.c_str(), 0);
+    f.reason = write_error_reason(err);
+    f.detail = bounded("close " + file_label() + ": " + std::strerror(err), proto::kMaxDetailBytes);
+    f.sha256.clear();
+    f.path.clear();
+    f.bytes = 0;
+  }
   close_temp(); // removes the temporary file unless it was renamed or kept
 
   f.http_status = o.http_status;
@@ -474,6 +499,36 @@ Finished Transfer::finish_prepared(const std::string& final_path, int dir_fd,
   f.ttfb_ms = ended_.ttfb_ms;
   f.retry_after_s = ended_.retry_after_s;
   return f;
+}
+
+std::string Transfer::file_label() const {
+  return temp_path_.empty() ? "the new file for " + task_.name : temp_path_;
+}
+
+std::string Transfer::link_path(const std::string& final_path) const {
+  static std::atomic<std::uint64_t> counter{0};
+  std::string dir = temp_dir_;
+  if (dir.empty()) {
+    const auto slash = final_path.rfind('/');
+    dir = slash == std::string::npos ? "." : final_path.substr(0, slash);
+  }
+  // The form remove_stale_parts knows: .trawl-PID-<anything>.part
+  return dir + "/.trawl-" + std::to_string(::getpid()) + "-u" +
+         std::to_string(counter.fetch_add(1)) + ".part";
+}
+
+bool Transfer::place_unnamed(int fd, const std::string& final_path, int dir_fd,
+                             const std::string& name) {
+  if (link_unnamed_file(fd, dir_fd, name.c_str())) return true;
+  if (errno != EEXIST) return false;
+  // The name is taken (an earlier file, or a planted link): replaced atomically, never followed.
+  const std::string temp = link_path(final_path);
+  if (!link_unnamed_file(fd, AT_FDCWD, temp.c_str())) return false;
+  if (::renameat(AT_FDCWD, temp.c_str(), dir_fd, name.c_str()) == 0) return true;
+  const int err = errno;
+  ::unlink(temp.c_str());
+  errno = err;
+  return false;
 }
 
 void Transfer::discard() noexcept { close_temp(); }

@@ -44,6 +44,10 @@ struct TransferSettings {
   ContentPolicy content;
   // -H lines (owned by the worker, outliving every transfer); nullptr: none.
   curl_slist* headers = nullptr;
+  // Where an unnamed body file (create_unnamed_file) gets a temporary name when it needs one: a
+  // partial body kept for the next attempt, or the link made before replacing an existing file.
+  // Empty: the final file's directory.
+  std::string temp_dir;
 };
 
 // A temporary file removed when the last reference to it goes, unless release()d first: a kept
@@ -159,6 +163,14 @@ private:
   // false, with io_failed_ set, when that failed now or before.
   bool write_chunk(const char* data, std::size_t n);
   void hand_over(); // queues chunk_ for the writer
+  // The body's file in messages: its temporary path, or what an unnamed file is for.
+  std::string file_label() const;
+  // A fresh temporary name for an unnamed file, in temp_dir_ or else next to `final_path`.
+  std::string link_path(const std::string& final_path) const;
+  // Gives the finished body (open as `fd`, unnamed) the name `name` in `dir_fd`, replacing what
+  // is there as rename(2) would: linked directly, or, when the name is taken, linked under a
+  // temporary name and renamed over it. false with errno set when it cannot.
+  bool place_unnamed(int fd, const std::string& final_path, int dir_fd, const std::string& name);
   void close_temp() noexcept; // closes and removes the temporary file, if any
   bool open_partial(Partial& p);     // takes over p's file; false when it cannot be continued
   bool settle_response(long status); // at the first body byte (or the end): append, restart or refuse
@@ -175,7 +187,9 @@ private:
   std::uint32_t attempt_ = 0;
   std::uint64_t max_size_ = 0;
   int fd_ = -1;
-  std::string temp_path_;
+  std::string temp_path_; // empty for an unnamed file (create_unnamed_file)
+  bool unnamed_ = false;  // the body's file has no name until finish links it
+  std::string temp_dir_;  // settings.temp_dir
   std::uint64_t bytes_ = 0;     // kept body bytes (2xx) in the file, written and hashed
   std::uint64_t discarded_ = 0; // body bytes of an error response, read and dropped
   // Range resume of this attempt: the bytes the file held when it began (0: a whole body was

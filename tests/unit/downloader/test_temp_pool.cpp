@@ -204,3 +204,58 @@ TEST_CASE("temp pool: as many ready files as transfers, at most 64, none when de
   CHECK(TempPool::capacity_for(4000, 1024) == 0);
   CHECK(TempPool::capacity_for(4, 64) == 0);
 }
+
+TEST_CASE("temp pool: unnamed files leave no name behind, and a transfer links its body to its "
+          "final name, replacing a file or a planted link there without following it",
+          "[downloader][temppool]") {
+  TempDir tmp;
+  const fs::path dir = tmp.path / "out";
+  fs::create_directories(dir);
+  if (!trawl::downloader::unnamed_files_work(dir.string(), ".trawl-probe.part")) {
+    WARN("SKIPPED: this file system has no O_TMPFILE");
+    return;
+  }
+  CHECK(fs::is_empty(dir)); // the probe is gone
+  Server server;
+  const std::string body = pattern_body(300000, 3);
+  server.svr().Get("/f", [&](const httplib::Request&, httplib::Response& res) {
+    res.set_content(body, "application/octet-stream");
+  });
+  server.start();
+  trawl::downloader::curl_global_once();
+  TempPool pool(2, TempPool::CreateFn([d = dir.string()] {
+                  return trawl::downloader::create_unnamed_file(d);
+                }),
+                1s);
+  REQUIRE(pool.wait_ready(2, 5s));
+  CHECK(fs::is_empty(dir)); // two files ready, no name
+
+  // Into a free name; then over an existing file; then over a link to a file outside.
+  const fs::path outside = tmp.path / "outside.txt";
+  { std::ofstream(outside) << "keep me"; }
+  for (int round = 0; round < 3; ++round) {
+    INFO("round " << round);
+    const fs::path final_path = dir / "f.bin";
+    if (round == 1) CHECK(read_file(final_path) == body);
+    if (round == 2) {
+      fs::remove(final_path);
+      fs::create_symlink(outside, final_path);
+    }
+    TempFile f = pool.take();
+    REQUIRE(f);
+    CHECK(f.path().empty());
+    Transfer t(EVP_sha256());
+    REQUIRE(t.begin(Task{1, server.url("/f"), "f.bin", 1}, 1, settings(), "", std::nullopt,
+                    std::move(f))
+                .empty());
+    const Finished fin = t.finish(curl_easy_perform(t.easy().get()), final_path.string());
+    CHECK(fin.reason == Reason::none);
+    CHECK(fin.sha256 == sha256_hex(body));
+    CHECK_FALSE(fs::is_symlink(final_path));
+    CHECK(read_file(final_path) == body);
+    std::vector<std::string> names;
+    for (const auto& e : fs::directory_iterator(dir)) names.push_back(e.path().filename());
+    CHECK(names == std::vector<std::string>{"f.bin"}); // no temporary name left
+  }
+  CHECK(read_file(outside) == "keep me");
+}
