@@ -619,11 +619,14 @@ private:
         f.reason = proto::Reason::other;
         f.detail = bounded(std::string("finishing the file: ") + e.what(), proto::kMaxDetailBytes);
       }
+      bool first = false;
       {
         std::lock_guard lock(done_mutex_);
+        first = done_.empty();
         done_.emplace_back(&t, std::move(f));
       }
-      curl_multi_wakeup(multi_.get());
+      // One wake-up for a run of endings: the loop takes them all in one turn.
+      if (first) curl_multi_wakeup(multi_.get());
     }, t.unwritten());
   }
 
