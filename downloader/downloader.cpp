@@ -279,15 +279,16 @@ private:
       return;
     }
     // Unnamed files (O_TMPFILE) where the file system has them: see create_unnamed_file.
-    const bool unnamed = unnamed_files_work(out_, ".trawl-" + std::to_string(getpid()) + "-probe.part");
+    const bool unnamed =
+        unnamed_files_work(out_, ".trawl-" + std::to_string(getpid()) + "-probe.part");
     spdlog::debug("bodies are written to {} files in {}", unnamed ? "unnamed" : "named temporary",
                   out_);
     try {
       if (unnamed)
-        temp_pool_.emplace(ready_files, TempPool::CreateFn([dir = out_] { return create_unnamed_file(dir); }),
+        temp_pool_.emplace(ready_files,
+                           TempPool::CreateFn([dir = out_] { return create_unnamed_file(dir); }),
                            std::chrono::seconds(1));
-      else
-        temp_pool_.emplace(ready_files, [dir = out_] { return temp_name(dir); });
+      else temp_pool_.emplace(ready_files, [dir = out_] { return temp_name(dir); });
     } catch (const std::system_error& e) {
       spdlog::warn("no thread to create temporary files ahead ({}): the event loop creates them",
                    e.what());
@@ -312,18 +313,19 @@ private:
                  ? std::string("-")
                  : std::to_string(std::chrono::duration_cast<milliseconds>(now - t).count());
     };
-    spdlog::info("status: node={} stopping={} active={} finishing={} queued={} waiting={} parked={} held={} "
-                 "finished={} unsent_frames={} unsent_results={} received={} tasks={} done={} "
-                 "failed={} last_ready_ms={} last_held={} last_capacity={} last_received={} "
-                 "ready_blocked={} disk_pause_ms={}",
-                 node_, stopping, active_, finishing_, queued_.size(), waiting_.size(), parked(),
-                 held_ids_.size(), finished_.size(), unsent_.size(), unsent_results_, received_,
-                 counters_.tasks, counters_.done, counters_.failed, ago(last_ready_),
-                 last_held_ == UINT32_MAX ? std::string("-") : std::to_string(last_held_),
-                 last_capacity_, last_received_, ready_blocked_,
-                 now < disk_pause_until_
-                     ? std::chrono::duration_cast<milliseconds>(disk_pause_until_ - now).count()
-                     : 0);
+    spdlog::info(
+        "status: node={} stopping={} active={} finishing={} queued={} waiting={} parked={} held={} "
+        "finished={} unsent_frames={} unsent_results={} received={} tasks={} done={} "
+        "failed={} last_ready_ms={} last_held={} last_capacity={} last_received={} "
+        "ready_blocked={} disk_pause_ms={}",
+        node_, stopping, active_, finishing_, queued_.size(), waiting_.size(), parked(),
+        held_ids_.size(), finished_.size(), unsent_.size(), unsent_results_, received_,
+        counters_.tasks, counters_.done, counters_.failed, ago(last_ready_),
+        last_held_ == UINT32_MAX ? std::string("-") : std::to_string(last_held_), last_capacity_,
+        last_received_, ready_blocked_,
+        now < disk_pause_until_
+            ? std::chrono::duration_cast<milliseconds>(disk_pause_until_ - now).count()
+            : 0);
   }
 
   std::size_t parked() const noexcept { return robots_ ? robots_->parked() : 0; }
@@ -609,25 +611,28 @@ private:
     const bool another = another_attempt(t, stopping);
     ++finishing_;
     // Its last chunk, still in the transfer, counts against the writer's budget.
-    writer_->submit([this, &t, another] {
-      Finished f;
-      try {
-        f = finish_into_tree(t.task(), t, std::nullopt, another);
-      } catch (const std::exception& e) { // std::bad_alloc: the file is removed, the task fails
-        t.discard();
-        f = Finished{};
-        f.reason = proto::Reason::other;
-        f.detail = bounded(std::string("finishing the file: ") + e.what(), proto::kMaxDetailBytes);
-      }
-      bool first = false;
-      {
-        std::lock_guard lock(done_mutex_);
-        first = done_.empty();
-        done_.emplace_back(&t, std::move(f));
-      }
-      // One wake-up for a run of endings: the loop takes them all in one turn.
-      if (first) curl_multi_wakeup(multi_.get());
-    }, t.unwritten());
+    writer_->submit(
+        [this, &t, another] {
+          Finished f;
+          try {
+            f = finish_into_tree(t.task(), t, std::nullopt, another);
+          } catch (const std::exception& e) { // std::bad_alloc: the file is removed, the task fails
+            t.discard();
+            f = Finished{};
+            f.reason = proto::Reason::other;
+            f.detail =
+                bounded(std::string("finishing the file: ") + e.what(), proto::kMaxDetailBytes);
+          }
+          bool first = false;
+          {
+            std::lock_guard lock(done_mutex_);
+            first = done_.empty();
+            done_.emplace_back(&t, std::move(f));
+          }
+          // One wake-up for a run of endings: the loop takes them all in one turn.
+          if (first) curl_multi_wakeup(multi_.get());
+        },
+        t.unwritten());
   }
 
   // The endings the file thread has done: each slot comes back and its result goes on.
@@ -942,8 +947,8 @@ private:
 
   HeaderList headers_; // -H lines; settings_.headers points at it, so it outlives the handles
   CurlMulti multi_; // declared before the slots: it must be freed after every easy handle
-  std::vector<std::unique_ptr<Transfer>> slots_; // running, or finishing on the file thread: at most
-                                                 // twice the concurrency; reused
+  std::vector<std::unique_ptr<Transfer>> slots_; // running, or finishing on the file thread: at
+                                                 // most twice the concurrency; reused
   std::vector<Transfer*> idle_;
   std::size_t active_ = 0; // transfers added to the multi
   std::size_t finishing_ = 0; // transfers whose file the file thread is finishing

@@ -40,7 +40,8 @@ void FileWriter::submit(Job job, std::size_t bytes) {
   // One job larger than the whole budget still goes, alone.
   if (queued_bytes_ > 0 && queued_bytes_ + bytes > max_queued_bytes_) {
     ++stats_.waits;
-    room_.wait(lock, [&] { return queued_bytes_ == 0 || queued_bytes_ + bytes <= max_queued_bytes_; });
+    room_.wait(lock,
+               [&] { return queued_bytes_ == 0 || queued_bytes_ + bytes <= max_queued_bytes_; });
   }
   queue_.emplace_back(std::move(job), bytes);
   queued_bytes_ += bytes;
@@ -91,7 +92,7 @@ void FileWriter::run() {
     auto [job, bytes] = std::move(queue_.front());
     queue_.pop_front();
     lock.unlock();
-    job(); // noexcept by contract: an exception here terminates (see submit())
+    job();         // noexcept by contract: an exception here terminates (see submit())
     job = nullptr; // what it captured goes before the next job, outside the lock
     lock.lock();
     queued_bytes_ -= bytes;

@@ -49,8 +49,8 @@ public:
   void recycle(std::vector<char> b);
 
   struct Stats {
-    std::uint64_t jobs = 0;    // run so far
-    std::uint64_t waits = 0;   // submit() calls that waited for room
+    std::uint64_t jobs = 0;     // run so far
+    std::uint64_t waits = 0;    // submit() calls that waited for room
     std::size_t max_queued = 0; // the most bytes ever waiting
   };
   Stats stats() const;
@@ -69,7 +69,7 @@ private:
   Stats stats_;
   std::mutex buffers_mutex_;
   std::vector<std::vector<char>> buffers_; // recycled, at most kMaxSpare
-  std::thread thread_; // last: started once everything above is set up
+  std::thread thread_;                     // last: started once everything above is set up
 };
 
 } // namespace trawl::downloader

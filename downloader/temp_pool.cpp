@@ -2,8 +2,8 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <cstdio>
 #include <csignal>
+#include <cstdio>
 #include <fcntl.h>
 #include <new>
 #include <pthread.h>
@@ -67,13 +67,12 @@ bool unnamed_files_work(const std::string& dir, const std::string& probe_name) {
 }
 
 TempPool::TempPool(std::size_t capacity, NameFn next_path, std::chrono::milliseconds backoff)
-    : TempPool(
-          capacity, CreateFn([next = std::move(next_path)] { return create_temp_file(next()); }),
-          backoff) {}
+    : TempPool(capacity,
+               CreateFn([next = std::move(next_path)] { return create_temp_file(next()); }),
+               backoff) {}
 
 TempPool::TempPool(std::size_t capacity, CreateFn create, std::chrono::milliseconds backoff)
-    : capacity_(std::max<std::size_t>(capacity, 1)), create_(std::move(create)),
-      backoff_(backoff) {
+    : capacity_(std::max<std::size_t>(capacity, 1)), create_(std::move(create)), backoff_(backoff) {
   // The thread takes no signal: SIGINT/SIGTERM go to a thread that polls the stop flag (a
   // handler run here would only delay a file), and SIGPIPE and the like never concern it.
   sigset_t all, old;

@@ -215,8 +215,8 @@ bool Transfer::start_over() {
   if (::ftruncate(fd_, 0) != 0 || ::lseek(fd_, 0, SEEK_SET) != 0) {
     const int err = errno;
     local_ = write_error_reason(err);
-    local_detail_ = bounded("truncate " + file_label() + ": " + std::strerror(err),
-                            proto::kMaxDetailBytes);
+    local_detail_ =
+        bounded("truncate " + file_label() + ": " + std::strerror(err), proto::kMaxDetailBytes);
     return false;
   }
   if (EVP_DigestInit_ex(md_ctx_.get(), sha256_, nullptr) != 1) {
@@ -371,8 +371,8 @@ void Transfer::prepare_finish(CURLcode code) {
   if (code == CURLE_UNSUPPORTED_PROTOCOL) {
     char* url = nullptr; // a refused redirect target becomes the effective URL
     curl_easy_getinfo(easy_.get(), CURLINFO_EFFECTIVE_URL, &url);
-    e.http_url = url != nullptr && (strncasecmp(url, "http://", 7) == 0 ||
-                                    strncasecmp(url, "https://", 8) == 0);
+    e.http_url = url != nullptr &&
+                 (strncasecmp(url, "http://", 7) == 0 || strncasecmp(url, "https://", 8) == 0);
   }
   e.content_length = easy_.info_off(CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, -1);
   e.refused_address = !gate_.refused.empty() && code == CURLE_COULDNT_CONNECT;
@@ -446,9 +446,9 @@ Finished Transfer::finish_prepared(const std::string& final_path, int dir_fd,
     if (EVP_DigestFinal_ex(md_ctx_.get(), md, &len) != 1) {
       f.reason = proto::Reason::other;
       f.detail = "EVP_DigestFinal_ex failed";
-    } else if (unnamed_fd >= 0 ? !place_unnamed(unnamed_fd, final_path, dir_fd, name)
-                               : ::renameat(AT_FDCWD, temp_path_.c_str(), dir_fd, name.c_str()) !=
-                                     0) {
+    } else if (unnamed_fd >= 0
+                   ? !place_unnamed(unnamed_fd, final_path, dir_fd, name)
+                   : ::renameat(AT_FDCWD, temp_path_.c_str(), dir_fd, name.c_str()) != 0) {
       const int err = errno;
       f.reason = write_error_reason(err);
       f.detail = bounded((unnamed_fd >= 0 ? "link to " : "rename to ") + final_path + ": " +

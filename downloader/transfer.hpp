@@ -187,9 +187,9 @@ private:
   std::uint32_t attempt_ = 0;
   std::uint64_t max_size_ = 0;
   int fd_ = -1;
-  std::string temp_path_; // empty for an unnamed file (create_unnamed_file)
-  bool unnamed_ = false;  // the body's file has no name until finish links it
-  std::string temp_dir_;  // settings.temp_dir
+  std::string temp_path_;       // empty for an unnamed file (create_unnamed_file)
+  bool unnamed_ = false;        // the body's file has no name until finish links it
+  std::string temp_dir_;        // settings.temp_dir
   std::uint64_t bytes_ = 0;     // kept body bytes (2xx) in the file, written and hashed
   std::uint64_t discarded_ = 0; // body bytes of an error response, read and dropped
   // Range resume of this attempt: the bytes the file held when it began (0: a whole body was
@@ -216,9 +216,9 @@ private:
   struct Ended {
     CURLcode code = CURLE_OK;
     long http_status = 0;
-    bool http_url = false;          // a refused redirect's target was http(s)
+    bool http_url = false; // a refused redirect's target was http(s)
     std::int64_t content_length = -1;
-    bool refused_address = false;   // the address policy refused the connection
+    bool refused_address = false; // the address policy refused the connection
     std::uint32_t ms = 0, ttfb_ms = 0;
     long retry_after_s = 0;
   } ended_;
