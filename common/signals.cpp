@@ -80,4 +80,20 @@ bool take_status_request() noexcept {
 
 void request_status() noexcept { g_status.store(true, std::memory_order_relaxed); }
 
+std::thread start_quiet_thread(std::function<void()> fn, const char* name) {
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, &old); // the new thread inherits the mask
+  std::thread t;
+  try {
+    t = std::thread(std::move(fn));
+  } catch (...) {
+    pthread_sigmask(SIG_SETMASK, &old, nullptr);
+    throw;
+  }
+  pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  pthread_setname_np(t.native_handle(), name);
+  return t;
+}
+
 } // namespace trawl

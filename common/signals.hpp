@@ -3,6 +3,9 @@
 // they see it (`kill -USR1 PID`, docs/OPERATIONS.md).
 #pragma once
 
+#include <functional>
+#include <thread>
+
 namespace trawl {
 
 // Installs the handlers. The first SIGINT/SIGTERM asks loops to stop; a second one calls
@@ -27,5 +30,11 @@ bool take_status_request() noexcept;
 
 // As if a SIGUSR1 had come (tests).
 void request_status() noexcept;
+
+// Starts a worker thread that takes no signal (all blocked in it) and names it `name` (at most 15
+// characters; for top -H and perf): SIGINT and SIGTERM then go to a thread that polls the stop
+// flag, and a handler never runs in the middle of the worker's system calls. Throws
+// std::system_error when no thread can be started.
+std::thread start_quiet_thread(std::function<void()> fn, const char* name);
 
 } // namespace trawl

@@ -1,8 +1,8 @@
 #include "downloader/file_writer.hpp"
 
-#include <csignal>
-#include <pthread.h>
 #include <utility>
+
+#include "common/signals.hpp"
 
 namespace trawl::downloader {
 namespace {
@@ -12,18 +12,7 @@ constexpr std::size_t kMaxSpare = 96;
 } // namespace
 
 FileWriter::FileWriter(std::size_t max_queued_bytes) : max_queued_bytes_(max_queued_bytes) {
-  // Like the TempPool's, the thread takes no signal: SIGINT and SIGTERM go to a thread that
-  // polls the stop flag.
-  sigset_t all, old;
-  sigfillset(&all);
-  pthread_sigmask(SIG_BLOCK, &all, &old);
-  try {
-    thread_ = std::thread([this] { run(); });
-  } catch (...) {
-    pthread_sigmask(SIG_SETMASK, &old, nullptr);
-    throw;
-  }
-  pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  thread_ = start_quiet_thread([this] { run(); }, "trawl-files");
 }
 
 FileWriter::~FileWriter() {
@@ -84,7 +73,6 @@ FileWriter::Stats FileWriter::stats() const {
 }
 
 void FileWriter::run() {
-  pthread_setname_np(pthread_self(), "trawl-files");
   std::unique_lock lock(mutex_);
   for (;;) {
     work_.wait(lock, [&] { return stop_ || !queue_.empty(); });

@@ -2,13 +2,13 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <csignal>
 #include <cstdio>
 #include <fcntl.h>
 #include <new>
-#include <pthread.h>
 #include <system_error>
 #include <unistd.h>
+
+#include "common/signals.hpp"
 
 namespace trawl::downloader {
 
@@ -75,17 +75,7 @@ TempPool::TempPool(std::size_t capacity, CreateFn create, std::chrono::milliseco
     : capacity_(std::max<std::size_t>(capacity, 1)), create_(std::move(create)), backoff_(backoff) {
   // The thread takes no signal: SIGINT/SIGTERM go to a thread that polls the stop flag (a
   // handler run here would only delay a file), and SIGPIPE and the like never concern it.
-  sigset_t all, old;
-  sigfillset(&all);
-  pthread_sigmask(SIG_BLOCK, &all, &old);
-  try {
-    thread_ = std::thread([this] { run(); });
-  } catch (...) {
-    pthread_sigmask(SIG_SETMASK, &old, nullptr);
-    throw;
-  }
-  pthread_sigmask(SIG_SETMASK, &old, nullptr);
-  pthread_setname_np(thread_.native_handle(), "trawl-tmpfiles"); // for top -H and perf
+  thread_ = start_quiet_thread([this] { run(); }, "trawl-tmpfiles");
 }
 
 TempPool::~TempPool() {

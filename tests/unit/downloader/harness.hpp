@@ -234,6 +234,14 @@ private:
   std::thread thread_;
 };
 
+// Starts a server that answers GET `path` with `body` (the string must outlive the server).
+inline void serve_body(Server& server, const std::string& path, const std::string& body) {
+  server.svr().Get(path, [&body](const httplib::Request&, httplib::Response& res) {
+    res.set_content(body, "application/octet-stream");
+  });
+  server.start();
+}
+
 // The ventilator and sink ends, bound on ephemeral ports, plus run() in a thread.
 class Harness {
 public:

@@ -161,10 +161,7 @@ TEST_CASE("file writer: a write that fails on the file thread fails the transfer
   TempDir tmp;
   Server server;
   const std::string body = pattern_body(2 * FileWriter::kChunk + 100, 5);
-  server.svr().Get("/f", [&](const httplib::Request&, httplib::Response& res) {
-    res.set_content(body, "application/octet-stream");
-  });
-  server.start();
+  serve_body(server, "/f", body);
   trawl::downloader::curl_global_once();
   for (const bool with_writer : {true, false}) {
     INFO((with_writer ? "with" : "without") << " a file thread");

@@ -156,10 +156,7 @@ TEST_CASE("temp pool: a transfer writes its body into the file it was given and 
   TempDir tmp;
   Server server;
   const std::string body = pattern_body(100000, 7);
-  server.svr().Get("/f", [&](const httplib::Request&, httplib::Response& res) {
-    res.set_content(body, "application/octet-stream");
-  });
-  server.start();
+  serve_body(server, "/f", body);
   trawl::downloader::curl_global_once();
   Names names(tmp.path);
   TempPool pool(1, names.fn());
@@ -218,10 +215,7 @@ TEST_CASE("temp pool: unnamed files leave no name behind, and a transfer links i
   CHECK(fs::is_empty(dir)); // the probe is gone
   Server server;
   const std::string body = pattern_body(300000, 3);
-  server.svr().Get("/f", [&](const httplib::Request&, httplib::Response& res) {
-    res.set_content(body, "application/octet-stream");
-  });
-  server.start();
+  serve_body(server, "/f", body);
   trawl::downloader::curl_global_once();
   TempPool pool(2, TempPool::CreateFn([d = dir.string()] {
                   return trawl::downloader::create_unnamed_file(d);
