@@ -143,6 +143,9 @@ public:
   void set_writer(FileWriter* writer) noexcept { writer_ = writer; }
   // Body bytes received and not handed to the writer yet.
   std::size_t unwritten() const noexcept { return chunk_.size(); }
+  // True when no chunk of this attempt went to the writer (the whole body is still in hand, or
+  // there is none): finishing it on this thread then races with nothing.
+  bool nothing_handed_over() const noexcept { return chunk_.size() == bytes_ - offset_; }
 
   // Ends the attempt without an outcome (stop): removes the temporary file. With a writer, only
   // once none of the attempt's chunks is still queued (FileWriter::drain()).
