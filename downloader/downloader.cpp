@@ -75,15 +75,7 @@ constexpr milliseconds kDiskPauseMax{60000};
 // 100 KB) are what the file thread is for.
 constexpr std::size_t kInlineFinishMax = 64 * 1024;
 
-// Temporary names are unique within the process, also across several run() calls (tests).
-std::atomic<std::uint64_t> g_temp_counter{0};
 const Clock::time_point g_process_start = Clock::now(); // static init: about when the process began
-
-// A new temporary name ".trawl-PID-N.part" (remove_stale_parts knows its form) in `dir`.
-std::string temp_name(const std::string& dir) {
-  return dir + "/.trawl-" + std::to_string(getpid()) + "-" +
-         std::to_string(g_temp_counter.fetch_add(1)) + ".part";
-}
 
 std::string default_node() {
   char host[256] = {};
@@ -295,9 +287,8 @@ private:
     try {
       if (unnamed)
         temp_pool_.emplace(ready_files,
-                           TempPool::CreateFn([dir = out_] { return create_unnamed_file(dir); }),
-                           std::chrono::seconds(1));
-      else temp_pool_.emplace(ready_files, [dir = out_] { return temp_name(dir); });
+                           TempPool::CreateFn([dir = out_] { return create_unnamed_file(dir); }));
+      else temp_pool_.emplace(ready_files, [dir = out_] { return temp_part_name(dir); });
     } catch (const std::system_error& e) {
       spdlog::warn("no thread to create temporary files ahead ({}): the event loop creates them",
                    e.what());
@@ -541,7 +532,7 @@ private:
     // A continued body has its file; a new one takes a ready file, or creates its own in begin().
     TempFile ready = resume || !temp_pool_ ? TempFile{} : temp_pool_->take();
     // A name of its own only when it may create a file (no ready one): none built per link else.
-    std::string temp = ready ? std::string() : temp_name(out_);
+    std::string temp = ready ? std::string() : temp_part_name(out_);
     proto::Reason reason = proto::Reason::io;
     std::string err;
     try {
@@ -689,8 +680,7 @@ private:
     const int dir_fd = task.dir.empty() ? tree_.root() : tree_.open_subdir(task.dir);
     if (dir_fd < 0) return;
     const std::string rel = task.dir.empty() ? task.name : task.dir + "/" + task.name;
-    const std::string temp = ".trawl-" + std::to_string(getpid()) + "-" +
-                             std::to_string(g_temp_counter.fetch_add(1)) + ".part";
+    const std::string temp = temp_part_name("");
     const auto d = tree_.dedupe(dir_fd, task.name, rel, r.bytes, r.sha256, temp);
     if (dir_fd != tree_.root()) ::close(dir_fd);
     if (!d.error.empty()) {

@@ -1,10 +1,12 @@
 #include "downloader/temp_pool.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <fcntl.h>
 #include <new>
+#include <string>
 #include <system_error>
 #include <unistd.h>
 
@@ -32,6 +34,13 @@ void TempFile::reset() noexcept {
   }
   fd_ = -1;
   path_.clear();
+}
+
+std::string temp_part_name(const std::string& dir) {
+  static std::atomic<std::uint64_t> counter{0};
+  std::string name =
+      ".trawl-" + std::to_string(::getpid()) + "-" + std::to_string(counter.fetch_add(1)) + ".part";
+  return dir.empty() ? name : dir + "/" + name;
 }
 
 TempFile create_temp_file(std::string path) {

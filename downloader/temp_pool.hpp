@@ -48,6 +48,10 @@ private:
   std::string path_;
 };
 
+// A new temporary file name ".trawl-PID-N.part" (remove_stale_parts knows its form) in `dir`
+// ("" for the name alone), unique in the process, also across several downloader runs (tests).
+std::string temp_part_name(const std::string& dir);
+
 // Creates the file `path` for a transfer's body: O_EXCL | O_NOFOLLOW, never an existing file and
 // never through a planted link. An empty TempFile with errno set when it cannot.
 TempFile create_temp_file(std::string path);
@@ -80,7 +84,8 @@ public:
   TempPool(std::size_t capacity, NameFn next_path,
            std::chrono::milliseconds backoff = std::chrono::seconds(1));
   // The same with files made by `create` (e.g. create_unnamed_file).
-  TempPool(std::size_t capacity, CreateFn create, std::chrono::milliseconds backoff);
+  TempPool(std::size_t capacity, CreateFn create,
+           std::chrono::milliseconds backoff = std::chrono::seconds(1));
   ~TempPool(); // stops and joins the thread, then closes and removes the files never taken
   TempPool(const TempPool&) = delete;
   TempPool& operator=(const TempPool&) = delete;

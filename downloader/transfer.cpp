@@ -506,15 +506,9 @@ std::string Transfer::file_label() const {
 }
 
 std::string Transfer::link_path(const std::string& final_path) const {
-  static std::atomic<std::uint64_t> counter{0};
-  std::string dir = temp_dir_;
-  if (dir.empty()) {
-    const auto slash = final_path.rfind('/');
-    dir = slash == std::string::npos ? "." : final_path.substr(0, slash);
-  }
-  // The form remove_stale_parts knows: .trawl-PID-<anything>.part
-  return dir + "/.trawl-" + std::to_string(::getpid()) + "-u" +
-         std::to_string(counter.fetch_add(1)) + ".part";
+  if (!temp_dir_.empty()) return temp_part_name(temp_dir_);
+  const auto slash = final_path.rfind('/');
+  return temp_part_name(slash == std::string::npos ? "." : final_path.substr(0, slash));
 }
 
 bool Transfer::place_unnamed(int fd, const std::string& final_path, int dir_fd,
