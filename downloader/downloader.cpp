@@ -589,14 +589,12 @@ private:
       auto* t = static_cast<Transfer*>(static_cast<void*>(priv));
       multi_.remove(t->easy());
       --active_;
+      t->prepare_finish(code); // what libcurl knows, read here, where the handle lives
       // A small body (or none) is finished here: handing it over costs more than its writing
       // (see kInlineFinishMax).
-      if (writer_ && !(t->nothing_handed_over() && t->unwritten() <= kInlineFinishMax)) {
-        finish_on_writer(*t, code, stopping);
-      } else {
-        complete(*t, finish_into_tree(t->task(), *t, code, another_attempt(*t, stopping)),
-                 stopping);
-      }
+      if (writer_ && !(t->nothing_handed_over() && t->unwritten() <= kInlineFinishMax))
+        finish_on_writer(*t, stopping);
+      else complete(*t, finish_into_tree(*t, another_attempt(*t, stopping)), stopping);
     }
   }
 
@@ -608,8 +606,7 @@ private:
   // The file part of the ending goes to the file thread, after the transfer's chunks; the slot
   // comes back, and the result goes out, when take_finished() sees it done. Meanwhile the
   // connection already serves the next transfer.
-  void finish_on_writer(Transfer& t, CURLcode code, bool stopping) {
-    t.prepare_finish(code);
+  void finish_on_writer(Transfer& t, bool stopping) {
     const bool another = another_attempt(t, stopping);
     ++finishing_;
     // Its last chunk, still in the transfer, counts against the writer's budget.
@@ -617,10 +614,9 @@ private:
         [this, &t, another] {
           Finished f;
           try {
-            f = finish_into_tree(t.task(), t, std::nullopt, another);
+            f = finish_into_tree(t, another);
           } catch (const std::exception& e) { // std::bad_alloc: the file is removed, the task fails
             t.discard();
-            f = Finished{};
             f.reason = proto::Reason::other;
             f.detail =
                 bounded(std::string("finishing the file: ") + e.what(), proto::kMaxDetailBytes);
@@ -638,25 +634,27 @@ private:
   }
 
   // The endings the file thread has done: each slot comes back and its result goes on.
+  // Nothing to take (and no lock) when no file is out; the two vectors swap their room, so a turn
+  // allocates nothing.
   void take_finished(bool stopping) {
-    std::vector<std::pair<Transfer*, Finished>> done;
+    if (finishing_ == 0) return;
     {
       std::lock_guard lock(done_mutex_);
-      done.swap(done_);
+      taking_.swap(done_);
     }
-    for (auto& [t, f] : done) {
+    for (auto& [t, f] : taking_) {
       --finishing_;
       complete(*t, std::move(f), stopping);
     }
+    taking_.clear();
   }
 
   // Ends the attempt: the body goes to its final name, in its --shard subdirectory when it has
   // one (created, and entered without following links, here: see OutputTree).
   // Runs on the file thread when there is one (OutputTree is safe to share: it keeps no state but
-  // its root descriptor); `code` is empty when prepare_finish() already ran.
-  Finished finish_into_tree(const proto::Task& task, Transfer& t, std::optional<CURLcode> code,
-                            bool another_attempt) const {
-    if (code) t.prepare_finish(*code);
+  // its root descriptor), after prepare_finish() ran on the loop.
+  Finished finish_into_tree(Transfer& t, bool another_attempt) const {
+    const proto::Task& task = t.task();
     if (task.dir.empty())
       return t.finish_prepared(out_ + "/" + task.name, AT_FDCWD, out_ + "/" + task.name,
                                another_attempt);
@@ -955,6 +953,7 @@ private:
   std::size_t finishing_ = 0; // transfers whose file the file thread is finishing
   std::mutex done_mutex_;
   std::vector<std::pair<Transfer*, Finished>> done_; // finished by the file thread, to take
+  std::vector<std::pair<Transfer*, Finished>> taking_; // take_finished()'s, kept for its room
   std::priority_queue<Waiting, std::vector<Waiting>, DueLater> waiting_;
   std::deque<proto::Task> queued_;      // received (in a batch) and held, waiting for a free slot
   std::vector<proto::Result> finished_; // results not encoded yet (see flush_unsent)
