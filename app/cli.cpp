@@ -18,9 +18,10 @@ constexpr const char* kDescription =
     "trawl: a distributed bulk downloader.\n"
     "A pipeline of processes joined by ZeroMQ: `fetch` emits links, `vent` fans them out as\n"
     "tasks, any number of `download` processes (on any number of hosts) fetch them with\n"
-    "libcurl, and `sink` collects results and prints the summary. launch/pipeline starts all\n"
-    "of them on one machine.\n\n"
-    "Every flag can also be set in a config file (--config FILE, default ~/.config/trawl/trawl.conf\n"
+    "libcurl, and `sink` collects results and prints the summary. `pipeline` (launch/pipeline)\n"
+    "starts all of them on one machine.\n\n"
+    "Every flag can also be set in a config file (--config FILE, default "
+    "~/.config/trawl/trawl.conf\n"
     "or /etc/trawl/trawl.conf; a [section] per subcommand, keys named like the flags) or in an\n"
     "environment variable TRAWL_<SUBCOMMAND>_<FLAG>. Flags win over the environment, the\n"
     "environment over the file, the file over the defaults.\n\n"
@@ -135,6 +136,10 @@ std::unique_ptr<Cli> make_cli(const CliSettings& settings) {
   cli->monitor = app.add_subcommand(
       "monitor", "Show a running sink's live progress from any host (the sink's --monitor endpoint)");
   broker::add_options(*cli->monitor, cli->monitor_opts);
+  cli->pipeline = app.add_subcommand(
+      "pipeline", "Run a whole job on this machine: the ventilator, the fetcher, the sink and N "
+                  "downloaders, joined by ipc:// sockets; prints the sink's summary");
+  add_options(*cli->pipeline, cli->pipeline_opts);
 
   cli->config = app.add_subcommand("config", "Work with config files");
   cli->config->require_subcommand(1);

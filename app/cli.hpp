@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "app/pipeline.hpp"
 #include "broker/monitor.hpp"
 #include "broker/sink.hpp"
 #include "broker/vent.hpp"
@@ -39,6 +40,7 @@ struct Cli {
   downloader::DownloadOptions download_opts;
   broker::SinkOptions sink_opts;
   broker::MonitorOptions monitor_opts;
+  PipelineOptions pipeline_opts;
   std::string check_file;     // config check FILE
   std::string man_subcommand; // manpage [SUB]
   std::string shell;          // completion SHELL
@@ -50,6 +52,7 @@ struct Cli {
   CLI::App* download = nullptr;
   CLI::App* sink = nullptr;
   CLI::App* monitor = nullptr;
+  CLI::App* pipeline = nullptr; // the whole job on this machine (launch/pipeline)
   CLI::App* config = nullptr;
   CLI::App* config_check = nullptr;
   CLI::App* completion = nullptr;

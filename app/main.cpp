@@ -5,8 +5,11 @@
 #include <exception>
 #include <filesystem>
 #include <iostream>
-#include <stdexcept>
+#include <memory>
 #include <spdlog/spdlog.h>
+#include <stdexcept>
+#include <string>
+#include <vector>
 
 #include "app/cli.hpp"
 #include "app/docs.hpp"
@@ -14,6 +17,73 @@
 #include "common/exit_codes.hpp"
 #include "common/log.hpp"
 #include "common/signals.hpp"
+
+namespace {
+
+// One actor (fetch, vent, download, sink, monitor) of a parsed command line.
+int run_actor(trawl::app::Cli& cli) {
+  const std::string actor = cli.app.get_subcommands().front()->get_name();
+  trawl::setup_logging(actor, cli.verbose - cli.quiet);
+  trawl::install_stop_handlers();
+  try {
+    if (cli.fetch->parsed()) return trawl::fetcher::run(cli.fetch_opts);
+    if (cli.vent->parsed()) return trawl::broker::run(cli.vent_opts);
+    if (cli.download->parsed()) return trawl::downloader::run(cli.download_opts);
+    if (cli.sink->parsed()) return trawl::broker::run(cli.sink_opts);
+    if (cli.monitor->parsed()) return trawl::broker::run(cli.monitor_opts);
+  } catch (const std::exception& e) {
+    spdlog::critical("{}", e.what());
+    return trawl::kExitFatal;
+  }
+  return trawl::kExitUsage;
+}
+
+// Parses `args` (a command line without the program name) as trawl would; nullptr and a message on
+// stderr when they are refused. `code` gets the exit status for that case.
+std::unique_ptr<trawl::app::Cli> parse_args(const std::vector<std::string>& args, int& code) {
+  auto cli = trawl::app::make_cli(trawl::app::CliSettings::from_system());
+  std::vector<std::string> reversed(args.rbegin(), args.rend()); // CLI11 takes them in reverse
+  try {
+    cli->app.parse(reversed);
+  } catch (const CLI::ParseError& e) {
+    code = cli->app.exit(e) == 0 ? trawl::kExitOk : trawl::kExitUsage;
+    return nullptr;
+  }
+  return cli;
+}
+
+// `trawl pipeline`: the roles are forked from this process and run their actor from a command
+// line of their own, parsed as if exec'd (config file and environment included).
+int run_pipeline(trawl::app::Cli& cli) {
+  const auto& o = cli.pipeline_opts;
+  std::vector<std::string> global;
+  for (int i = 0; i < cli.verbose; ++i) global.emplace_back("-v");
+  for (int i = 0; i < cli.quiet; ++i) global.emplace_back("-q");
+  if (const auto* config = cli.app.get_option_no_throw("--config");
+      config != nullptr && config->count() > 0)
+    global.insert(global.end(), {"--config", config->as<std::string>()});
+  // The flags after -- are checked once here, not by each downloader after the job has started.
+  std::vector<std::string> check = global;
+  check.insert(check.end(), {"download", "--out", o.out});
+  check.insert(check.end(), o.download_flags.begin(), o.download_flags.end());
+  int code = trawl::kExitUsage;
+  if (!parse_args(check, code)) {
+    std::cerr << "trawl pipeline: the download flags after -- were refused (see above)\n";
+    return trawl::kExitUsage;
+  }
+  return trawl::app::run_pipeline(o, global, [](const std::vector<std::string>& args) {
+    int status = trawl::kExitUsage;
+    try {
+      auto role = parse_args(args, status);
+      return role ? run_actor(*role) : status;
+    } catch (const std::exception& e) {
+      std::cerr << "trawl: " << e.what() << "\n";
+      return static_cast<int>(trawl::kExitFatal);
+    }
+  });
+}
+
+} // namespace
 
 int main(int argc, char** argv) {
   auto cli = trawl::app::make_cli(trawl::app::CliSettings::from_system());
@@ -64,18 +134,6 @@ int main(int argc, char** argv) {
     }
   }
 
-  const std::string actor = cli->app.get_subcommands().front()->get_name();
-  trawl::setup_logging(actor, cli->verbose - cli->quiet);
-  trawl::install_stop_handlers();
-  try {
-    if (cli->fetch->parsed()) return trawl::fetcher::run(cli->fetch_opts);
-    if (cli->vent->parsed()) return trawl::broker::run(cli->vent_opts);
-    if (cli->download->parsed()) return trawl::downloader::run(cli->download_opts);
-    if (cli->sink->parsed()) return trawl::broker::run(cli->sink_opts);
-    if (cli->monitor->parsed()) return trawl::broker::run(cli->monitor_opts);
-  } catch (const std::exception& e) {
-    spdlog::critical("{}", e.what());
-    return trawl::kExitFatal;
-  }
-  return trawl::kExitUsage;
+  if (cli->pipeline->parsed()) return run_pipeline(*cli);
+  return run_actor(*cli);
 }

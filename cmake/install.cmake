@@ -5,7 +5,7 @@ include(GNUInstallDirs)
 
 # Man pages: trawl(1) and one per visible subcommand. tests/unit/app/man_matches_help.sh fails if
 # this list and `trawl --help` disagree.
-set(TRAWL_MAN_PAGES trawl fetch vent download sink monitor config completion keygen)
+set(TRAWL_MAN_PAGES trawl fetch vent download sink monitor pipeline config completion keygen)
 set(TRAWL_DOCS_DIR ${CMAKE_BINARY_DIR}/docs-gen)
 set(TRAWL_DOCS_OUTPUTS ${TRAWL_DOCS_DIR}/completion/trawl)
 foreach(page IN LISTS TRAWL_MAN_PAGES)

@@ -1,0 +1,58 @@
+// `trawl pipeline`: a whole job on this machine. Starts the ventilator, the fetcher, the sink and
+// N downloaders joined by ipc:// endpoints in a run directory, waits for the job, and stops every
+// process it started (by PID); exits with the sink's status. launch/pipeline runs it.
+//
+// The roles are forked from this process, which has already loaded its ~50 shared libraries and
+// parsed the command line: a role starts in well under a millisecond instead of the ~7 ms of CPU
+// that exec'ing trawl costs (dynamic loading), and the launcher needs no shell, coreutils or
+// setsid(1) of its own. With --trawl naming another binary (a wrapper, another build), each role
+// is exec'd from it instead.
+#pragma once
+
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace CLI {
+class App;
+}
+
+namespace trawl::app {
+
+struct PipelineOptions {
+  std::string source;
+  std::string out;
+  int downloaders = 2;
+  int concurrency = 64;
+  std::vector<std::string> exts;
+  std::string progress = "auto";
+  std::string state; // default OUT/.trawl
+  bool fresh = false;
+  std::string report, manifest, failed, html_report;
+  int metrics_port = -1; // -1: none
+  bool json_progress = false;
+  bool quiet = false; // the sink's --quiet: no progress, no summary
+  bool monitor = false;
+  std::string trawl; // roles exec'd from this binary; empty or this binary: forked
+  std::string run_dir;
+  std::string listen, advertise;
+  std::string tasks_port = "5558", results_port = "5559";
+  std::string curve_dir;
+  bool insecure = false;
+  std::string rusage_log;
+  std::vector<std::string> download_flags; // after --
+};
+
+void add_options(CLI::App& cmd, PipelineOptions& o);
+
+// Runs one role in a forked child: `args` is a whole trawl command line without the program
+// name ("-v", "vent", "--links", ...). Returns the exit status (main's dispatch).
+using RunRole = std::function<int(const std::vector<std::string>& args)>;
+
+// The job. `global` holds the flags that go before every role's subcommand (-v, -q, --config F).
+// Returns the exit status: the sink's (0 or 1), 2 bad flags, 3 when a process could not run,
+// 130 when interrupted.
+int run_pipeline(const PipelineOptions& o, const std::vector<std::string>& global,
+                 const RunRole& run_role);
+
+} // namespace trawl::app
