@@ -355,3 +355,54 @@ TEST_CASE("a pipeline that does not finish: the failure names the live processes
   CHECK_FALSE(child.running());
   for (const auto& [name, pid] : pids) CHECK_FALSE(pid_alive(pid));
 }
+
+TEST_CASE("pipeline rusage log: a line per process, each reaped by the launcher that forked it", "[e2e]") {
+  auto fixture = FixtureServer::start();
+  TempDir dir("trawl-e2e-rusage");
+  std::vector<Item> files = files_of(classic_gallery(), true);
+  std::map<std::string, std::string> expected;
+  {
+    std::ofstream list(dir / "list.txt");
+    for (std::size_t i = 0; i < 5; ++i) {
+      list << fixture.url() << "/i/" << files[i].name << "\n";
+      expected[files[i].name] = sha256_hex(file_bytes(files[i].name, files[i].size));
+    }
+  }
+  const std::string out = dir / "out", log = dir / "rusage";
+  auto r = run_pipeline(dir, {"--source", dir / "list.txt", "--out", out, "--rusage-log", log});
+  INFO("stdout:\n" << r.out << "\nstderr:\n" << r.err);
+  CHECK(r.status == 0);
+  CHECK(files_in(out) == expected);
+  check_all_gone(r);
+  // "SUBCOMMAND peak-RSS-KB user-s sys-s": the four processes of the job, then the launcher.
+  std::multiset<std::string> who;
+  std::ifstream in(log);
+  for (std::string line; std::getline(in, line);) {
+    std::istringstream fields(line);
+    std::string name;
+    long kb = 0;
+    double user = -1, sys = -1;
+    fields >> name >> kb >> user >> sys;
+    INFO(line);
+    CHECK_FALSE(fields.fail());
+    CHECK(kb > 1000); // a process with libzmq and libcurl mapped, not a zero from a failed wait4
+    CHECK(user >= 0);
+    CHECK(sys >= 0);
+    who.insert(name);
+  }
+  CHECK(who == std::multiset<std::string>{"download", "download", "fetch", "pipeline", "sink", "vent"});
+}
+
+TEST_CASE("flags after -- that a downloader would refuse stop the job before anything starts",
+          "[e2e]") {
+  TempDir dir("trawl-e2e-badflags");
+  std::ofstream(dir / "list.txt") << "http://127.0.0.1:9/a.jpg\n";
+  auto r = run_pipeline(dir, {"--source", dir / "list.txt", "--out", dir / "out", "--",
+                              "--retries", "5", "--no-such-flag"});
+  INFO("stdout:\n" << r.out << "\nstderr:\n" << r.err);
+  CHECK(r.status == 2);
+  CHECK_THAT(r.err, Catch::Contains("--no-such-flag"));
+  CHECK_THAT(r.err, Catch::Contains("the download flags after -- were refused"));
+  CHECK(r.pids.empty()); // no process was started
+  CHECK_FALSE(fs::exists(dir / "out"));
+}
