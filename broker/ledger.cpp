@@ -139,6 +139,9 @@ Ledger::Ledger(const std::string& dir, bool fresh) {
   // The working set of a million-link job (the url index, the rows being leased and finished)
   // stays in memory instead of being read back through the page cache one page at a time.
   exec("PRAGMA cache_size=-32768");
+  // The schema in one transaction: one commit instead of one per statement (a new ledger took
+  // eight, on the job's start-up path: the ventilator binds once its ledger is open).
+  exec("BEGIN IMMEDIATE");
   exec("CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL)");
   exec("CREATE TABLE IF NOT EXISTS links("
        " id INTEGER PRIMARY KEY,"
@@ -148,7 +151,7 @@ Ledger::Ledger(const std::string& dir, bool fresh) {
        " attempts INTEGER NOT NULL,"       // dispatches
        " lease_until INTEGER,"             // unix ms
        " node TEXT, path TEXT, http_code INTEGER, bytes INTEGER, sha256 TEXT,"
-       " reason INTEGER, detail TEXT)");
+       " reason INTEGER, detail TEXT, host TEXT, meta TEXT)");
   // No index on state: every state change would update it (three b-tree writes instead of one
   // per change, measured as the ventilator's largest cost). Pending links are found by walking
   // the ids from a cursor, which the ventilator does once per pass over the ledger.
@@ -176,6 +179,7 @@ Ledger::Ledger(const std::string& dir, bool fresh) {
     next_id_ = static_cast<std::uint64_t>(max_id.i64(0)) + 1;
   }
   add_column_if_missing("links", "meta", "TEXT"); // a link's meta (proto::Link::meta); NULL = none
+  exec("COMMIT");
   for (int i = 0; i < kStmtCount; ++i) stmts_.emplace_back(db_, kSql[i]);
   // A job that starts from an empty ledger has no known URL to look up first: a link is
   // inserted at once, and only a rare duplicate costs a second statement.
