@@ -141,6 +141,14 @@ std::string seconds(const timeval& tv) {
   return buf;
 }
 
+// This process's peak resident set since its exec (VmHWM), in KB; -1 when unknown.
+long own_peak_rss_kb() {
+  std::ifstream status("/proc/self/status");
+  for (std::string line; std::getline(status, line);)
+    if (line.rfind("VmHWM:", 0) == 0) return std::strtol(line.c_str() + 6, nullptr, 10);
+  return -1;
+}
+
 class Launcher {
 public:
   Launcher(const PipelineOptions& o, std::vector<std::string> global, const RunRole& run_role)
@@ -605,6 +613,10 @@ int Launcher::run() {
   cleanup();
   rusage self{};
   ::getrusage(RUSAGE_SELF, &self);
+  // Not ru_maxrss: it keeps the peak of the process image before exec, and the shell or
+  // benchmark that forked us may have been large (a bench/run parent gave 332 MB). VmHWM is
+  // this image's own.
+  if (const long kb = own_peak_rss_kb(); kb >= 0) self.ru_maxrss = kb;
   log_rusage("pipeline", self);
   return status < 0 ? kExitFatal : status;
 }
