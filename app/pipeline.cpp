@@ -119,7 +119,9 @@ void add_options(CLI::App& cmd, PipelineOptions& o) {
   cmd.footer(
       "Exit status: the sink's (0 every link done, 1 some failed), 2 bad flags, 3 when a "
       "process could not run, 130 when interrupted. Ctrl-C stops the job gracefully (transfers "
-      "in flight finish and are recorded); a second Ctrl-C aborts at once.");
+      "in flight finish and are recorded); a second Ctrl-C aborts at once. -v (before or after "
+      "`pipeline`) gives every process verbose logs, and TRAWL_<SUBCOMMAND>_<FLAG> variables "
+      "reach each process, e.g. TRAWL_VENT_PER_HOST=32.");
 }
 
 namespace {
