@@ -147,9 +147,9 @@ Ledger::Ledger(const std::string& dir, bool fresh) {
        " id INTEGER PRIMARY KEY,"
        " url TEXT NOT NULL UNIQUE,"
        " name TEXT NOT NULL,"
-       " state INTEGER NOT NULL,"          // 0 pending, 1 leased, 2 done, 3 failed
-       " attempts INTEGER NOT NULL,"       // dispatches
-       " lease_until INTEGER,"             // unix ms
+       " state INTEGER NOT NULL,"    // 0 pending, 1 leased, 2 done, 3 failed
+       " attempts INTEGER NOT NULL," // dispatches
+       " lease_until INTEGER,"       // unix ms
        " node TEXT, path TEXT, http_code INTEGER, bytes INTEGER, sha256 TEXT,"
        " reason INTEGER, detail TEXT, host TEXT, meta TEXT)");
   // No index on state: every state change would update it (three b-tree writes instead of one

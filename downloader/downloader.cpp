@@ -365,7 +365,8 @@ private:
     // serves the next one), so it is not counted as held: its slot is credit at once, not once
     // the thread reaches its ending behind every chunk queued before it (with 64 responses
     // arriving together, 25-30 ms later). Its id is still listed below until its result goes.
-    const auto held = static_cast<std::uint32_t>(held_ids_.size() - std::min(finishing_, held_ids_.size()));
+    const auto held =
+        static_cast<std::uint32_t>(held_ids_.size() - std::min(finishing_, held_ids_.size()));
     const std::uint32_t capacity = stopping || now < disk_pause_until_
                                        ? 0
                                        : static_cast<std::uint32_t>(opt_.concurrency + opt_.prefetch);

@@ -356,7 +356,8 @@ TEST_CASE("a pipeline that does not finish: the failure names the live processes
   for (const auto& [name, pid] : pids) CHECK_FALSE(pid_alive(pid));
 }
 
-TEST_CASE("pipeline rusage log: a line per process, each reaped by the launcher that forked it", "[e2e]") {
+TEST_CASE("pipeline rusage log: a line per process, each reaped by the launcher that forked it",
+          "[e2e]") {
   auto fixture = FixtureServer::start();
   TempDir dir("trawl-e2e-rusage");
   std::vector<Item> files = files_of(classic_gallery(), true);
@@ -390,15 +391,16 @@ TEST_CASE("pipeline rusage log: a line per process, each reaped by the launcher 
     CHECK(sys >= 0);
     who.insert(name);
   }
-  CHECK(who == std::multiset<std::string>{"download", "download", "fetch", "pipeline", "sink", "vent"});
+  CHECK(who ==
+        std::multiset<std::string>{"download", "download", "fetch", "pipeline", "sink", "vent"});
 }
 
 TEST_CASE("flags after -- that a downloader would refuse stop the job before anything starts",
           "[e2e]") {
   TempDir dir("trawl-e2e-badflags");
   std::ofstream(dir / "list.txt") << "http://127.0.0.1:9/a.jpg\n";
-  auto r = run_pipeline(dir, {"--source", dir / "list.txt", "--out", dir / "out", "--",
-                              "--retries", "5", "--no-such-flag"});
+  auto r = run_pipeline(dir, {"--source", dir / "list.txt", "--out", dir / "out", "--", "--retries",
+                              "5", "--no-such-flag"});
   INFO("stdout:\n" << r.out << "\nstderr:\n" << r.err);
   CHECK(r.status == 2);
   CHECK_THAT(r.err, Catch::Contains("--no-such-flag"));
