@@ -66,8 +66,7 @@ int run_pipeline(trawl::app::Cli& cli) {
   std::vector<std::string> check = global;
   check.insert(check.end(), {"download", "--out", o.out});
   check.insert(check.end(), o.download_flags.begin(), o.download_flags.end());
-  int code = trawl::kExitUsage;
-  if (!parse_args(check, code)) {
+  if (int ignored = 0; !parse_args(check, ignored)) {
     std::cerr << "trawl pipeline: the download flags after -- were refused (see above)\n";
     return trawl::kExitUsage;
   }
@@ -86,13 +85,9 @@ int run_pipeline(trawl::app::Cli& cli) {
 } // namespace
 
 int main(int argc, char** argv) {
-  auto cli = trawl::app::make_cli(trawl::app::CliSettings::from_system());
-  try {
-    cli->app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    const int code = cli->app.exit(e);
-    return code == 0 ? trawl::kExitOk : trawl::kExitUsage;
-  }
+  int code = trawl::kExitUsage;
+  auto cli = parse_args(std::vector<std::string>(argv + 1, argv + argc), code);
+  if (!cli) return code;
 
   if (cli->config_check->parsed()) {
     const std::string err = trawl::app::check_config_file(cli->check_file);
