@@ -151,6 +151,12 @@ long own_peak_rss_kb() {
   return -1;
 }
 
+std::string this_host() {
+  char host[256] = {};
+  ::gethostname(host, sizeof host - 1);
+  return host;
+}
+
 class Launcher {
 public:
   Launcher(const PipelineOptions& o, std::vector<std::string> global, const RunRole& run_role)
@@ -169,6 +175,8 @@ private:
   sigset_t blocked_{}, old_mask_{};
   bool interrupted_ = false;
   int null_fd_ = -1;
+  std::string curve_abs_; // --curve's directory as an absolute path (prepare), or ""
+  std::string host_ = this_host();
 
   Proc* find(pid_t pid) {
     for (auto& p : procs_)
@@ -355,11 +363,12 @@ bool Launcher::prepare(std::vector<std::string>& server_curve,
       write_keypair(generate_keypair(), (dir / "server").string(), false);
     }
     fs::create_directories(dir / "authorized");
-    const std::string abs = fs::absolute(dir).lexically_normal().string();
-    server_curve = {"--curve-secret", abs + "/server.key", "--curve-authorized",
-                    abs + "/authorized"};
+    curve_abs_ = fs::absolute(dir).lexically_normal().string();
+    server_curve = {"--curve-secret", curve_abs_ + "/server.key", "--curve-authorized",
+                    curve_abs_ + "/authorized"};
     // Our own processes share the server's pair: a server always admits its own key.
-    client_curve = {"--curve-secret", abs + "/server.key", "--curve-server", abs + "/server.pub"};
+    client_curve = {"--curve-secret", curve_abs_ + "/server.key", "--curve-server",
+                    curve_abs_ + "/server.pub"};
     return true;
   } catch (const std::exception& e) {
     std::cerr << kTag << "cannot make keys in " << o_.curve_dir << ": " << e.what() << std::endl;
@@ -396,21 +405,16 @@ std::optional<int> Launcher::wait_for_listen() {
   }
   std::string advertise = o_.advertise;
   if (advertise.empty()) {
-    if (o_.listen == "*" || o_.listen == "0.0.0.0" || o_.listen == "::" || o_.listen == "[::]") {
-      char host[256] = {};
-      ::gethostname(host, sizeof host - 1);
-      advertise = host;
-    } else {
-      advertise = o_.listen;
-    }
+    const bool wildcard =
+        o_.listen == "*" || o_.listen == "0.0.0.0" || o_.listen == "::" || o_.listen == "[::]";
+    advertise = wildcard ? host_ : o_.listen;
   }
   const auto port = [](const std::string& ep) { return ep.substr(ep.rfind(':') + 1); };
   {
     std::ofstream f(run_dir_ + "/endpoints.tmp");
     f << "tasks=tcp://" << advertise << ':' << port(tasks) << "\n"
       << "results=tcp://" << advertise << ':' << port(results) << "\n";
-    if (!o_.curve_dir.empty())
-      f << "curve=" << fs::absolute(o_.curve_dir).lexically_normal().string() << "\n";
+    if (!curve_abs_.empty()) f << "curve=" << curve_abs_ << "\n";
   }
   fs::rename(run_dir_ + "/endpoints.tmp", run_dir_ + "/endpoints");
   std::cerr << kTag << "nodes on other hosts can join: launch/add-node HOST --run-dir " << run_dir_
@@ -579,8 +583,6 @@ int Launcher::run() {
         cleanup();
         return *failed;
       }
-    char host[256] = {};
-    ::gethostname(host, sizeof host - 1);
     for (int n = 1; n <= o_.downloaders; ++n) {
       std::vector<std::string> dl{"download",
                                   "--connect",
@@ -592,7 +594,7 @@ int Launcher::run() {
                                   "-j",
                                   std::to_string(o_.concurrency),
                                   "--node",
-                                  std::string(host) + "-d" + std::to_string(n)};
+                                  host_ + "-d" + std::to_string(n)};
       start("download-" + std::to_string(n), with(with(dl, client_curve), o_.download_flags),
             null_fd_);
     }
