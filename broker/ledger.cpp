@@ -139,8 +139,8 @@ Ledger::Ledger(const std::string& dir, bool fresh) {
   // The working set of a million-link job (the url index, the rows being leased and finished)
   // stays in memory instead of being read back through the page cache one page at a time.
   exec("PRAGMA cache_size=-32768");
-  // The schema in one transaction: one commit instead of one per statement (a new ledger took
-  // eight, on the job's start-up path: the ventilator binds once its ledger is open).
+  // The schema in one transaction: one commit instead of one per statement that writes, on the
+  // job's start-up path (the ventilator binds once its ledger is open).
   exec("BEGIN IMMEDIATE");
   exec("CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL)");
   exec("CREATE TABLE IF NOT EXISTS links("
