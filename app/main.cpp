@@ -66,8 +66,15 @@ int run_pipeline(trawl::app::Cli& cli) {
   std::vector<std::string> check = global;
   check.insert(check.end(), {"download", "--out", o.out});
   check.insert(check.end(), o.download_flags.begin(), o.download_flags.end());
-  if (int ignored = 0; !parse_args(check, ignored)) {
+  int ignored = 0;
+  const auto checked = parse_args(check, ignored);
+  if (!checked) {
     std::cerr << "trawl pipeline: the download flags after -- were refused (see above)\n";
+    return trawl::kExitUsage;
+  }
+  if (const std::string why = trawl::downloader::check_options(checked->download_opts);
+      !why.empty()) {
+    std::cerr << "trawl pipeline: the download flags after -- were refused: " << why << "\n";
     return trawl::kExitUsage;
   }
   return trawl::app::run_pipeline(o, global, [](const std::vector<std::string>& args) {

@@ -127,9 +127,10 @@ public:
          zmq::socket_t& results)
       : opt_(o), out_(std::move(out_dir)), tasks_(tasks), results_(results),
         node_(o.node.empty() ? default_node() : o.node),
-        sha256_(EVP_MD_fetch(nullptr, "SHA256", nullptr), &EVP_MD_free),
+        sha256_(o.digest == "none" ? nullptr : EVP_MD_fetch(nullptr, "SHA256", nullptr),
+                &EVP_MD_free),
         rng_(std::random_device{}()), headers_(o.headers), tree_(out_) {
-    if (!sha256_) throw std::runtime_error("OpenSSL has no SHA256");
+    if (!sha256_ && o.digest != "none") throw std::runtime_error("OpenSSL has no SHA256");
     settings_.connect_timeout_s = o.connect_timeout_s;
     settings_.timeout_s = o.timeout_s;
     settings_.low_speed_time_s = o.low_speed_time_s;
@@ -788,12 +789,13 @@ private:
     finished_.push_back(std::move(r));
   }
 
-  // --bench-null: done at once, nothing fetched or written (the SHA-256 of an empty body).
+  // --bench-null: done at once, nothing fetched or written (the SHA-256 of an empty body, or
+  // none with --digest none).
   void report_null(const proto::Task& task, std::uint32_t attempt) {
     proto::Result r = result_of(task.id, task.url, task.meta, attempt);
     r.status = proto::Status::done;
     r.path = out_ + "/" + task.name;
-    r.sha256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+    if (sha256_) r.sha256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
     r.http_code = 200;
     ++counters_.done;
     deliver(std::move(r));
@@ -982,7 +984,8 @@ private:
   std::optional<FileWriter> writer_;
 };
 
-// Checks the options; returns an error message or "".
+} // namespace
+
 std::string check_options(const DownloadOptions& o) {
   if (o.connect.empty()) return "--connect: at least one ventilator endpoint is needed";
   if (o.sink.empty()) return "--sink: at least one sink endpoint is needed";
@@ -1000,10 +1003,15 @@ std::string check_options(const DownloadOptions& o) {
     if (const std::string why = check_header(h); !why.empty())
       return "-H '" + bounded(h, 80) + "': " + why;
   if (!parse_expect(o.expect)) return "--expect must be any or image";
+  if (o.digest != "sha256" && o.digest != "none") return "--digest must be sha256 or none";
+  if (o.digest == "none" && o.dedupe_content)
+    return "--dedupe-content finds identical bodies by their SHA-256: it needs --digest sha256";
   if (o.node.size() > proto::kMaxNodeBytes)
     return "--node is longer than " + std::to_string(proto::kMaxNodeBytes) + " bytes";
   return {};
 }
+
+namespace {
 
 // Creates the output directory when missing; returns its absolute path, or nullopt after
 // logging why it cannot be used.
@@ -1159,6 +1167,12 @@ void add_options(CLI::App& cmd, DownloadOptions& o) {
                "reason robots (RFC 9309: the longest matching Allow/Disallow wins, Allow on a "
                "tie, '*' and '$' patterns); a 4xx robots.txt allows everything, a 5xx or "
                "unreachable one disallows everything of that origin");
+  cmd.add_option("--digest", o.digest,
+                 "sha256: every body is hashed as it arrives and its SHA-256 goes to the sink "
+                 "(manifest, ledger); none: no hashing (about 0.7 CPU s less per GB: 10 x 100 MB "
+                 "on 2 cores took 0.65 s instead of 0.99), results carry no digest")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"sha256", "none"}));
   cmd.add_flag("--dedupe-content", o.dedupe_content,
                "store identical bodies once: a file whose SHA-256 equals an earlier file's in "
                "--out becomes a hard link to it (the result's detail names the first copy); the "

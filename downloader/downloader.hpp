@@ -48,11 +48,16 @@ struct DownloadOptions {
   std::string expect = "any";       // any | image (downloader/content_check.hpp)
   std::uint64_t min_size = 0;       // bodies shorter than this fail with reason content
   bool dedupe_content = false;      // identical bodies stored once (downloader/output_tree.hpp)
+  std::string digest = "sha256";    // sha256 | none: results carry no digest, bodies are not hashed
   bool respect_robots = false;      // robots.txt per origin (downloader/robots_cache.hpp)
 };
 
 // Registers the download flags on `cmd`, writing into `o`.
 void add_options(CLI::App& cmd, DownloadOptions& o);
+
+// What is wrong with `o` beyond what the flags' own checks catch (e.g. --dedupe-content with
+// --digest none), or "" when nothing is.
+std::string check_options(const DownloadOptions& o);
 
 // Runs until trawl::stop_requested(). Returns kExitOk after a clean stop, kExitInterrupted when
 // transfers had to be aborted (grace expired, or retries pending), kExitUsage for unusable

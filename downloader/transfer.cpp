@@ -162,7 +162,7 @@ std::string Transfer::begin(const proto::Task& task, std::uint32_t attempt,
     return {};
   }
   resume.reset();
-  if (EVP_DigestInit_ex(md_ctx_.get(), sha256_, nullptr) != 1)
+  if (sha256_ && EVP_DigestInit_ex(md_ctx_.get(), sha256_, nullptr) != 1)
     throw std::runtime_error("EVP_DigestInit_ex failed");
 
   // A file the TempPool created ahead (empty, ours, made with the flags below), else one made
@@ -182,16 +182,16 @@ std::string Transfer::begin(const proto::Task& task, std::uint32_t attempt,
 }
 
 bool Transfer::open_partial(Partial& p) {
-  if (!p.file || p.file->path().empty() || !p.digest || p.bytes == 0) return false;
+  // Without --digest none, a part is only resumed with the digest state that covers it.
+  if (!p.file || p.file->path().empty() || (sha256_ && !p.digest) || p.bytes == 0) return false;
   // The file is ours (created O_EXCL by this process); O_NOFOLLOW still refuses a link that
   // replaced it meanwhile, and its size must be exactly what was hashed.
   const int fd = ::open(p.file->path().c_str(), O_WRONLY | O_NOFOLLOW | O_CLOEXEC);
   if (fd < 0) return false;
   struct stat st {};
   if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) ||
-      static_cast<std::uint64_t>(st.st_size) != p.bytes ||
-      ::lseek(fd, 0, SEEK_END) != st.st_size ||
-      EVP_MD_CTX_copy_ex(md_ctx_.get(), p.digest.get()) != 1) {
+      static_cast<std::uint64_t>(st.st_size) != p.bytes || ::lseek(fd, 0, SEEK_END) != st.st_size ||
+      (sha256_ && EVP_MD_CTX_copy_ex(md_ctx_.get(), p.digest.get()) != 1)) {
     ::close(fd);
     return false;
   }
@@ -219,7 +219,7 @@ bool Transfer::start_over() {
         bounded("truncate " + file_label() + ": " + std::strerror(err), proto::kMaxDetailBytes);
     return false;
   }
-  if (EVP_DigestInit_ex(md_ctx_.get(), sha256_, nullptr) != 1) {
+  if (sha256_ && EVP_DigestInit_ex(md_ctx_.get(), sha256_, nullptr) != 1) {
     local_ = proto::Reason::other;
     local_detail_ = "EVP_DigestInit_ex failed";
     return false;
@@ -329,7 +329,7 @@ bool Transfer::write_chunk(const char* data, std::size_t n) {
     io_failed_.store(true, std::memory_order_release);
     return false;
   };
-  if (EVP_DigestUpdate(md_ctx_.get(), data, n) != 1)
+  if (sha256_ && EVP_DigestUpdate(md_ctx_.get(), data, n) != 1)
     return fail(proto::Reason::other, "EVP_DigestUpdate failed");
   std::size_t left = n;
   while (left > 0) {
@@ -443,7 +443,7 @@ Finished Transfer::finish_prepared(const std::string& final_path, int dir_fd,
   if (f.reason == proto::Reason::none) {
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned len = 0;
-    if (EVP_DigestFinal_ex(md_ctx_.get(), md, &len) != 1) {
+    if (sha256_ && EVP_DigestFinal_ex(md_ctx_.get(), md, &len) != 1) {
       f.reason = proto::Reason::other;
       f.detail = "EVP_DigestFinal_ex failed";
     } else if (unnamed_fd >= 0
@@ -455,7 +455,7 @@ Finished Transfer::finish_prepared(const std::string& final_path, int dir_fd,
                              std::strerror(err),
                          proto::kMaxDetailBytes);
     } else {
-      f.sha256 = hex(md, len);
+      if (sha256_) f.sha256 = hex(md, len); // else --digest none: the result carries none
       f.path = final_path;
       f.bytes = bytes_;
       f.resumed_from = offset_;
@@ -466,12 +466,14 @@ Finished Transfer::finish_prepared(const std::string& final_path, int dir_fd,
              (total_ < 0 || bytes_ < static_cast<std::uint64_t>(total_))) {
     // Keep what arrived for the next attempt, with the digest state that covers it. An unnamed
     // file is given a temporary name for it first (the next attempt reopens it by name).
-    std::shared_ptr<EVP_MD_CTX> digest(EVP_MD_CTX_new(), &EVP_MD_CTX_free);
+    std::shared_ptr<EVP_MD_CTX> digest;
+    if (sha256_) digest.reset(EVP_MD_CTX_new(), &EVP_MD_CTX_free);
     if (unnamed_fd >= 0) {
       std::string named = link_path(final_path);
       if (link_unnamed_file(unnamed_fd, AT_FDCWD, named.c_str())) temp_path_ = std::move(named);
     }
-    if (digest && !temp_path_.empty() && EVP_MD_CTX_copy_ex(digest.get(), md_ctx_.get()) == 1) {
+    if (!temp_path_.empty() &&
+        (!sha256_ || (digest && EVP_MD_CTX_copy_ex(digest.get(), md_ctx_.get()) == 1))) {
       Partial p;
       p.file = std::make_shared<PartFile>(std::exchange(temp_path_, {}));
       p.bytes = bytes_;

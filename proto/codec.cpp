@@ -249,8 +249,10 @@ std::optional<std::string> result_fields(Fields& f, Result& m) {
     return f.error();
   m.status = static_cast<Status>(status);
   m.reason = static_cast<Reason>(reason);
-  if (m.status == Status::done && (!is_hex_digest(m.sha256) || m.reason != Reason::none))
-    return "done without a valid sha256, or with a failure reason";
+  // A done result's digest is 64 hex digits, or absent when the downloader ran with --digest none.
+  if (m.status == Status::done &&
+      ((!m.sha256.empty() && !is_hex_digest(m.sha256)) || m.reason != Reason::none))
+    return "done with an invalid sha256, or with a failure reason";
   if (m.status == Status::failed && m.reason == Reason::none) return "failed without a reason";
   return std::nullopt;
 }

@@ -93,6 +93,38 @@ TEST_CASE("classic job: 91 jpgs of a gallery with gifs and albums, 200 ms per re
   check_all_gone(r);
 }
 
+TEST_CASE("classic job with --digest none: the same files, a manifest without digests", "[e2e]") {
+  auto fixture = FixtureServer::start({"--corpus", "classic"});
+  TempDir dir("trawl-e2e-nodigest");
+  const std::string out = dir / "out";
+  auto r = run_pipeline(dir, {"--source", fixture.url() + "/3/gallery/hot/viral/0.json", "--out",
+                              out, "--ext", ".jpg", "--manifest", dir / "manifest.jsonl", "--",
+                              "--digest", "none"});
+  INFO("stdout:\n" << r.out << "\nstderr:\n" << r.err);
+  CHECK(r.status == 0);
+  std::map<std::string, std::string> expected;
+  for (const auto& item : classic_gallery())
+    if (!item.is_album && item.name.ends_with(".jpg"))
+      expected[item.name] = sha256_hex(file_bytes(item.name, item.size));
+  REQUIRE(expected.size() == 91);
+  CHECK(files_in(out) == expected);
+  CHECK_THAT(r.out, Catch::Contains("trawl: 91 links: 91 done, 0 failed"));
+  std::ifstream manifest(dir / "manifest.jsonl");
+  std::string line;
+  std::size_t rows = 0;
+  while (std::getline(manifest, line)) {
+    const auto row = nlohmann::json::parse(line);
+    INFO(line);
+    CHECK(row["status"] == "done");
+    CHECK(row["sha256"] == "");
+    const std::string name = fs::path(row["path"].get<std::string>()).filename().string();
+    CHECK(row["bytes"].get<std::uint64_t>() == fs::file_size(fs::path(out) / name));
+    ++rows;
+  }
+  CHECK(rows == 91);
+  check_all_gone(r);
+}
+
 TEST_CASE("URL list on stdin: duplicates once, 404 reported, clashing names kept apart", "[e2e]") {
   auto fixture = FixtureServer::start();
   TempDir dir("trawl-e2e-list");
@@ -406,5 +438,15 @@ TEST_CASE("flags after -- that a downloader would refuse stop the job before any
   CHECK_THAT(r.err, Catch::Contains("--no-such-flag"));
   CHECK_THAT(r.err, Catch::Contains("the download flags after -- were refused"));
   CHECK(r.pids.empty()); // no process was started
+  CHECK_FALSE(fs::exists(dir / "out"));
+
+  // Flags that parse but do not go together are refused just as early.
+  auto both = run_pipeline(dir, {"--source", dir / "list.txt", "--out", dir / "out", "--",
+                                 "--digest", "none", "--dedupe-content"});
+  INFO("stdout:\n" << both.out << "\nstderr:\n" << both.err);
+  CHECK(both.status == 2);
+  CHECK_THAT(both.err,
+             Catch::Contains("the download flags after -- were refused: --dedupe-content"));
+  CHECK(both.pids.empty());
   CHECK_FALSE(fs::exists(dir / "out"));
 }

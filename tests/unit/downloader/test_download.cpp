@@ -249,6 +249,61 @@ TEST_CASE("downloader: unusable output directory or options end run() at once", 
   o.concurrency = 4;
   o.connect = {"nonsense://endpoint"};
   CHECK(trawl::downloader::run(o) == trawl::kExitUsage);
+
+  // --dedupe-content finds copies by their SHA-256: with --digest none there is none.
+  o = trawl::downloader::DownloadOptions{};
+  o.out = tmp.path.string();
+  o.digest = "none";
+  CHECK(trawl::downloader::check_options(o).empty());
+  o.dedupe_content = true;
+  CHECK_THAT(trawl::downloader::check_options(o), Catch::Contains("--digest sha256"));
+  CHECK(trawl::downloader::run(o) == trawl::kExitUsage);
+  o.dedupe_content = false;
+  o.digest = "md5";
+  CHECK_THAT(trawl::downloader::check_options(o), Catch::Contains("--digest"));
+}
+
+TEST_CASE("downloader: --digest none writes the same files and sends results without a digest",
+          "[downloader]") {
+  TempDir tmp;
+  const fs::path out = tmp.path / "out";
+  const std::string small = pattern_body(1000, 7);
+  const std::string big = pattern_body(700 * 1024, 8); // several chunks for the file thread
+  Server server;
+  server.svr().Get("/small", [&](const httplib::Request&, httplib::Response& res) {
+    res.set_content(small, "application/octet-stream");
+  });
+  server.svr().Get("/big", [&](const httplib::Request&, httplib::Response& res) {
+    res.set_content(big, "application/octet-stream");
+  });
+  server.svr().Get("/empty", [&](const httplib::Request&, httplib::Response& res) {
+    res.set_content("", "text/plain");
+  });
+  server.start();
+
+  trawl::downloader::DownloadOptions o;
+  o.out = out.string();
+  o.digest = "none";
+  Harness h(o);
+  const std::vector<Task> tasks = {{1, server.url("/small"), "small.bin", 1},
+                                   {2, server.url("/big"), "big.bin", 1},
+                                   {3, server.url("/empty"), "empty.bin", 1}};
+  for (const auto& t : tasks) h.send(t);
+  auto results = h.collect(tasks.size(), 20s);
+  REQUIRE(results.size() == tasks.size());
+  const std::string bodies[] = {small, big, ""};
+  for (std::size_t i = 0; i < tasks.size(); ++i) {
+    const Result& r = results[tasks[i].id];
+    INFO("task " << tasks[i].id << ": " << trawl::proto::reason_name(r.reason) << " " << r.detail);
+    CHECK(r.status == Status::done);
+    CHECK(r.reason == Reason::none);
+    CHECK(r.sha256.empty());
+    CHECK(r.bytes == bodies[i].size());
+    CHECK(r.path == (out / tasks[i].name).string());
+    CHECK(read_file(out / tasks[i].name) == bodies[i]);
+  }
+  CHECK(h.stop() == trawl::kExitOk);
+  CHECK(part_files(tmp.path).empty());
 }
 
 TEST_CASE("downloader: the event loop does not spin, idle or at its cap", "[downloader]") {

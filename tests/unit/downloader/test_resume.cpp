@@ -227,6 +227,48 @@ TEST_CASE("resume: a body cut again and again is assembled from consecutive rang
   CHECK(srv.body_bytes() == body.size());
 }
 
+TEST_CASE("resume: with --digest none a cut body is continued too, and its result has no digest",
+          "[downloader][resume]") {
+  TempDir tmp;
+  const std::string body = pattern_body(256 * 1024, 23);
+  constexpr std::size_t kSlice = 100 * 1024;
+  Scripted srv([&](int, const std::string& head, Scripted& s, int fd) {
+    const long long from = range_start(head);
+    const auto at = static_cast<std::size_t>(std::max(from, 0LL));
+    if (from < 0) {
+      Scripted::send_head(fd, "200 OK",
+                          length_header(body.size()) + "Accept-Ranges: bytes\r\nETag: \"d\"\r\n");
+    } else {
+      Scripted::send_head(fd, "206 Partial Content",
+                          length_header(body.size() - at) + "Content-Range: bytes " +
+                              std::to_string(at) + "-" + std::to_string(body.size() - 1) + "/" +
+                              std::to_string(body.size()) + "\r\nETag: \"d\"\r\n");
+    }
+    s.send_body(fd, std::string_view(body).substr(at, kSlice));
+  });
+  auto o = options(tmp.path, 4);
+  o.digest = "none";
+  Harness h(o);
+  h.send(Task{1, srv.url("/f"), "file.bin", 1});
+  auto results = h.collect(1, 20s);
+  REQUIRE(results.size() == 1);
+  CHECK(h.stop() == trawl::kExitOk);
+  CHECK(part_files(tmp.path).empty());
+  const Result& r = results[1];
+  INFO(trawl::proto::reason_name(r.reason) << " " << r.detail);
+  REQUIRE(r.status == Status::done);
+  CHECK(r.sha256.empty());
+  CHECK(r.attempt == 3);
+  CHECK(r.http_code == 206);
+  CHECK(r.bytes == body.size());
+  CHECK(read_file(tmp.path / "file.bin") == body);
+  const auto heads = srv.heads();
+  REQUIRE(heads.size() == 3);
+  CHECK(header_of(heads[1], "Range") == "bytes=102400-");
+  CHECK(header_of(heads[2], "Range") == "bytes=204800-");
+  CHECK(srv.body_bytes() == body.size()); // nothing fetched twice
+}
+
 TEST_CASE("resume: whatever the server answers to the range, the file is the right one",
           "[downloader][resume]") {
   TempDir tmp;

@@ -215,6 +215,20 @@ TEST_CASE("decode enforces result invariants", "[proto]") {
   Result r = sample_result();
   r.sha256 = "not-a-digest";
   CHECK_THAT(error_of(encode(r)), Catch::Contains("sha256"));
+  r.sha256 = std::string(63, 'a');
+  CHECK_THAT(error_of(encode(r)), Catch::Contains("sha256"));
+  r.sha256 = std::string(64, 'A'); // lowercase only
+  CHECK_THAT(error_of(encode(r)), Catch::Contains("sha256"));
+  // A downloader run with --digest none sends a done result without one (protocol 3).
+  r.sha256.clear();
+  {
+    const auto decoded = decode(encode(r));
+    REQUIRE(std::holds_alternative<Message>(decoded));
+    const auto* back = std::get_if<Result>(&std::get<Message>(decoded));
+    REQUIRE(back != nullptr);
+    CHECK(back->status == Status::done);
+    CHECK(back->sha256.empty());
+  }
   r = sample_result();
   r.status = Status::failed;
   r.reason = Reason::none;
