@@ -183,35 +183,21 @@ SchedulerLimits limits(const VentOptions& o) {
 class Vent {
 public:
   explicit Vent(const VentOptions& o)
-      : opt_(o), ledger_(o.state_dir, o.fresh), curve_(o.curve, CurveRole::server),
+      : opt_(o), curve_(o.curve, CurveRole::server),
         links_(make_socket(ctx_, zmq::socket_type::router, {.sndhwm = 1000, .rcvhwm = 1000})),
         tasks_(make_socket(ctx_, zmq::socket_type::router, {})),
         acks_(make_socket(ctx_, zmq::socket_type::pull, {.sndhwm = 1000, .rcvhwm = 10000})),
-        sink_(make_socket(ctx_, zmq::socket_type::push, {})), source_(ledger_),
-        sched_(limits(o), source_), names_(naming(o)) {
+        sink_(make_socket(ctx_, zmq::socket_type::push, {})), bound_(bind_sockets()),
+        ledger_(o.state_dir, o.fresh), source_(ledger_), sched_(limits(o), source_),
+        names_(naming(o)) {
     open_run();
-    // A task for a peer that has gone is an error we see, not a message silently dropped.
-    tasks_.set(zmq::sockopt::router_mandatory, 1);
-    for (const auto* eps : {&o.links_bind, &o.tasks_bind, &o.acks_bind}) curve_.check_bind(*eps);
-    if (curve_.enabled()) {
-      for (auto* s : {&links_, &tasks_, &acks_}) curve_.make_server(*s);
-      curve_.make_client(sink_);
-      // Before any bind: libzmq lets every CURVE client in while no handler is bound.
-      zap_.emplace(ctx_, curve_,
-                   std::vector<std::pair<zmq::socket_t*, std::string>>{
-                       {&links_, "links"}, {&tasks_, "tasks"}, {&acks_, "acks"}});
-    }
-    auto links = bind_all(links_, o.links_bind);
-    auto tasks = bind_all(tasks_, o.tasks_bind);
-    auto acks = bind_all(acks_, o.acks_bind);
-    connect_all(sink_, o.sink);
-    for (const auto& e : tasks) spdlog::info("tasks on {}", e);
-    for (const auto& e : links) spdlog::info("links on {}", e);
+    for (const auto& e : bound_.tasks) spdlog::info("tasks on {}", e);
+    for (const auto& e : bound_.links) spdlog::info("links on {}", e);
     if (!o.ready_file.empty()) {
       std::vector<std::pair<std::string, std::string>> entries;
-      for (const auto& e : links) entries.emplace_back("links", e);
-      for (const auto& e : tasks) entries.emplace_back("tasks", e);
-      for (const auto& e : acks) entries.emplace_back("acks", e);
+      for (const auto& e : bound_.links) entries.emplace_back("links", e);
+      for (const auto& e : bound_.tasks) entries.emplace_back("tasks", e);
+      for (const auto& e : bound_.acks) entries.emplace_back("acks", e);
       write_ready_file(o.ready_file, entries);
     }
   }
@@ -824,12 +810,41 @@ private:
     }
   }
 
+  struct Bound {
+    std::vector<std::string> links, tasks, acks; // the endpoints bound
+  };
+
+  // Sets the sockets up and binds them. Before the ledger opens: the fetcher and the downloaders
+  // connect, and their first messages wait in the sockets, while SQLite creates or reads the
+  // ledger (on this job's start-up path: the fetcher's first connect was refused until then).
+  Bound bind_sockets() {
+    // A task for a peer that has gone is an error we see, not a message silently dropped.
+    tasks_.set(zmq::sockopt::router_mandatory, 1);
+    for (const auto* eps : {&opt_.links_bind, &opt_.tasks_bind, &opt_.acks_bind})
+      curve_.check_bind(*eps);
+    if (curve_.enabled()) {
+      for (auto* s : {&links_, &tasks_, &acks_}) curve_.make_server(*s);
+      curve_.make_client(sink_);
+      // Before any bind: libzmq lets every CURVE client in while no handler is bound.
+      zap_.emplace(ctx_, curve_,
+                   std::vector<std::pair<zmq::socket_t*, std::string>>{
+                       {&links_, "links"}, {&tasks_, "tasks"}, {&acks_, "acks"}});
+    }
+    Bound b;
+    b.links = bind_all(links_, opt_.links_bind);
+    b.tasks = bind_all(tasks_, opt_.tasks_bind);
+    b.acks = bind_all(acks_, opt_.acks_bind);
+    connect_all(sink_, opt_.sink);
+    return b;
+  }
+
   const VentOptions& opt_;
-  Ledger ledger_;
   CurveSetup curve_;
   zmq::context_t ctx_{1};
   std::optional<ZapHandler> zap_; // after the context, before (so destroyed after) the sockets
   zmq::socket_t links_, tasks_, acks_, sink_;
+  Bound bound_; // after the sockets, before the ledger: see bind_sockets()
+  Ledger ledger_;
   std::map<std::string, Peer> peers_;
   std::unordered_map<std::uint64_t, Lease> leases_;
   LedgerSource source_;
