@@ -66,6 +66,15 @@ std::uint64_t file_requests(const FixtureServer& f) {
   return nlohmann::json::parse(http_get(f.url() + "/stats"))["file_requests"].get<std::uint64_t>();
 }
 
+// What a classic job keeps: the gallery's .jpg files (no album, no gif), name -> SHA-256.
+std::map<std::string, std::string> classic_jpgs() {
+  std::map<std::string, std::string> expected;
+  for (const auto& item : classic_gallery())
+    if (!item.is_album && item.name.ends_with(".jpg"))
+      expected[item.name] = sha256_hex(file_bytes(item.name, item.size));
+  return expected;
+}
+
 void check_all_gone(const PipelineRun& r) {
   CHECK(r.pids.size() >= 4);
   for (pid_t p : r.pids) CHECK_FALSE(pid_alive(p));
@@ -82,10 +91,7 @@ TEST_CASE("classic job: 91 jpgs of a gallery with gifs and albums, 200 ms per re
   INFO("stdout:\n" << r.out << "\nstderr:\n" << r.err);
   CHECK(r.status == 0);
 
-  std::map<std::string, std::string> expected;
-  for (const auto& item : classic_gallery())
-    if (!item.is_album && item.name.ends_with(".jpg"))
-      expected[item.name] = sha256_hex(file_bytes(item.name, item.size));
+  const auto expected = classic_jpgs();
   REQUIRE(expected.size() == 91);
   CHECK(files_in(out) == expected); // every file, right bytes, nothing else (no .part, no gif)
   CHECK_THAT(r.out, Catch::Contains("trawl: 91 links: 91 done, 0 failed"));
@@ -102,10 +108,7 @@ TEST_CASE("classic job with --digest none: the same files, a manifest without di
                               "--digest", "none"});
   INFO("stdout:\n" << r.out << "\nstderr:\n" << r.err);
   CHECK(r.status == 0);
-  std::map<std::string, std::string> expected;
-  for (const auto& item : classic_gallery())
-    if (!item.is_album && item.name.ends_with(".jpg"))
-      expected[item.name] = sha256_hex(file_bytes(item.name, item.size));
+  const auto expected = classic_jpgs();
   REQUIRE(expected.size() == 91);
   CHECK(files_in(out) == expected);
   CHECK_THAT(r.out, Catch::Contains("trawl: 91 links: 91 done, 0 failed"));
