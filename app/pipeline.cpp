@@ -26,6 +26,7 @@
 
 #include "common/curve.hpp"
 #include "common/exit_codes.hpp"
+#include "common/host.hpp"
 
 namespace trawl::app {
 namespace fs = std::filesystem;
@@ -151,12 +152,6 @@ long own_peak_rss_kb() {
   return -1;
 }
 
-std::string this_host() {
-  char host[256] = {};
-  ::gethostname(host, sizeof host - 1);
-  return host;
-}
-
 class Launcher {
 public:
   Launcher(const PipelineOptions& o, std::vector<std::string> global, const RunRole& run_role)
@@ -176,7 +171,7 @@ private:
   bool interrupted_ = false;
   int null_fd_ = -1;
   std::string curve_abs_; // --curve's directory as an absolute path (prepare), or ""
-  std::string host_ = this_host();
+  std::string host_ = host_name();
 
   Proc* find(pid_t pid) {
     for (auto& p : procs_)

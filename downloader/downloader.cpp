@@ -23,6 +23,7 @@
 #include <zmq.hpp>
 
 #include "common/exit_codes.hpp"
+#include "common/host.hpp"
 #include "common/names.hpp"
 #include "common/rate_limit.hpp"
 #include "common/signals.hpp"
@@ -77,11 +78,7 @@ constexpr std::size_t kInlineFinishMax = 64 * 1024;
 
 const Clock::time_point g_process_start = Clock::now(); // static init: about when the process began
 
-std::string default_node() {
-  char host[256] = {};
-  if (gethostname(host, sizeof host - 1) != 0) std::strcpy(host, "node");
-  return std::string(host) + "-" + std::to_string(getpid());
-}
+std::string default_node() { return host_name() + "-" + std::to_string(getpid()); }
 
 struct Counters {
   std::uint64_t tasks = 0;
