@@ -144,7 +144,7 @@ Ledger::Ledger(const std::string& dir, bool fresh) {
   // stays in memory instead of being read back through the page cache one page at a time.
   exec("PRAGMA cache_size=-32768");
   // The schema in one transaction: one commit instead of one per statement that writes, on the
-  // job's start-up path (the ventilator binds once its ledger is open).
+  // job's start-up path (the ventilator dispatches once its ledger is open).
   exec("BEGIN IMMEDIATE");
   exec("CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL)");
   exec("CREATE TABLE IF NOT EXISTS links("

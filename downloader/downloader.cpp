@@ -124,10 +124,11 @@ public:
          zmq::socket_t& results)
       : opt_(o), out_(std::move(out_dir)), tasks_(tasks), results_(results),
         node_(o.node.empty() ? default_node() : o.node),
-        sha256_(o.digest == "none" ? nullptr : EVP_MD_fetch(nullptr, "SHA256", nullptr),
+        sha256_(o.digest == "sha256" ? EVP_MD_fetch(nullptr, "SHA256", nullptr) : nullptr,
                 &EVP_MD_free),
         rng_(std::random_device{}()), headers_(o.headers), tree_(out_) {
-    if (!sha256_ && o.digest != "none") throw std::runtime_error("OpenSSL has no SHA256");
+    // nullptr with --digest none (check_options() allows only sha256 and none): no hashing.
+    if (!sha256_ && o.digest == "sha256") throw std::runtime_error("OpenSSL has no SHA256");
     settings_.connect_timeout_s = o.connect_timeout_s;
     settings_.timeout_s = o.timeout_s;
     settings_.low_speed_time_s = o.low_speed_time_s;
@@ -362,7 +363,8 @@ private:
     // A file the file thread is finishing holds no slot (its transfer has ended, its connection
     // serves the next one), so it is not counted as held: its slot is credit at once, not once
     // the thread reaches its ending behind every chunk queued before it (a classic round
-    // against nginx: the next tasks started at 239 ms instead of 205). Its id is still listed below until its result goes.
+    // against nginx: the next tasks started at 239 ms instead of 205). Its id is still listed
+    // below until its result goes.
     const auto held =
         static_cast<std::uint32_t>(held_ids_.size() - std::min(finishing_, held_ids_.size()));
     const std::uint32_t capacity = stopping || now < disk_pause_until_
