@@ -3,6 +3,7 @@
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <deque>
 #include <filesystem>
@@ -79,6 +80,10 @@ void add_options(CLI::App& cmd, SinkOptions& o) {
                  "Serve Prometheus metrics at http://127.0.0.1:PORT/metrics (loopback only; 0 picks "
                  "a free port, announced in --ready-file); off by default")
       ->check(CLI::Range(0, 65535));
+  // Set by `trawl pipeline` for the sink it starts; not for people (hidden from --help).
+  cmd.add_option("--notify-pid", o.notify_pid,
+                 "Send SIGUSR2 to this process (our parent) once the job is complete")
+      ->group("");
   add_curve_options(cmd, o.curve, CurveRole::server);
 }
 
@@ -160,6 +165,10 @@ public:
         next_progress = now + interval_;
       }
     }
+    // The launcher stops the downloaders while the files below are written (only the process
+    // that started us: a stray --notify-pid signals no one else).
+    if (stats_.complete() && opt_.notify_pid > 0 && ::getppid() == opt_.notify_pid)
+      ::kill(opt_.notify_pid, SIGUSR2);
     // Stopped or complete: what has arrived is still recorded and acknowledged.
     drain_results();
     if (mode_ != "none") show_progress(JobStats::Clock::now()); // the last figures

@@ -35,6 +35,7 @@ struct SinkOptions {
   std::string ledger;            // the ventilator's ledger.sqlite, for links without a result here
   std::vector<std::string> monitor; // PUB endpoints for `trawl monitor`
   int metrics_port = -1;            // -1 off, 0 any free port
+  int notify_pid = 0; // trawl pipeline's launcher: SIGUSR2 once every link has its result
   CurveOptions curve; // --curve-secret, --curve-authorized, --curve-server, --insecure
 };
 

@@ -453,3 +453,66 @@ TEST_CASE("flags after -- that a downloader would refuse stop the job before any
   CHECK(both.pids.empty());
   CHECK_FALSE(fs::exists(dir / "out"));
 }
+
+TEST_CASE("the downloaders stop once the sink has every result, while it still writes its files",
+          "[e2e]") {
+  auto fixture = FixtureServer::start();
+  TempDir dir("trawl-e2e-early-stop");
+  std::vector<Item> files = files_of(classic_gallery(), true);
+  std::map<std::string, std::string> expected;
+  {
+    std::ofstream list(dir / "list.txt");
+    for (std::size_t i = 0; i < 8; ++i) {
+      list << fixture.url() << "/i/" << files[i].name << "\n";
+      expected[files[i].name] = sha256_hex(file_bytes(files[i].name, files[i].size));
+    }
+  }
+  // The sink writes the report to REPORT.tmp, then renames it: a FIFO there holds the sink in
+  // its ending (open blocks) until this test reads it.
+  const std::string report = dir / "report.json";
+  REQUIRE(::mkfifo((report + ".tmp").c_str(), 0600) == 0);
+  const std::string run_dir = dir / "run", out = dir / "out";
+  fs::create_directories(run_dir);
+  auto child = Child::spawn({TRAWL_PIPELINE, "--trawl", TRAWL_BIN, "--run-dir", run_dir,
+                             "--progress", "none", "--source", dir / "list.txt", "--out", out,
+                             "--downloaders", "2", "--report", report},
+                            {}, dir / "stdout", dir / "stderr");
+  auto pids_of = [&] {
+    std::map<std::string, pid_t> pids;
+    std::ifstream in(run_dir + "/pids");
+    std::string name;
+    pid_t pid = 0;
+    while (in >> name >> pid) pids[name] = pid;
+    return pids;
+  };
+  // Bounded: 60 s for the job to reach its end with both downloaders gone.
+  bool downloaders_gone = false;
+  std::map<std::string, pid_t> pids;
+  for (int i = 0; i < 600 && !downloaders_gone && child.running(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    pids = pids_of();
+    downloaders_gone = pids.count("download-1") == 1 && pids.count("download-2") == 1 &&
+                       !pid_alive(pids["download-1"]) && !pid_alive(pids["download-2"]);
+  }
+  INFO("stderr:\n" << read_file(dir / "stderr"));
+  CHECK(downloaders_gone);
+  // The sink (blocked on the FIFO) and the launcher still run: the downloaders were stopped by
+  // the job's end, not by the sink's exit.
+  CHECK(child.running());
+  REQUIRE(pids.count("sink") == 1);
+  CHECK(pid_alive(pids["sink"]));
+  // Read the report through the FIFO: the sink finishes, renames it, and the job ends as usual.
+  std::string text;
+  {
+    std::ifstream fifo(report + ".tmp", std::ios::binary);
+    text.assign(std::istreambuf_iterator<char>(fifo), {});
+  }
+  const auto status = child.wait_for(std::chrono::seconds(60));
+  REQUIRE(status);
+  CHECK(*status == 0);
+  CHECK(nlohmann::json::parse(text)["links"]["done"] == 8);
+  CHECK(fs::exists(report));
+  CHECK(files_in(out) == expected);
+  CHECK_THAT(read_file(dir / "stderr"), !Catch::Contains("a downloader exited"));
+  for (const auto& [name, pid] : pids_of()) CHECK_FALSE(pid_alive(pid));
+}
