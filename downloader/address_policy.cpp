@@ -150,7 +150,15 @@ curl_socket_t open_gated_socket(void* gate_ptr, curlsocktype purpose, curl_socka
       return CURL_SOCKET_BAD;
     }
   }
-  return ::socket(addr->family, addr->socktype | SOCK_CLOEXEC, addr->protocol);
+  const curl_socket_t fd = ::socket(addr->family, addr->socktype | SOCK_CLOEXEC, addr->protocol);
+  // Loopback only (its MSS is 64 KiB and its round trip microseconds): a receive buffer of its
+  // own, so that the window is never one or two segments (see kLoopbackRecvBuffer). Elsewhere
+  // the kernel's autotuning stays, which a fixed size would turn off. A refusal changes nothing.
+  if (fd != CURL_SOCKET_BAD && non_public_range(&addr->addr, addr->addrlen) == "loopback") {
+    const int size = kLoopbackRecvBuffer;
+    (void)::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
+  }
+  return fd;
 }
 
 } // namespace trawl::downloader

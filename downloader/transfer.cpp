@@ -113,12 +113,11 @@ std::string Transfer::begin(const proto::Task& task, std::uint32_t attempt,
     easy_.set_long(CURLOPT_LOW_SPEED_LIMIT, s.low_speed_limit);
     easy_.set_long(CURLOPT_LOW_SPEED_TIME, s.low_speed_time_s);
   }
-  if (gate_.filter != nullptr) {
-    // Checked on the resolved address of every connection, so also across redirects and
-    // whatever the DNS answers.
-    easy_.set_opensocket_fn(&open_gated_socket);
-    easy_.set_ptr(CURLOPT_OPENSOCKETDATA, &gate_);
-  }
+  // Every connection's socket is ours: --deny-private checks the resolved address of each (so
+  // also across redirects and whatever the DNS answers), and a loopback one gets a receive
+  // buffer of its own (see kLoopbackRecvBuffer).
+  easy_.set_opensocket_fn(&open_gated_socket);
+  easy_.set_ptr(CURLOPT_OPENSOCKETDATA, &gate_);
   easy_.set_long(CURLOPT_NOSIGNAL, 1L);
   easy_.set_long(CURLOPT_HTTP_VERSION, CURL_HTTP_VERSION_2TLS);
   // Over TLS, wait for the first connection's ALPN and multiplex on it rather than open one

@@ -2,11 +2,17 @@
 // IPv4 address, and a sweep of the whole IPv4 space in steps against an independent reference.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <arpa/inet.h>
+#include <cstddef>
 #include <cstring>
+#include <fcntl.h>
+#include <fstream>
 #include <netinet/in.h>
 #include <string>
+#include <sys/socket.h>
 #include <sys/un.h>
+#include <unistd.h>
 
 #include "downloader/address_policy.hpp"
 
@@ -191,4 +197,79 @@ TEST_CASE("deny-private: socket addresses, families and text", "[downloader][add
   CHECK(non_public_range(reinterpret_cast<const sockaddr*>(&un), sizeof un) == "not an IP address");
   CHECK(address_text(reinterpret_cast<const sockaddr*>(&un), sizeof un) == "?");
   CHECK(non_public_range(nullptr, 0) == "not an IP address");
+}
+
+TEST_CASE("open_gated_socket: a loopback connection gets its own receive buffer, others the "
+          "kernel's autotuned default",
+          "[downloader][address]") {
+  using trawl::downloader::kLoopbackRecvBuffer;
+  using trawl::downloader::open_gated_socket;
+  using trawl::downloader::SocketGate;
+  auto rcvbuf = [](int fd) {
+    int v = 0;
+    socklen_t len = sizeof v;
+    REQUIRE(::getsockopt(fd, SOL_SOCKET, SO_RCVBUF, &v, &len) == 0);
+    return v;
+  };
+  // The kernel doubles what is asked (its bookkeeping), up to net.core.rmem_max.
+  long rmem_max = 0;
+  std::ifstream("/proc/sys/net/core/rmem_max") >> rmem_max;
+  REQUIRE(rmem_max > 0);
+  const long want = 2L * std::min<long>(kLoopbackRecvBuffer, rmem_max);
+
+  const int plain = ::socket(AF_INET, SOCK_STREAM, IPPROTO_TCP);
+  REQUIRE(plain >= 0);
+  const int default_size = rcvbuf(plain);
+  ::close(plain);
+  REQUIRE(default_size != want); // else this test could not tell the two apart
+
+  // As libcurl passes it: the address stored from `addr` on, in room for any family (an IPv6
+  // address is longer than the struct's own sockaddr).
+  auto open = [](const sockaddr* sa, socklen_t len, int family, SocketGate* gate) {
+    alignas(curl_sockaddr) unsigned char buf[sizeof(curl_sockaddr) + sizeof(sockaddr_storage)] = {};
+    auto* addr = reinterpret_cast<curl_sockaddr*>(buf);
+    addr->family = family;
+    addr->socktype = SOCK_STREAM;
+    addr->protocol = IPPROTO_TCP;
+    addr->addrlen = len;
+    std::memcpy(buf + offsetof(curl_sockaddr, addr), sa, len);
+    return open_gated_socket(gate, CURLSOCKTYPE_IPCXN, addr);
+  };
+  SocketGate no_filter;
+  sockaddr_in in{};
+  in.sin_family = AF_INET;
+  in.sin_port = htons(80);
+  for (const char* loopback : {"127.0.0.1", "127.1.2.3"}) {
+    INFO(loopback);
+    in.sin_addr.s_addr = htonl(parse_v4(loopback));
+    const int fd = open(reinterpret_cast<const sockaddr*>(&in), sizeof in, AF_INET, &no_filter);
+    REQUIRE(fd >= 0);
+    CHECK(rcvbuf(fd) == want);
+    CHECK((::fcntl(fd, F_GETFD) & FD_CLOEXEC) != 0);
+    ::close(fd);
+  }
+  sockaddr_in6 in6{};
+  in6.sin6_family = AF_INET6;
+  in6.sin6_port = htons(80);
+  REQUIRE(::inet_pton(AF_INET6, "::1", &in6.sin6_addr) == 1);
+  if (const int fd =
+          open(reinterpret_cast<const sockaddr*>(&in6), sizeof in6, AF_INET6, &no_filter);
+      fd >= 0) { // a host without IPv6 refuses the socket: nothing to check then
+    CHECK(rcvbuf(fd) == want);
+    ::close(fd);
+  }
+  for (const char* other : {"8.8.4.4", "10.0.0.1", "192.0.2.1"}) {
+    INFO(other);
+    in.sin_addr.s_addr = htonl(parse_v4(other));
+    const int fd = open(reinterpret_cast<const sockaddr*>(&in), sizeof in, AF_INET, &no_filter);
+    REQUIRE(fd >= 0);
+    CHECK(rcvbuf(fd) == default_size);
+    ::close(fd);
+  }
+  // With --deny-private the loopback address is refused before any socket is made.
+  SocketGate deny;
+  deny.filter = &non_public_range;
+  in.sin_addr.s_addr = htonl(parse_v4("127.0.0.1"));
+  CHECK(open(reinterpret_cast<const sockaddr*>(&in), sizeof in, AF_INET, &deny) == CURL_SOCKET_BAD);
+  CHECK(deny.refused == "127.0.0.1 (loopback)");
 }
