@@ -242,6 +242,16 @@ inline void serve_body(Server& server, const std::string& path, const std::strin
   server.start();
 }
 
+// Starts a server that answers GET on each path with its body (the strings must outlive it).
+inline void serve_bodies(Server& server,
+                         const std::vector<std::pair<std::string, const std::string*>>& routes) {
+  for (const auto& [path, body] : routes)
+    server.svr().Get(path, [body](const httplib::Request&, httplib::Response& res) {
+      res.set_content(*body, "application/octet-stream");
+    });
+  server.start();
+}
+
 // The ventilator and sink ends, bound on ephemeral ports, plus run() in a thread.
 class Harness {
 public:

@@ -269,17 +269,9 @@ TEST_CASE("downloader: --digest none writes the same files and sends results wit
   const fs::path out = tmp.path / "out";
   const std::string small = pattern_body(1000, 7);
   const std::string big = pattern_body(700 * 1024, 8); // several chunks for the file thread
+  const std::string empty;
   Server server;
-  server.svr().Get("/small", [&](const httplib::Request&, httplib::Response& res) {
-    res.set_content(small, "application/octet-stream");
-  });
-  server.svr().Get("/big", [&](const httplib::Request&, httplib::Response& res) {
-    res.set_content(big, "application/octet-stream");
-  });
-  server.svr().Get("/empty", [&](const httplib::Request&, httplib::Response& res) {
-    res.set_content("", "text/plain");
-  });
-  server.start();
+  serve_bodies(server, {{"/small", &small}, {"/big", &big}, {"/empty", &empty}});
 
   trawl::downloader::DownloadOptions o;
   o.out = out.string();

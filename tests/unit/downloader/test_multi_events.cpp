@@ -66,16 +66,7 @@ TEST_CASE("multi events: transfers run through the epoll set to the last byte",
   const std::string big = pattern_body(700 * 1024, 2);
   const std::string empty;
   Server server;
-  server.svr().Get("/small", [&](const httplib::Request&, httplib::Response& res) {
-    res.set_content(small, "application/octet-stream");
-  });
-  server.svr().Get("/big", [&](const httplib::Request&, httplib::Response& res) {
-    res.set_content(big, "application/octet-stream");
-  });
-  server.svr().Get("/empty", [&](const httplib::Request&, httplib::Response& res) {
-    res.set_content(empty, "application/octet-stream");
-  });
-  server.start();
+  serve_bodies(server, {{"/small", &small}, {"/big", &big}, {"/empty", &empty}});
 
   CurlMulti multi;
   MultiEvents ev(multi.get(), -1);
