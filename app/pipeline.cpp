@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <csignal>
@@ -17,10 +18,12 @@
 #include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <initializer_list>
 #include <iostream>
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <system_error>
 #include <vector>
 
@@ -234,10 +237,7 @@ private:
     const Proc* sink = by_name("sink");
     if (job_done_ || interrupted_ || sink == nullptr || sink->pid != from) return;
     job_done_ = true;
-    std::vector<std::string> downloaders;
-    for (const auto& p : procs_)
-      if (p.role == "download") downloaders.push_back(p.name);
-    signal_all(downloaders, SIGTERM);
+    signal_all(names_of({"download"}), SIGTERM);
   }
 
   // True once none of `names` is alive; false after `limit`.
@@ -262,11 +262,15 @@ private:
       }
   }
 
-  std::vector<std::string> others() const { // the fetcher and the downloaders: stopped first
+  // The processes of these roles (subcommands).
+  std::vector<std::string> names_of(std::initializer_list<std::string_view> roles) const {
     std::vector<std::string> v;
     for (const auto& p : procs_)
-      if (p.role == "fetch" || p.role == "download") v.push_back(p.name);
+      if (std::find(roles.begin(), roles.end(), p.role) != roles.end()) v.push_back(p.name);
     return v;
+  }
+  std::vector<std::string> others() const { // the fetcher and the downloaders: stopped first
+    return names_of({"fetch", "download"});
   }
   std::vector<std::string> all_names() const {
     std::vector<std::string> v;

@@ -137,8 +137,8 @@ public:
         node_(o.node.empty() ? default_node() : o.node),
         sha256_(o.digest == "sha256" ? EVP_MD_fetch(nullptr, "SHA256", nullptr) : nullptr,
                 &EVP_MD_free),
-        rng_(std::random_device{}()), zmq_fd_(tasks.get(zmq::sockopt::fd)), headers_(o.headers),
-        events_(multi_.get(), zmq_fd_), tree_(out_) {
+        rng_(std::random_device{}()), headers_(o.headers),
+        events_(multi_.get(), tasks.get(zmq::sockopt::fd)), tree_(out_) {
     // nullptr with --digest none (check_options() allows only sha256 and none): no hashing.
     if (!sha256_ && o.digest == "sha256") throw std::runtime_error("OpenSSL has no SHA256");
     settings_.connect_timeout_s = o.connect_timeout_s;
@@ -586,16 +586,13 @@ private:
 
   void release(Transfer* t) { idle_.push_back(t); }
 
-  // Returns how many transfers ended.
-  std::size_t drain_finished(bool stopping) {
-    std::size_t ended = 0;
+  void drain_finished(bool stopping) {
     int queued = 0;
     while (CURLMsg* m = curl_multi_info_read(multi_.get(), &queued)) {
       if (m->msg != CURLMSG_DONE) continue;
       // Copy what we need: removing the handle invalidates m.
       CURL* easy = m->easy_handle;
       const CURLcode code = m->data.result;
-      ++ended;
       if (robots_) {
         if (auto ready = robots_->on_done(easy, code, Clock::now())) { // a robots.txt came
           for (auto& task : *ready) admit(std::move(task));
@@ -614,7 +611,6 @@ private:
         finish_on_writer(*t, stopping);
       else complete(*t, finish_into_tree(*t, another_attempt(*t, stopping)), stopping);
     }
-    return ended;
   }
 
   // A body cut short is kept for the next attempt only when there will be one.
@@ -955,7 +951,6 @@ private:
   std::unique_ptr<EVP_MD, decltype(&EVP_MD_free)> sha256_;
   std::mt19937_64 rng_;
   std::uniform_real_distribution<double> jitter_{0.0, 1.0};
-  zmq::fd_t zmq_fd_ = -1;      // the task socket's ZMQ_FD
   std::uint64_t received_ = 0; // tasks received on the task socket (a batch counts its items)
   std::multiset<std::uint64_t> held_ids_; // tasks received and not yet reported, for the vent
   std::uint32_t last_held_ = UINT32_MAX, last_capacity_ = 0;

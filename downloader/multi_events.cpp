@@ -94,17 +94,15 @@ std::size_t MultiEvents::wait(int timeout_ms, std::span<Ready> out) {
   return static_cast<std::size_t>(n);
 }
 
-void MultiEvents::socket_action(int fd, int curl_bits) { run(fd, curl_bits); }
-
 bool MultiEvents::timer_due() const noexcept { return timer_set_ && Clock::now() >= timer_due_; }
 
 void MultiEvents::run_due_timers() {
-  if (timer_due()) run(CURL_SOCKET_TIMEOUT, 0);
+  if (timer_due()) socket_action(CURL_SOCKET_TIMEOUT, 0);
 }
 
-void MultiEvents::run(curl_socket_t s, int bits) {
+void MultiEvents::socket_action(curl_socket_t fd, int curl_bits) {
   int running = 0;
-  const CURLMcode mc = curl_multi_socket_action(multi_, s, bits, &running);
+  const CURLMcode mc = curl_multi_socket_action(multi_, fd, curl_bits, &running);
   if (mc != CURLM_OK)
     throw CurlError(std::string("curl_multi_socket_action: ") + curl_multi_strerror(mc));
 }

@@ -41,8 +41,8 @@ public:
   // ready descriptors; returns how many (0 on a timeout or a signal).
   std::size_t wait(int timeout_ms, std::span<Ready> out);
 
-  // Hands a ready socket to libcurl.
-  void socket_action(int fd, int curl_bits);
+  // Hands a ready socket (or CURL_SOCKET_TIMEOUT) to libcurl; throws CurlError on its refusal.
+  void socket_action(curl_socket_t fd, int curl_bits);
   // Runs libcurl's due timers (new transfers start this way); a no-op when none is due.
   void run_due_timers();
   bool timer_due() const noexcept;
@@ -53,7 +53,6 @@ public:
 private:
   static int on_socket(CURL* easy, curl_socket_t s, int what, void* self, void* socketp);
   static int on_timer(CURLM* multi, long timeout_ms, void* self);
-  void run(curl_socket_t s, int bits);
 
   CURLM* multi_;
   int epoll_fd_ = -1;
