@@ -21,6 +21,30 @@ using namespace trawl::testsupport;
 
 namespace {
 
+// The run directory's pids file: process name (vent, fetch, sink, download-N) -> PID.
+std::map<std::string, pid_t> pids_in(const std::string& run_dir) {
+  std::map<std::string, pid_t> pids;
+  std::ifstream in(run_dir + "/pids");
+  std::string name;
+  pid_t pid = -1;
+  while (in >> name >> pid) pids[name] = pid;
+  return pids;
+}
+
+// A URL list (DIR/list.txt) of the classic gallery's first `n` files on `fixture`; returns what
+// the job must keep, name -> SHA-256.
+std::map<std::string, std::string> write_classic_list(const TempDir& dir,
+                                                      const FixtureServer& fixture, std::size_t n) {
+  const std::vector<Item> files = files_of(classic_gallery(), true);
+  std::map<std::string, std::string> expected;
+  std::ofstream list(dir / "list.txt");
+  for (std::size_t i = 0; i < n; ++i) {
+    list << fixture.url() << "/i/" << files[i].name << "\n";
+    expected[files[i].name] = sha256_hex(file_bytes(files[i].name, files[i].size));
+  }
+  return expected;
+}
+
 struct PipelineRun {
   int status = -1;
   std::string out;  // stdout: the summary
@@ -46,10 +70,7 @@ PipelineRun run_pipeline(const TempDir& dir, std::vector<std::string> args,
   r.status = *status;
   r.out = read_file(dir / "stdout");
   r.err = read_file(dir / "stderr");
-  std::ifstream pids(run_dir + "/pids");
-  std::string name;
-  pid_t pid;
-  while (pids >> name >> pid) r.pids.push_back(pid);
+  for (const auto& [name, pid] : pids_in(run_dir)) r.pids.push_back(pid);
   return r;
 }
 
@@ -220,15 +241,9 @@ TEST_CASE("SIGINT stops in order, records what finished, and a re-run fetches on
   {
     INFO("stderr:\n" << read_file(dir / "stderr")); // scoped: see the second run below
     CHECK(*status == 130);
-    std::ifstream pids(run_dir + "/pids");
-    std::string name;
-    pid_t pid;
-    int n = 0;
-    while (pids >> name >> pid) {
-      ++n;
-      CHECK_FALSE(pid_alive(pid));
-    }
-    CHECK(n == 5); // sink, vent, two downloaders, fetcher
+    const auto pids = pids_in(run_dir);
+    for (const auto& [name, pid] : pids) CHECK_FALSE(pid_alive(pid));
+    CHECK(pids.size() == 5); // sink, vent, two downloaders, fetcher
     const auto first = files_in(out);
     for (const auto& [file, sha] : first) CHECK_FALSE(file.ends_with(".part"));
     CHECK(first.size() > 0);
@@ -352,13 +367,7 @@ TEST_CASE("a pipeline that does not finish: the failure names the live processes
   INFO("stderr:\n" << read_file(dir / "stderr"));
   REQUIRE(joined.size() == 2);
   REQUIRE(child.running());
-  std::map<std::string, pid_t> pids;
-  {
-    std::ifstream in(run_dir + "/pids");
-    std::string name;
-    pid_t pid = -1;
-    while (in >> name >> pid) pids[name] = pid;
-  }
+  auto pids = pids_in(run_dir);
   REQUIRE(pids.size() == 5);
 
   const std::string msg =
@@ -395,15 +404,7 @@ TEST_CASE("pipeline rusage log: a line per process, each reaped by the launcher 
           "[e2e]") {
   auto fixture = FixtureServer::start();
   TempDir dir("trawl-e2e-rusage");
-  std::vector<Item> files = files_of(classic_gallery(), true);
-  std::map<std::string, std::string> expected;
-  {
-    std::ofstream list(dir / "list.txt");
-    for (std::size_t i = 0; i < 5; ++i) {
-      list << fixture.url() << "/i/" << files[i].name << "\n";
-      expected[files[i].name] = sha256_hex(file_bytes(files[i].name, files[i].size));
-    }
-  }
+  const auto expected = write_classic_list(dir, fixture, 5);
   const std::string out = dir / "out", log = dir / "rusage";
   auto r = run_pipeline(dir, {"--source", dir / "list.txt", "--out", out, "--rusage-log", log});
   INFO("stdout:\n" << r.out << "\nstderr:\n" << r.err);
@@ -458,15 +459,7 @@ TEST_CASE("the downloaders stop once the sink has every result, while it still w
           "[e2e]") {
   auto fixture = FixtureServer::start();
   TempDir dir("trawl-e2e-early-stop");
-  std::vector<Item> files = files_of(classic_gallery(), true);
-  std::map<std::string, std::string> expected;
-  {
-    std::ofstream list(dir / "list.txt");
-    for (std::size_t i = 0; i < 8; ++i) {
-      list << fixture.url() << "/i/" << files[i].name << "\n";
-      expected[files[i].name] = sha256_hex(file_bytes(files[i].name, files[i].size));
-    }
-  }
+  const auto expected = write_classic_list(dir, fixture, 8);
   // The sink writes the report to REPORT.tmp, then renames it: a FIFO there holds the sink in
   // its ending (open blocks) until this test reads it.
   const std::string report = dir / "report.json";
@@ -477,20 +470,12 @@ TEST_CASE("the downloaders stop once the sink has every result, while it still w
                              "--progress", "none", "--source", dir / "list.txt", "--out", out,
                              "--downloaders", "2", "--report", report},
                             {}, dir / "stdout", dir / "stderr");
-  auto pids_of = [&] {
-    std::map<std::string, pid_t> pids;
-    std::ifstream in(run_dir + "/pids");
-    std::string name;
-    pid_t pid = 0;
-    while (in >> name >> pid) pids[name] = pid;
-    return pids;
-  };
   // Bounded: 60 s for the job to reach its end with both downloaders gone.
   bool downloaders_gone = false;
   std::map<std::string, pid_t> pids;
   for (int i = 0; i < 600 && !downloaders_gone && child.running(); ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    pids = pids_of();
+    pids = pids_in(run_dir);
     downloaders_gone = pids.count("download-1") == 1 && pids.count("download-2") == 1 &&
                        !pid_alive(pids["download-1"]) && !pid_alive(pids["download-2"]);
   }
@@ -514,5 +499,5 @@ TEST_CASE("the downloaders stop once the sink has every result, while it still w
   CHECK(fs::exists(report));
   CHECK(files_in(out) == expected);
   CHECK_THAT(read_file(dir / "stderr"), !Catch::Contains("a downloader exited"));
-  for (const auto& [name, pid] : pids_of()) CHECK_FALSE(pid_alive(pid));
+  for (const auto& [name, pid] : pids_in(run_dir)) CHECK_FALSE(pid_alive(pid));
 }
