@@ -48,9 +48,10 @@ struct SocketGate {
 // The receive buffer of a connection to a loopback address. The kernel starts every socket at
 // tcp_rmem's 128 KiB and grows it as the reader keeps up; over loopback, whose MSS is 64 KiB,
 // that is a window of one or two segments, and a response that waits on it is ACK-clocked at the
-// pace of delayed ACKs: classic against nginx on 127.0.0.1, one downloader of 64, the last file of
-// the job landed ~40 ms after nginx had sent it in 3 runs of 6 (449-505 ms into the job), with
-// 512 KiB-4 MiB in none of 12 (434-452 ms).
+// pace of delayed ACKs. Classic against nginx on 127.0.0.1, one downloader of 64: in 5 of 6
+// probed jobs the loop sat 37-40 ms in epoll_wait with the last response unread although nginx
+// had sent it; the job's last completion came 444-505 ms into it in 12 jobs without the buffer,
+// 434-452 ms in 12 with 512 KiB or 1 MiB.
 inline constexpr int kLoopbackRecvBuffer = 1 << 20;
 
 // CURLOPT_OPENSOCKETFUNCTION: opens the socket libcurl asks for unless gate->filter refuses the
