@@ -59,9 +59,21 @@ TempFile create_unnamed_file(const std::string& dir) {
 }
 
 bool link_unnamed_file(int fd, int dir_fd, const char* name) {
+  // Linked by its descriptor (AT_EMPTY_PATH) where the kernel allows it (CAP_DAC_READ_SEARCH, or
+  // on recent kernels, 6.18 here, the credentials that opened the file), else through
+  // /proc/self/fd, whose path walk was half of linkat's kernel time (perf, 20,000 files to tmpfs:
+  // linkat 4.2 % of all samples, the lookup of the /proc path 49 % of that). Refused once (EPERM or
+  // ENOENT while the /proc path works), it is not tried again.
+  static std::atomic<bool> by_descriptor{true};
+  if (by_descriptor.load(std::memory_order_relaxed)) {
+    if (::linkat(fd, "", dir_fd, name, AT_EMPTY_PATH) == 0) return true;
+    if (errno != EPERM && errno != ENOENT) return false; // EEXIST, ENOSPC...: the same either way
+  }
   char proc[32];
   std::snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
-  return ::linkat(AT_FDCWD, proc, dir_fd, name, AT_SYMLINK_FOLLOW) == 0;
+  if (::linkat(AT_FDCWD, proc, dir_fd, name, AT_SYMLINK_FOLLOW) != 0) return false;
+  by_descriptor.store(false, std::memory_order_relaxed);
+  return true;
 }
 
 bool unnamed_files_work(const std::string& dir, const std::string& probe_name) {

@@ -64,9 +64,9 @@ TempFile create_temp_file(std::string path);
 // spun on that lock meanwhile. A crashed
 // downloader leaves no such file behind. An empty TempFile with errno set when it cannot.
 TempFile create_unnamed_file(const std::string& dir);
-// Gives the unnamed file open as `fd` the name `name` in the directory `dir_fd` (linkat through
-// /proc/self/fd: no privilege needed). Fails with EEXIST when the name is taken. false with errno
-// set when it cannot.
+// Gives the unnamed file open as `fd` the name `name` in the directory `dir_fd` (linkat of the
+// descriptor where the process may, else through /proc/self/fd, which needs no privilege). Fails
+// with EEXIST when the name is taken. false with errno set when it cannot.
 bool link_unnamed_file(int fd, int dir_fd, const char* name);
 // Whether `dir` takes unnamed files that can then be linked (the file system supports O_TMPFILE,
 // /proc is mounted): tried once with a file named `probe_name` (in `dir`, removed again).

@@ -3,9 +3,16 @@
 // and reports why it could not).
 #include <catch2/catch.hpp>
 
+#include <cerrno>
+#include <fcntl.h>
+#include <functional>
+#include <linux/capability.h>
 #include <set>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
+#include <vector>
 
 #include "downloader/temp_pool.hpp"
 #include "downloader/transfer.hpp"
@@ -200,6 +207,73 @@ TEST_CASE("temp pool: as many ready files as transfers, at most 64, none when de
   CHECK(TempPool::capacity_for(480, 1024) == 0);
   CHECK(TempPool::capacity_for(4000, 1024) == 0);
   CHECK(TempPool::capacity_for(4, 64) == 0);
+}
+
+namespace {
+
+// Creates three unnamed files holding "a", "b" and "c", calls `between`, then links them as
+// dir/a, dir/b and dir/a again (taken). 0 when the first two got their names and bytes and the
+// third failed with EEXIST, else the number of the step that failed.
+int link_three(const fs::path& dir, const std::function<bool()>& between) {
+  const int dir_fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dir_fd < 0) return 1;
+  std::vector<TempFile> files;
+  for (const char* body : {"a", "b", "c"}) {
+    files.push_back(trawl::downloader::create_unnamed_file(dir.string()));
+    if (!files.back() || ::write(files.back().fd(), body, 1) != 1) return 2;
+  }
+  if (!between()) return 3;
+  if (!trawl::downloader::link_unnamed_file(files[0].fd(), dir_fd, "a")) return 4;
+  if (!trawl::downloader::link_unnamed_file(files[1].fd(), dir_fd, "b")) return 5;
+  if (trawl::downloader::link_unnamed_file(files[2].fd(), dir_fd, "a") || errno != EEXIST) return 6;
+  ::close(dir_fd);
+  if (read_file(dir / "a") != "a" || read_file(dir / "b") != "b") return 7;
+  return 0;
+}
+
+} // namespace
+
+TEST_CASE("temp pool: an unnamed file is linked by its descriptor, or through /proc by a process "
+          "that may not (no CAP_DAC_READ_SEARCH); a taken name fails with EEXIST either way",
+          "[downloader][temppool]") {
+  TempDir tmp;
+  if (!trawl::downloader::unnamed_files_work(tmp.path.string(), ".trawl-probe.part")) {
+    WARN("SKIPPED: this file system has no O_TMPFILE");
+    return;
+  }
+  fs::create_directories(tmp.path / "privileged");
+  fs::create_directories(tmp.path / "unprivileged");
+  CHECK(link_three(tmp.path / "privileged", [] { return true; }) == 0);
+
+  // A child that drops CAP_DAC_READ_SEARCH after its files were opened (the kernel links by
+  // descriptor only with the capability or the credentials that opened the file; capset makes
+  // new ones): the same links, through /proc.
+  const pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    bool refused = false;
+    const int linked = link_three(tmp.path / "unprivileged", [&] {
+      TempFile probe = trawl::downloader::create_unnamed_file((tmp.path / "unprivileged").string());
+      __user_cap_header_struct head{_LINUX_CAPABILITY_VERSION_3, 0};
+      __user_cap_data_struct caps[2]{};
+      if (::syscall(SYS_capget, &head, caps) != 0) return false;
+      caps[CAP_DAC_READ_SEARCH / 32].effective &= ~(1u << (CAP_DAC_READ_SEARCH % 32));
+      if (::syscall(SYS_capset, &head, caps) != 0) return false;
+      refused = probe && ::linkat(probe.fd(), "", AT_FDCWD, (tmp.path / "probe").c_str(),
+                                  AT_EMPTY_PATH) != 0;
+      return true;
+    });
+    ::_exit(refused ? linked : linked == 0 ? 50 : 51);
+  }
+  int status = 0;
+  REQUIRE(::waitpid(pid, &status, 0) == pid);
+  REQUIRE(WIFEXITED(status));
+  if (WEXITSTATUS(status) == 50) {
+    WARN("this kernel links by descriptor without CAP_DAC_READ_SEARCH: /proc was not needed");
+    return;
+  }
+  CHECK(WEXITSTATUS(status) == 0);
+  CHECK(!fs::exists(tmp.path / "probe"));
 }
 
 TEST_CASE("temp pool: unnamed files leave no name behind, and a transfer links its body to its "
