@@ -2,6 +2,7 @@
 #include "app/pipeline.hpp"
 
 #include <fcntl.h>
+#include <netdb.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -16,10 +17,12 @@
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
+#include <curl/curl.h>
 #include <filesystem>
 #include <fstream>
 #include <initializer_list>
 #include <iostream>
+#include <openssl/evp.h>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -338,6 +341,17 @@ private:
   int wait_job();
 };
 
+// What each forked process would otherwise do again for itself, done once before the forks: 1.0-1.2
+// ms of libcurl's global set-up (the fetcher and every downloader), 0.5-0.8 ms of OpenSSL's first
+// fetch of SHA-256 (every downloader), and the name-service set-up behind libzmq's
+// getprotobyname("pgm") in zmq_ctx_new (0.2 ms: nsswitch.conf, then a library looked for in some
+// 40 places). Measured in a small program that forks: the child's share falls to 0.06 ms.
+void warm_up_for_forks() {
+  curl_global_init(CURL_GLOBAL_DEFAULT); // reference-counted: the roles' own calls are no-ops
+  EVP_MD_free(EVP_MD_fetch(nullptr, "SHA256", nullptr));
+  ::getprotobyname("pgm");
+}
+
 void Launcher::start(const std::string& name, std::vector<std::string> args, int stdin_fd) {
   std::vector<std::string> full = global_;
   full.insert(full.end(), args.begin(), args.end());
@@ -570,6 +584,8 @@ int Launcher::run() {
   sigemptyset(&blocked_);
   for (int sig : {SIGCHLD, SIGINT, SIGTERM, SIGHUP, SIGUSR2}) sigaddset(&blocked_, sig);
   ::sigprocmask(SIG_BLOCK, &blocked_, &old_mask_);
+
+  if (exec_path_.empty()) warm_up_for_forks();
 
   // Start-up order is the job's critical path: the ventilator binds, the fetcher's first request
   // leaves while the sink and the downloaders start (ZeroMQ queues what a process sends before
