@@ -1025,28 +1025,13 @@ namespace {
 
 // Creates the output directory when missing; returns its absolute path, or nullopt after
 // logging why it cannot be used.
-// Removes temporary files left in `out` by downloaders of this host that died (SIGKILL, crash):
-// ".trawl-PID-N.part" whose PID no longer runs. Run at start and at exit, so a job that outlives
-// a killed downloader ends without stray temporary files. (On a directory shared between hosts,
-// a PID says nothing about another host's processes: use one output directory per host.)
-void remove_stale_parts(const std::string& out) {
-  namespace fs = std::filesystem;
-  std::error_code ec;
-  std::size_t removed = 0;
-  for (fs::directory_iterator it(out, ec), end; !ec && it != end; it.increment(ec)) {
-    const std::string name = it->path().filename().string();
-    if (!name.starts_with(".trawl-") || !name.ends_with(".part")) continue;
-    const std::string rest = name.substr(7);
-    const auto dash = rest.find('-');
-    if (dash == std::string::npos || dash == 0 || dash > 10) continue;
-    if (rest.find_first_not_of("0123456789") < dash) continue;
-    const long pid = std::stol(rest.substr(0, dash));
-    if (pid == static_cast<long>(getpid())) continue;
-    if (::kill(static_cast<pid_t>(pid), 0) == 0 || errno != ESRCH) continue;
-    std::error_code rm;
-    if (fs::remove(it->path(), rm)) ++removed;
-  }
-  if (removed > 0) spdlog::info("removed {} temporary files of stopped downloaders in {}", removed, out);
+// Removes temporary files left in `out` by downloaders of this host that died (SIGKILL, crash),
+// see remove_stale_parts. Run at start and at exit, so a job that outlives a killed downloader ends
+// without stray temporary files. (On a directory shared between hosts, a PID says nothing about
+// another host's processes: use one output directory per host.)
+void remove_stale_parts_of_dead(const std::string& out) {
+  if (const std::size_t removed = remove_stale_parts(out); removed > 0)
+    spdlog::info("removed {} temporary files of stopped downloaders in {}", removed, out);
 }
 
 std::optional<std::string> prepare_out_dir(const std::string& out) {
@@ -1196,7 +1181,7 @@ int run(const DownloadOptions& o) {
   }
   const auto out = prepare_out_dir(o.out);
   if (!out) return kExitFatal;
-  remove_stale_parts(*out);
+  remove_stale_parts_of_dead(*out);
 
   try {
     curl_global_once();
@@ -1237,7 +1222,7 @@ int run(const DownloadOptions& o) {
     results.close();
     tasks.close();
     ctx.close();
-    remove_stale_parts(*out);
+    remove_stale_parts_of_dead(*out);
 
     spdlog::info("downloader summary: {} tasks, {} done, {} failed ({} aborted), {} bytes, {} "
                  "retries, {} resumed, {} bad frames{}{}; messages: {} task frames in, {} ready "

@@ -52,6 +52,10 @@ private:
 // ("" for the name alone), unique in the process, also across several downloader runs (tests).
 std::string temp_part_name(const std::string& dir);
 
+// Removes from `dir` the named temporary files (".trawl-PID-N.part", see temp_part_name) of
+// processes that no longer run: not this one's, not a running PID's. Returns how many it removed.
+std::size_t remove_stale_parts(const std::string& dir);
+
 // Creates the file `path` for a transfer's body: O_EXCL | O_NOFOLLOW, never an existing file and
 // never through a planted link. An empty TempFile with errno set when it cannot.
 TempFile create_temp_file(std::string path);

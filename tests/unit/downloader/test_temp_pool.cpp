@@ -327,3 +327,30 @@ TEST_CASE("temp pool: unnamed files leave no name behind, and a transfer links i
   }
   CHECK(read_file(outside) == "keep me");
 }
+
+TEST_CASE("temp pool: remove_stale_parts removes the temporary files of dead processes only",
+          "[downloader][temppool]") {
+  TempDir tmp;
+  // A PID that ran and is gone: a child that has exited and been reaped.
+  const pid_t dead = ::fork();
+  REQUIRE(dead >= 0);
+  if (dead == 0) ::_exit(0);
+  REQUIRE(::waitpid(dead, nullptr, 0) == dead);
+  const std::string d = std::to_string(dead), self = std::to_string(::getpid());
+  const std::vector<std::string> kept{".trawl-" + self + "-2.part", // this process's
+                                      ".trawl-1-3.part",            // a running PID's
+                                      ".trawl-x" + d + "-4.part",   // not a PID
+                                      ".trawl-" + d + "-5.tmp",     // not a temporary file
+                                      "trawl-" + d + "-6.part",     // a name of the job's
+                                      ".trawl--7.part",
+                                      ".trawl-" + d + ".part",
+                                      "photo.jpg"};
+  const std::vector<std::string> gone{".trawl-" + d + "-1.part", ".trawl-" + d + "-8.part"};
+  for (const auto& n : kept) std::ofstream(tmp.path / n) << n;
+  for (const auto& n : gone) std::ofstream(tmp.path / n) << n;
+  CHECK(trawl::downloader::remove_stale_parts(tmp.path.string()) == gone.size());
+  for (const auto& n : kept) CHECK(fs::exists(tmp.path / n));
+  for (const auto& n : gone) CHECK(!fs::exists(tmp.path / n));
+  CHECK(trawl::downloader::remove_stale_parts(tmp.path.string()) == 0);
+  CHECK(trawl::downloader::remove_stale_parts((tmp.path / "missing").string()) == 0);
+}
