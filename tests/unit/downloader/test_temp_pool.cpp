@@ -234,7 +234,7 @@ int link_three(const fs::path& dir, const std::function<bool()>& between) {
 } // namespace
 
 TEST_CASE("temp pool: an unnamed file is linked by its descriptor, or through /proc by a process "
-          "that may not (no CAP_DAC_READ_SEARCH); a taken name fails with EEXIST either way",
+          "that may not (no CAP_DAC_READ_SEARCH), and a taken name fails with EEXIST either way",
           "[downloader][temppool]") {
   TempDir tmp;
   if (!trawl::downloader::unnamed_files_work(tmp.path.string(), ".trawl-probe.part")) {
