@@ -23,6 +23,11 @@ struct DownloadOptions {
   std::string out = ".";
   int concurrency = 64;
   int prefetch = 4;
+  // The queue grows beyond `prefetch` to about this much work at the rate tasks end on this node
+  // (at most `concurrency` tasks), re-measured every 50 ms: where tasks end by the thousand a
+  // second, `prefetch` of them last less than the ventilator's answer to a ready. 0 = the queue
+  // stays at `prefetch`.
+  std::chrono::milliseconds prefetch_work{16};
   // How long a finished result, or a slot set free, may wait to go out with others: results go to
   // the sink in frames of up to kResultBatch (32), credit to the ventilator once prefetch/2 slots
   // are free; either leaves at once when nothing else is in flight or the node would idle.

@@ -3,6 +3,7 @@
 // (harness.hpp).
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <ctime>
@@ -525,6 +526,62 @@ TEST_CASE("downloader: freed slots are reported once prefetch/2 of them are free
 }
 
 // Figures, not checks: run with  trawl_unit_tests '[.downloader-bench]' -s
+namespace {
+
+// Plays the ventilator for `for_how_long`: sends as many tasks as the last ready's credit allows
+// (capacity - held - on the way), tasks that end at once (an unusable name), in "tasks" frames.
+// Returns the largest capacity a ready showed meanwhile, and counts the tasks in `sent`.
+std::uint32_t feed_instant_tasks(Harness& h, std::chrono::milliseconds for_how_long,
+                                 std::uint64_t& sent) {
+  std::uint32_t largest = 0;
+  const auto until = std::chrono::steady_clock::now() + for_how_long;
+  while (std::chrono::steady_clock::now() < until) {
+    h.drain_ready(0ms);
+    const auto& r = h.last_ready();
+    largest = std::max(largest, r.capacity);
+    const auto credit = static_cast<std::int64_t>(r.capacity) - static_cast<std::int64_t>(r.held) -
+                        static_cast<std::int64_t>(sent - r.received);
+    if (credit > 0) {
+      std::vector<Task> batch;
+      for (std::int64_t i = 0; i < credit; ++i, ++sent)
+        batch.push_back(Task{sent + 1, "http://127.0.0.1:9/x", "../x" + std::to_string(sent), 1});
+      h.send_raw(trawl::proto::encode(trawl::proto::Tasks{batch}));
+    }
+    std::this_thread::sleep_for(1ms);
+  }
+  return largest;
+}
+
+} // namespace
+
+TEST_CASE("downloader: the queue grows to --prefetch-ms of work while tasks end fast, and "
+          "shrinks back to --prefetch when they stop",
+          "[downloader]") {
+  TempDir tmp;
+  trawl::downloader::DownloadOptions o;
+  o.out = tmp.path.string();
+  o.concurrency = 8;
+  o.prefetch = 2;
+  o.coalesce = 1ms;
+  const bool adaptive = GENERATE(true, false);
+  o.prefetch_work = adaptive ? 16ms : 0ms;
+  INFO((adaptive ? "--prefetch-ms 16" : "--prefetch-ms 0"));
+  Harness h(o);
+  h.drain_ready(10s);
+  REQUIRE(h.last_ready().capacity == 10); // concurrency + prefetch before anything ended
+  // Hundreds of tasks a second end here: 16 ms of them is more than the concurrency, the cap.
+  std::uint64_t sent = 0;
+  const std::uint32_t largest = feed_instant_tasks(h, 600ms, sent);
+  INFO("tasks sent " << sent);
+  CHECK(sent > 200);
+  CHECK(largest == (adaptive ? 16u : 10u));
+  auto results = h.collect(sent, 10s);
+  CHECK(results.size() == sent);
+  // Nothing ends any more: within a few windows of 50 ms the queue is --prefetch again.
+  CHECK(h.await_ready([](const auto& r) { return r.capacity == 10; }, 2s));
+  CHECK(h.stop() == trawl::kExitOk);
+}
+
 TEST_CASE("downloader bench: throughput against a loopback server", "[.downloader-bench]") {
   TempDir tmp;
   Server server;
