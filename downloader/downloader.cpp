@@ -66,6 +66,7 @@ constexpr milliseconds kPrefetchWindow{50};
 int max_prefetch(const DownloadOptions& o) {
   return o.prefetch_work.count() == 0 ? o.prefetch : std::max(o.prefetch, o.concurrency);
 }
+
 // Results in one frame to the sink, at most, before --coalesce-ms is up: enough that a node whose
 // transfers end one by one sends a frame per few dozen links, not one per link.
 constexpr std::size_t kResultBatch = 32;
@@ -433,10 +434,10 @@ private:
 
   // The tasks queued here beyond the running ones: --prefetch, or about --prefetch-ms of work at
   // the rate tasks ended in the last kPrefetchWindow (`ended`: tasks received and no longer
-  // held), at most --concurrency. small-tmpfs (20,000 x 8-64 KB, 2 downloaders of 64, nginx):
-  // a fixed prefetch of 64 took 1149-1201 ms (medians of 6 runs, two batches) against 1250-1255
-  // with 4; classic (2x64) 294 against 291 ms and latency (2x64) 1.73-1.78 s against 1.75-2.0:
-  // there the rate keeps it at 4.
+  // held), at most --concurrency. small-tmpfs (20,000 x 8-64 KB, 2 downloaders of 64, nginx,
+  // --digest none), 12 alternating runs: median 1265 ms with 16 ms of work against 1394 with a
+  // fixed 4 (a fixed 64: 1290). Classic (297/297 ms at 2x64) and latency (2x64, 1.74-1.78 s both)
+  // did not change: there the rate keeps it at 4.
   void adapt_prefetch(Clock::time_point now, std::uint64_t ended) {
     if (opt_.prefetch_work.count() == 0) return;
     if (rate_since_ == Clock::time_point{} || ended < ended_since_) {
@@ -1060,17 +1061,17 @@ std::string check_options(const DownloadOptions& o) {
 
 namespace {
 
-// Creates the output directory when missing; returns its absolute path, or nullopt after
-// logging why it cannot be used.
 // Removes temporary files left in `out` by downloaders of this host that died (SIGKILL, crash),
-// see remove_stale_parts. Run at start and at exit, so a job that outlives a killed downloader ends
-// without stray temporary files. (On a directory shared between hosts, a PID says nothing about
-// another host's processes: use one output directory per host.)
-void remove_stale_parts_of_dead(const std::string& out) {
+// see remove_stale_parts, and says how many. Run at start and at exit, so a job that outlives a
+// killed downloader ends without stray temporary files. (On a directory shared between hosts, a
+// PID says nothing about another host's processes: use one output directory per host.)
+void sweep_stale_parts(const std::string& out) {
   if (const std::size_t removed = remove_stale_parts(out); removed > 0)
     spdlog::info("removed {} temporary files of stopped downloaders in {}", removed, out);
 }
 
+// Creates the output directory when missing; returns its absolute path, or nullopt after
+// logging why it cannot be used.
 std::optional<std::string> prepare_out_dir(const std::string& out) {
   namespace fs = std::filesystem;
   std::error_code ec;
@@ -1226,7 +1227,7 @@ int run(const DownloadOptions& o) {
   }
   const auto out = prepare_out_dir(o.out);
   if (!out) return kExitFatal;
-  remove_stale_parts_of_dead(*out);
+  sweep_stale_parts(*out);
 
   try {
     curl_global_once();
@@ -1267,7 +1268,7 @@ int run(const DownloadOptions& o) {
     results.close();
     tasks.close();
     ctx.close();
-    remove_stale_parts_of_dead(*out);
+    sweep_stale_parts(*out);
 
     spdlog::info("downloader summary: {} tasks, {} done, {} failed ({} aborted), {} bytes, {} "
                  "retries, {} resumed, {} bad frames{}{}; messages: {} task frames in, {} ready "

@@ -40,10 +40,17 @@ void TempFile::reset() noexcept {
   path_.clear();
 }
 
+namespace {
+// A named temporary file is kPartPrefix + PID + "-" + N + kPartSuffix: made by temp_part_name,
+// read back by remove_stale_parts.
+constexpr std::string_view kPartPrefix = ".trawl-";
+constexpr std::string_view kPartSuffix = ".part";
+} // namespace
+
 std::string temp_part_name(const std::string& dir) {
   static std::atomic<std::uint64_t> counter{0};
-  std::string name =
-      ".trawl-" + std::to_string(::getpid()) + "-" + std::to_string(counter.fetch_add(1)) + ".part";
+  std::string name = std::string(kPartPrefix) + std::to_string(::getpid()) + "-" +
+                     std::to_string(counter.fetch_add(1)) + std::string(kPartSuffix);
   return dir.empty() ? name : dir + "/" + name;
 }
 
@@ -56,8 +63,8 @@ std::size_t remove_stale_parts(const std::string& dir) {
   const long self = static_cast<long>(::getpid());
   while (const dirent* e = ::readdir(d)) {
     const std::string_view name(e->d_name);
-    if (!name.starts_with(".trawl-") || !name.ends_with(".part")) continue;
-    const std::string_view rest = name.substr(7);
+    if (!name.starts_with(kPartPrefix) || !name.ends_with(kPartSuffix)) continue;
+    const std::string_view rest = name.substr(kPartPrefix.size());
     const auto dash = rest.find('-');
     if (dash == std::string_view::npos || dash == 0 || dash > 10) continue;
     long pid = 0;
