@@ -136,6 +136,7 @@ int main(int argc, char** argv) {
     }
   }
 
-  if (cli->pipeline->parsed()) return run_pipeline(*cli);
-  return run_actor(*cli);
+  // A job's processes (and the launcher) end at once when done (see exit_process).
+  if (cli->pipeline->parsed()) trawl::exit_process(run_pipeline(*cli));
+  trawl::exit_process(run_actor(*cli));
 }

@@ -33,6 +33,7 @@
 #include "common/curve.hpp"
 #include "common/exit_codes.hpp"
 #include "common/host.hpp"
+#include "common/log.hpp"
 
 namespace trawl::app {
 namespace fs = std::filesystem;
@@ -379,7 +380,7 @@ void Launcher::start(const std::string& name, std::vector<std::string> args, int
                    std::strerror(errno));
       ::_exit(127);
     }
-    std::exit(run_role_(full));
+    exit_process(run_role_(full));
   }
   procs_.push_back(Proc{name, args.front(), pid});
   std::ofstream(run_dir_ + "/pids", std::ios::app) << name << ' ' << pid << '\n';

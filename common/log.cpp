@@ -1,6 +1,9 @@
 #include "common/log.hpp"
 
+#include <cstdio>
 #include <cstdlib>
+#include <iostream>
+#include <unistd.h>
 #include <spdlog/cfg/env.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
@@ -18,6 +21,18 @@ void setup_logging(const std::string& actor, int verbosity) {
   logger->set_level(level);
   spdlog::set_default_logger(logger);
   if (std::getenv("SPDLOG_LEVEL")) spdlog::cfg::load_env_levels();
+}
+
+void exit_process(int code) {
+  std::cout.flush();
+  std::cerr.flush();
+  spdlog::shutdown(); // flushes every logger
+  std::fflush(nullptr);
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+  std::exit(code);
+#else
+  ::_exit(code);
+#endif
 }
 
 } // namespace trawl
