@@ -198,9 +198,9 @@ Ledger::~Ledger() {
   } catch (...) {
   }
   stmts_.clear();
-  // Closing checkpoints the WAL into the database. With synchronous=NORMAL that is three
-  // fdatasync calls (the WAL, the database, the WAL again), 6 ms at the end of a classic job on
-  // this disk, which the user waits for. Without them the ledger is exactly as safe as every
+  // Closing checkpoints the WAL into the database. With synchronous=NORMAL that took three
+  // fdatasync calls, 6.0 ms of sqlite3_close at the end of a classic job on this disk (uprobes;
+  // 0.3 ms without), which the user waits for. Without them the ledger is exactly as safe as every
   // commit of the job was: whole after the process exits or is killed, and what the page cache
   // had not written yet lost only with the machine (links then done again on resume, like the
   // files of the job, which are not synced either).
