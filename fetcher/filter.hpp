@@ -33,8 +33,8 @@ public:
   // `exts` as given on the command line (normalised here); empty means every extension.
   // Throws std::invalid_argument for a malformed extension. The de-duplication set starts small
   // and doubles as links come: made for 65,536 links, its 1 MB of slots was zeroed before the
-  // first request of every job (uprobes, classic job: the fetcher's start to its ZeroMQ set-up
-  // took 3.4 ms with it, 0.02 ms without).
+  // first request of every job (HashSet64 of 65,536 and 91 inserts in a fresh process, 20 runs:
+  // median 0.60 ms, 0.52-1.58; of 1,024: 0.015 ms).
   explicit LinkFilter(const std::vector<std::string>& exts, std::size_t expected_links = 1024);
   ~LinkFilter();
   LinkFilter(const LinkFilter&) = delete;
