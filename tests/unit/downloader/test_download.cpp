@@ -489,6 +489,19 @@ TEST_CASE("downloader: with half the slots free and nothing queued, a result is 
   CHECK(h.stop() == trawl::kExitInterrupted);
 }
 
+namespace {
+
+// A "tasks" frame of `count` tasks from id `first` on that end at once (an unusable name), freeing
+// their slots like finished transfers.
+std::string instant_tasks(std::uint64_t first, std::uint64_t count) {
+  std::vector<Task> batch;
+  for (std::uint64_t id = first; id < first + count; ++id)
+    batch.push_back(Task{id, "http://127.0.0.1:9/x", "../x", 1});
+  return trawl::proto::encode(trawl::proto::Tasks{batch});
+}
+
+} // namespace
+
 TEST_CASE("downloader: freed slots are reported once prefetch/2 of them are free, or after "
           "--coalesce-ms",
           "[downloader][coalesce]") {
@@ -501,31 +514,24 @@ TEST_CASE("downloader: freed slots are reported once prefetch/2 of them are free
   o.coalesce = 600ms; // or this long after the first (the heartbeat is 1 s)
   Harness h(o);
   h.drain_ready(10s);
-  const auto unsafe = [](std::uint64_t first, std::uint64_t count) {
-    std::vector<Task> batch;
-    for (std::uint64_t id = first; id < first + count; ++id)
-      batch.push_back(Task{id, "http://127.0.0.1:9/x", "../x", 1});
-    return trawl::proto::encode(trawl::proto::Tasks{batch});
-  };
   const auto ready_with = [&h](std::uint64_t received, std::chrono::milliseconds within) {
     return h.await_ready([received](const auto& r) { return r.received >= received; }, within);
   };
 
   // 7 free slots: not worth a ready yet (before coalescing, one went out at once).
-  h.send_raw(unsafe(1, 7));
+  h.send_raw(instant_tasks(1, 7));
   REQUIRE(h.collect(7, 5s).size() == 7);
   CHECK_FALSE(ready_with(7, 300ms));
   CHECK(ready_with(7, 3s)); // --coalesce-ms later
   CHECK(h.last_ready().held == 0);
 
   // 8 free slots: at once.
-  h.send_raw(unsafe(8, 8));
+  h.send_raw(instant_tasks(8, 8));
   REQUIRE(h.collect(8, 5s).size() == 8);
   CHECK(ready_with(15, 300ms));
   CHECK(h.stop() == trawl::kExitOk);
 }
 
-// Figures, not checks: run with  trawl_unit_tests '[.downloader-bench]' -s
 namespace {
 
 // Plays the ventilator for `for_how_long`: sends as many tasks as the last ready's credit allows
@@ -542,10 +548,8 @@ std::uint32_t feed_instant_tasks(Harness& h, std::chrono::milliseconds for_how_l
     const auto credit = static_cast<std::int64_t>(r.capacity) - static_cast<std::int64_t>(r.held) -
                         static_cast<std::int64_t>(sent - r.received);
     if (credit > 0) {
-      std::vector<Task> batch;
-      for (std::int64_t i = 0; i < credit; ++i, ++sent)
-        batch.push_back(Task{sent + 1, "http://127.0.0.1:9/x", "../x" + std::to_string(sent), 1});
-      h.send_raw(trawl::proto::encode(trawl::proto::Tasks{batch}));
+      h.send_raw(instant_tasks(sent + 1, static_cast<std::uint64_t>(credit)));
+      sent += static_cast<std::uint64_t>(credit);
     }
     std::this_thread::sleep_for(1ms);
   }
@@ -582,6 +586,7 @@ TEST_CASE("downloader: the queue grows to --prefetch-ms of work while tasks end 
   CHECK(h.stop() == trawl::kExitOk);
 }
 
+// Figures, not checks: run with  trawl_unit_tests '[.downloader-bench]' -s
 TEST_CASE("downloader bench: throughput against a loopback server", "[.downloader-bench]") {
   TempDir tmp;
   Server server;
