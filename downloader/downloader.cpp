@@ -221,6 +221,7 @@ public:
         if (now >= disk_pause_until_) {
           start_due_retries(now);
           take_tasks();
+          want_files();
         }
         flush_unsent(false); // results of tasks that ended at once (refused, --bench-null)
         // After taking: the ventilator learns what finished once it frees prefetch/2 slots (or
@@ -302,10 +303,15 @@ private:
     spdlog::debug("bodies are written to {} files in {}", unnamed ? "unnamed" : "named temporary",
                   out_);
     try {
+      const auto backoff = std::chrono::seconds(1);
       if (unnamed)
         temp_pool_.emplace(ready_files,
-                           TempPool::CreateFn([dir = out_] { return create_unnamed_file(dir); }));
-      else temp_pool_.emplace(ready_files, [dir = out_] { return temp_part_name(dir); });
+                           TempPool::CreateFn([dir = out_] { return create_unnamed_file(dir); }),
+                           backoff, 0);
+      else
+        temp_pool_.emplace(ready_files,
+                           TempPool::NameFn([dir = out_] { return temp_part_name(dir); }), backoff,
+                           0);
     } catch (const std::system_error& e) {
       spdlog::warn("no thread to create temporary files ahead ({}): the event loop creates them",
                    e.what());
@@ -579,17 +585,14 @@ private:
       return;
     }
     Transfer* t = acquire();
-    // A continued body has its file; a new one takes a ready file, or creates its own in begin().
-    TempFile ready = resume || !temp_pool_ ? TempFile{} : temp_pool_->take();
-    // A name of its own only when it may create a file (no ready one): none built per link else.
-    std::string temp = ready ? std::string() : temp_part_name(out_);
+    // A continued body has its file; a new one gets its file at its first body byte (body_file).
     proto::Reason reason = proto::Reason::io;
     std::string err;
     try {
-      err =
-          t->begin(task, attempt, settings_, std::move(temp), std::move(resume), std::move(ready));
+      err = t->begin(task, attempt, settings_, std::string(), std::move(resume));
       if (err.empty()) {
         reason = proto::Reason::other;
+        if (t->file_pending()) ++awaiting_file_; // release() counts it off, whatever comes
         multi_.add(t->easy());
       }
     } catch (const CurlError& e) {
@@ -616,10 +619,36 @@ private:
     }
     slots_.push_back(std::make_unique<Transfer>(sha256_.get()));
     slots_.back()->set_writer(writer_ ? &*writer_ : nullptr);
+    slots_.back()->set_file_source([this](std::string& tried) { return body_file(tried); });
     return slots_.back().get();
   }
 
-  void release(Transfer* t) { idle_.push_back(t); }
+  // A new body's file, asked for at its first byte: a ready one of the pool, else one created
+  // here (named: a path the error can show).
+  TempFile body_file(std::string& tried) {
+    --awaiting_file_;
+    if (temp_pool_)
+      if (TempFile f = temp_pool_->take()) return f;
+    tried = temp_part_name(out_);
+    return create_temp_file(tried);
+  }
+
+  void release(Transfer* t) {
+    if (t->file_pending()) --awaiting_file_; // ended before its first body byte
+    idle_.push_back(t);
+  }
+
+  // The pool keeps ready the files that the transfers waiting for their first byte and the
+  // tasks in hand will ask for: none before the job's first requests leave (the CPU goes to
+  // starting the job's processes), and none made at the end of a job for tasks that will not
+  // come, while the last bodies are being written.
+  void want_files() {
+    if (!temp_pool_) return;
+    const std::size_t n = awaiting_file_ + queued_.size();
+    if (n == files_wanted_) return;
+    files_wanted_ = n;
+    temp_pool_->want(n);
+  }
 
   void drain_finished(bool stopping) {
     int queued = 0;
@@ -1026,6 +1055,8 @@ private:
   OutputTree tree_;
   std::optional<RobotsCache> robots_; // --respect-robots; after multi_: freed before it
   std::optional<TempPool> temp_pool_; // empty files ready for new bodies; none with --bench-null
+  std::size_t awaiting_file_ = 0;     // transfers started that have no file yet (Transfer::begin)
+  std::size_t files_wanted_ = 0;      // what the pool was last asked to keep ready
   // Hashes, writes and renames the bodies (see FileWriter); none with --bench-null. After the
   // slots, so that it goes (and runs what it has queued) before them.
   std::optional<FileWriter> writer_;

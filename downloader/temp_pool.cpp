@@ -121,13 +121,16 @@ bool unnamed_files_work(const std::string& dir, const std::string& probe_name) {
   return linked;
 }
 
-TempPool::TempPool(std::size_t capacity, NameFn next_path, std::chrono::milliseconds backoff)
+TempPool::TempPool(std::size_t capacity, NameFn next_path, std::chrono::milliseconds backoff,
+                   std::size_t wanted)
     : TempPool(capacity,
                CreateFn([next = std::move(next_path)] { return create_temp_file(next()); }),
-               backoff) {}
+               backoff, wanted) {}
 
-TempPool::TempPool(std::size_t capacity, CreateFn create, std::chrono::milliseconds backoff)
-    : capacity_(std::max<std::size_t>(capacity, 1)), create_(std::move(create)), backoff_(backoff) {
+TempPool::TempPool(std::size_t capacity, CreateFn create, std::chrono::milliseconds backoff,
+                   std::size_t wanted)
+    : capacity_(std::max<std::size_t>(capacity, 1)), create_(std::move(create)), backoff_(backoff),
+      wanted_(std::min(wanted, capacity_)) {
   // The thread takes no signal: SIGINT/SIGTERM go to a thread that polls the stop flag (a
   // handler run here would only delay a file), and SIGPIPE and the like never concern it.
   thread_ = start_quiet_thread([this] { run(); }, "trawl-tmpfiles");
@@ -149,6 +152,17 @@ std::size_t TempPool::capacity_for(int concurrency, std::uint64_t fd_limit) noex
   const std::uint64_t used = 2 * transfers + kOther;
   const std::uint64_t room = fd_limit > used ? fd_limit - used : 0;
   return static_cast<std::size_t>(std::min({kMax, transfers, room}));
+}
+
+void TempPool::want(std::size_t n) {
+  n = std::min(n, capacity_);
+  {
+    std::lock_guard lock(mutex_);
+    const bool more = n > wanted_ && ready_.size() < n;
+    wanted_ = n;
+    if (!more) return;
+  }
+  wake_.notify_one();
 }
 
 TempFile TempPool::take() {
@@ -182,7 +196,7 @@ bool TempPool::wait_ready(std::size_t n, std::chrono::milliseconds timeout) {
 void TempPool::run() {
   std::unique_lock lock(mutex_);
   while (!stop_) {
-    if (ready_.size() >= capacity_) {
+    if (ready_.size() >= wanted_) {
       wake_.wait(lock);
       continue;
     }

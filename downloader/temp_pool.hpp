@@ -2,9 +2,10 @@
 // system call the downloader makes: 0.4-1.4 ms of kernel time on ext4 (inode allocation, slower
 // still right after many files were deleted), and the event loop is one thread, so 64 transfers
 // starting at once, or 500 files a second, used to hold every other transfer up. The pool keeps up
-// to `capacity` empty files ready; the event loop takes one without waiting for it (take()), or
-// gets none when the pool is empty and then creates its file itself, as it always did, so every
-// error (a full disk, a missing directory) is still reported by the transfer that met it.
+// to `capacity` empty files ready (as many as the owner says it will want: want()); the event loop
+// takes one without waiting for it (take()), or gets none when the pool is empty and then creates
+// its file itself, as it always did, so every error (a full disk, a missing directory) is still
+// reported by the transfer that met it.
 //
 // A failure to create a file (ENOSPC, EACCES, EMFILE...) stops the pool for `backoff`: a broken
 // directory costs one attempt per backoff, not a busy loop, and meanwhile the transfers meet the
@@ -84,19 +85,25 @@ public:
   // Creates one file (called on the pool's thread): an empty TempFile with errno set on failure.
   using CreateFn = std::function<TempFile()>;
 
-  // Starts the thread, which fills the pool at once. Throws std::system_error when it cannot.
-  // Files are created with create_temp_file(next_path()).
+  // Starts the thread, which keeps `wanted` files ready (at most `capacity`; want() changes it):
+  // by default it fills the pool at once. Throws std::system_error when it cannot. Files are
+  // created with create_temp_file(next_path()).
   TempPool(std::size_t capacity, NameFn next_path,
-           std::chrono::milliseconds backoff = std::chrono::seconds(1));
+           std::chrono::milliseconds backoff = std::chrono::seconds(1),
+           std::size_t wanted = SIZE_MAX);
   // The same with files made by `create` (e.g. create_unnamed_file).
   TempPool(std::size_t capacity, CreateFn create,
-           std::chrono::milliseconds backoff = std::chrono::seconds(1));
+           std::chrono::milliseconds backoff = std::chrono::seconds(1),
+           std::size_t wanted = SIZE_MAX);
   ~TempPool(); // stops and joins the thread, then closes and removes the files never taken
   TempPool(const TempPool&) = delete;
   TempPool& operator=(const TempPool&) = delete;
 
   // A ready file, or an empty TempFile when none is: never waits for one to be created.
   TempFile take();
+  // How many files to keep ready from now on (at most the capacity): the files the caller will
+  // ask for soon. Fewer than are ready removes none; the thread only stops creating.
+  void want(std::size_t n);
 
   // How many files to keep ready for a downloader running `concurrency` transfers in a process
   // that may open `fd_limit` descriptors (RLIMIT_NOFILE): enough for all of them to start at
@@ -127,6 +134,7 @@ private:
   std::condition_variable filled_; // wait_ready(): a file was added
   std::deque<TempFile> ready_;
   bool stop_ = false;
+  std::size_t wanted_;            // files to keep ready (<= capacity_)
   Clock::time_point resume_at_{}; // after a failure, no attempt before this
   Stats counts_;                  // all but `ready`, which is ready_.size()
   std::thread thread_; // last: started once everything above is set up

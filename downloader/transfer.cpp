@@ -70,6 +70,7 @@ std::string Transfer::begin(const proto::Task& task, std::uint32_t attempt,
   close_temp(); // a previous attempt always ends in finish()/discard(); this is a safety net
   task_ = task;
   unnamed_ = false;
+  file_pending_ = false;
   temp_dir_ = s.temp_dir;
   attempt_ = attempt;
   max_size_ = s.max_size;
@@ -168,6 +169,10 @@ std::string Transfer::begin(const proto::Task& task, std::uint32_t attempt,
   // here: create_temp_file() uses O_EXCL, which already fails on any existing name, a symbolic
   // link included, and O_NOFOLLOW, which says so explicitly. The final name is only ever reached
   // by rename(), which replaces a link planted there instead of following it.
+  if (!ready && file_source_) {
+    file_pending_ = true;
+    return {};
+  }
   if (!ready) ready = create_temp_file(temp_path);
   if (!ready) {
     const int err = errno;
@@ -178,6 +183,22 @@ std::string Transfer::begin(const proto::Task& task, std::uint32_t attempt,
   std::tie(fd_, temp_path_) = ready.release();
   unnamed_ = temp_path_.empty();
   return {};
+}
+
+bool Transfer::open_pending_file() {
+  file_pending_ = false;
+  std::string tried;
+  TempFile f = file_source_(tried);
+  if (!f) {
+    const int err = errno;
+    local_ = write_error_reason(err); // no inode left is a full disk too
+    local_detail_ =
+        bounded("cannot create " + tried + ": " + std::strerror(err), proto::kMaxDetailBytes);
+    return false;
+  }
+  std::tie(fd_, temp_path_) = f.release();
+  unnamed_ = temp_path_.empty();
+  return true;
 }
 
 bool Transfer::open_partial(Partial& p) {
@@ -289,6 +310,7 @@ std::size_t Transfer::write_body(const char* data, std::size_t n) {
     local_detail_ = "body exceeds --max-size " + std::to_string(max_size_) + " bytes";
     return 0;
   }
+  if (file_pending_ && !open_pending_file()) return 0;
   // A write that failed on the writer's thread stops the transfer at its next bytes.
   if (io_failed_.load(std::memory_order_acquire)) return 0;
   if (writer_ == nullptr) {
@@ -362,6 +384,10 @@ void Transfer::prepare_finish(CURLcode code) {
   if (!settled_ && code == CURLE_OK && local_ == proto::Reason::none && e.http_status >= 200 &&
       e.http_status < 300)
     settle_response(e.http_status);
+  // An empty 2xx body still becomes a file.
+  if (file_pending_ && code == CURLE_OK && local_ == proto::Reason::none && e.http_status >= 200 &&
+      e.http_status < 300)
+    open_pending_file();
   if (offset_ > 0 && e.http_status == 416 && local_ == proto::Reason::none) {
     refused_ = true;
     local_detail_ = "resume refused: HTTP 416 for the bytes after the " +

@@ -12,6 +12,7 @@
 #include <array>
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <openssl/evp.h>
 #include <optional>
@@ -108,12 +109,13 @@ public:
 
   // Prepares one attempt: resets the handle, sets every option and writes the body to `ready`
   // (an empty file of the TempPool; `temp_path` is then unused and may be empty) or, when that
-  // is empty, creates `temp_path` (O_EXCL | O_NOFOLLOW: never an existing file, never through a
-  // planted link). With `resume`, continues that partial body instead (Range from its size,
-  // If-Range with its validator) when its file still holds exactly its bytes (`ready` is then
-  // removed); otherwise removes it and starts afresh. Returns "" on success, else why the temporary
-  // file could not be created (the caller reports begin_reason(): disk when the file system is
-  // full, else io). Throws CurlError when libcurl refuses an option.
+  // is empty, to a file from the file source (set_file_source) at the first body byte, or,
+  // without a source, creates `temp_path` now (O_EXCL | O_NOFOLLOW: never an existing file,
+  // never through a planted link). With `resume`, continues that partial body instead (Range from
+  // its size, If-Range with its validator) when its file still holds exactly its bytes (`ready` is
+  // then removed); otherwise removes it and starts afresh. Returns "" on success, else why the
+  // temporary file could not be created (the caller reports begin_reason(): disk when the file
+  // system is full, else io). Throws CurlError when libcurl refuses an option.
   std::string begin(const proto::Task& task, std::uint32_t attempt, const TransferSettings& s,
                     std::string temp_path, std::optional<Partial> resume = std::nullopt,
                     TempFile ready = {});
@@ -142,6 +144,16 @@ public:
   // hashed and written at once on the calling thread; nullptr (the default) writes them at once.
   // Set before begin(); the writer must outlive the transfer's jobs.
   void set_writer(FileWriter* writer) noexcept { writer_ = writer; }
+  // Where a new body's file comes from when begin() is given none: called at the body's first
+  // byte (or at the end of an empty 2xx body), never for a response that keeps no body (an
+  // error status, a failed connection). It returns the file, or an empty TempFile with errno set
+  // and `tried` naming what it could not create. So a latency-bound transfer makes its file
+  // while it waits for the server, not before its request leaves. Unset (the default), begin()
+  // creates its `temp_path` at once. Set before begin().
+  using FileSource = std::function<TempFile(std::string& tried)>;
+  void set_file_source(FileSource source) { file_source_ = std::move(source); }
+  // The attempt has no file yet (begin() left it for the first body byte).
+  bool file_pending() const noexcept { return file_pending_; }
   // Body bytes received and not handed to the writer yet.
   std::size_t unwritten() const noexcept { return chunk_.size(); }
   // True when no chunk of this attempt went to the writer (the whole body is still in hand, or
@@ -177,6 +189,9 @@ private:
   bool place_unnamed(int fd, const std::string& final_path, int dir_fd, const std::string& name);
   void close_temp() noexcept; // closes and removes the temporary file, if any
   bool open_partial(Partial& p);     // takes over p's file; false when it cannot be continued
+  // Gets the body's file from file_source_ when begin() left it for later; false, with local_
+  // and local_detail_ saying why, when none could be had.
+  bool open_pending_file();
   bool settle_response(long status); // at the first body byte (or the end): append, restart or refuse
   bool start_over();                 // empties the file and the digest; false on an I/O error
   std::string header(const char* name) const; // of the last response, "" when absent
@@ -193,6 +208,8 @@ private:
   int fd_ = -1;
   std::string temp_path_;       // empty for an unnamed file (create_unnamed_file)
   bool unnamed_ = false;        // the body's file has no name until finish links it
+  bool file_pending_ = false;   // no file yet: open_pending_file() at the first body byte
+  FileSource file_source_;
   std::string temp_dir_;        // settings.temp_dir
   std::uint64_t bytes_ = 0;     // kept body bytes (2xx) in the file, written and hashed
   std::uint64_t discarded_ = 0; // body bytes of an error response, read and dropped

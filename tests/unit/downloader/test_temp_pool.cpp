@@ -195,6 +195,100 @@ TEST_CASE("temp pool: a transfer writes its body into the file it was given and 
   CHECK_FALSE(fs::exists(own));
 }
 
+TEST_CASE("temp pool: keeps ready only the files it is told are wanted", "[downloader][temppool]") {
+  TempDir tmp;
+  Names names(tmp.path);
+  TempPool pool(8, names.fn(), std::chrono::seconds(1), 0);
+  std::this_thread::sleep_for(100ms);
+  CHECK(pool.stats().created == 0); // none wanted: none made
+  CHECK(part_files(tmp.path).empty());
+
+  pool.want(3);
+  REQUIRE(pool.wait_ready(3, 5s));
+  std::this_thread::sleep_for(100ms);
+  CHECK(pool.stats().created == 3);
+
+  // Taking one refills up to what is wanted; wanting fewer removes none and makes none.
+  TempFile f = pool.take();
+  REQUIRE(f);
+  REQUIRE(pool.wait_ready(3, 5s));
+  pool.want(1);
+  (void)pool.take();
+  std::this_thread::sleep_for(100ms);
+  CHECK(pool.stats().ready == 2);
+  CHECK(pool.stats().created == 4);
+
+  pool.want(100); // at most the capacity
+  REQUIRE(pool.wait_ready(8, 5s));
+  std::this_thread::sleep_for(100ms);
+  CHECK(pool.stats().ready == 8);
+}
+
+TEST_CASE("temp pool: with a file source, a transfer asks for its file at the first body byte "
+          "and only for a body it keeps",
+          "[downloader][temppool]") {
+  TempDir tmp;
+  Server server;
+  const std::string body = pattern_body(70000, 3);
+  serve_body(server, "/f", body);
+  server.svr().Get("/empty", [](const httplib::Request&, httplib::Response& res) {
+    res.set_content("", "application/octet-stream");
+  });
+  trawl::downloader::curl_global_once();
+  Names names(tmp.path);
+  int asked = 0;
+  int fail_with = 0; // errno the source fails with, 0: it makes the file
+  Transfer t(EVP_sha256());
+  t.set_file_source([&](std::string& tried) {
+    ++asked;
+    tried = names.fn()();
+    if (fail_with != 0) {
+      errno = fail_with;
+      return TempFile{};
+    }
+    return trawl::downloader::create_temp_file(tried);
+  });
+  const auto run = [&](std::uint64_t id, const std::string& path, const std::string& name) {
+    REQUIRE(t.begin(Task{id, server.url(path), name, 1}, 1, settings(), "").empty());
+    CHECK(t.file_pending());
+    CHECK(asked == 0); // no file before the response
+    CHECK(part_files(tmp.path).empty());
+    return t.finish(curl_easy_perform(t.easy().get()), (tmp.path / name).string());
+  };
+
+  SECTION("a body: one file, asked for once") {
+    const Finished fin = run(1, "/f", "f.bin");
+    CHECK(fin.reason == Reason::none);
+    CHECK(asked == 1);
+    CHECK(read_file(tmp.path / "f.bin") == body);
+    CHECK(fin.sha256 == sha256_hex(body));
+    CHECK(part_files(tmp.path).empty());
+  }
+  SECTION("an empty body: still a file") {
+    const Finished fin = run(2, "/empty", "e.bin");
+    CHECK(fin.reason == Reason::none);
+    CHECK(asked == 1);
+    REQUIRE(fs::exists(tmp.path / "e.bin"));
+    CHECK(fs::file_size(tmp.path / "e.bin") == 0);
+  }
+  SECTION("an error status: no file at all") {
+    const Finished fin = run(3, "/missing", "m.bin");
+    CHECK(fin.reason == Reason::http_client);
+    CHECK(asked == 0);
+    CHECK_FALSE(fs::exists(tmp.path / "m.bin"));
+    CHECK(part_files(tmp.path).empty());
+  }
+  SECTION("a file that cannot be made ends the transfer, as a full disk when it is one") {
+    fail_with = ENOSPC;
+    const Finished fin = run(4, "/f", "n.bin");
+    CHECK(asked == 1);
+    CHECK(fin.reason == Reason::disk);
+    CHECK(fin.detail.find("cannot create " + tmp.path.string()) == 0);
+    CHECK(fin.detail.find(std::strerror(ENOSPC)) != std::string::npos);
+    CHECK_FALSE(fs::exists(tmp.path / "n.bin"));
+  }
+}
+
 TEST_CASE("temp pool: as many ready files as transfers, at most 64, none when descriptors are "
           "short",
           "[downloader][temppool]") {
