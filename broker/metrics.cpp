@@ -1,9 +1,17 @@
 #include "broker/metrics.hpp"
 
+#include <arpa/inet.h>
 #include <cerrno>
+#include <csignal>
+#include <cstdint>
 #include <cstring>
-#include <httplib.h>
+#include <dlfcn.h>
+#include <microhttpd.h>
+#include <netinet/in.h>
+#include <pthread.h>
 #include <stdexcept>
+#include <string_view>
+#include <type_traits>
 
 namespace trawl::broker {
 namespace {
@@ -95,29 +103,119 @@ std::string prometheus_text(const JobStats& st) {
   return s;
 }
 
-MetricsServer::MetricsServer(int port) : server_(std::make_unique<httplib::Server>()) {
-  server_->set_read_timeout(2, 0);
-  server_->set_write_timeout(2, 0);
-  server_->set_payload_max_length(8192);
-  server_->Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
-    res.set_content(text(), "text/plain; version=0.0.4; charset=utf-8");
-  });
-  server_->Get("/", [](const httplib::Request&, httplib::Response& res) {
-    res.set_content("trawl sink: metrics at /metrics\n", "text/plain");
-  });
-  // Loopback only, by design.
-  port_ = port == 0 ? server_->bind_to_any_port("127.0.0.1")
-                    : (server_->bind_to_port("127.0.0.1", port) ? port : -1);
-  if (port_ <= 0)
-    throw std::runtime_error("metrics: cannot listen on 127.0.0.1:" + std::to_string(port) + ": " +
-                             std::strerror(errno));
-  thread_ = std::thread([this] { server_->listen_after_bind(); });
+struct MetricsServer::Library {
+  decltype(&MHD_start_daemon) start_daemon;
+  decltype(&MHD_stop_daemon) stop_daemon;
+  decltype(&MHD_get_daemon_info) daemon_info;
+  decltype(&MHD_create_response_from_buffer) create_response;
+  decltype(&MHD_add_response_header) add_header;
+  decltype(&MHD_queue_response) queue_response;
+  decltype(&MHD_destroy_response) destroy_response;
+  std::string error; // why it could not be loaded ("" when it was)
+};
+
+struct MetricsAccess {
+  static std::string text(const MetricsServer& s) { return s.text(); }
+};
+
+namespace {
+
+// libmicrohttpd's functions, loaded at the first server and kept for the process.
+const MetricsServer::Library& library() {
+  static const MetricsServer::Library lib = [] {
+    MetricsServer::Library l{};
+    void* h = ::dlopen("libmicrohttpd.so.12", RTLD_NOW | RTLD_LOCAL);
+    if (h == nullptr) {
+      const char* why = ::dlerror();
+      l.error = std::string("cannot load libmicrohttpd (Debian package libmicrohttpd12): ") +
+                (why != nullptr ? why : "dlopen failed");
+      return l;
+    }
+    bool ok = true;
+    const auto get = [&](auto& fn, const char* name) {
+      fn = reinterpret_cast<std::remove_reference_t<decltype(fn)>>(::dlsym(h, name));
+      if (fn == nullptr) {
+        ok = false;
+        l.error = std::string("libmicrohttpd has no ") + name;
+      }
+    };
+    get(l.start_daemon, "MHD_start_daemon");
+    get(l.stop_daemon, "MHD_stop_daemon");
+    get(l.daemon_info, "MHD_get_daemon_info");
+    get(l.create_response, "MHD_create_response_from_buffer");
+    get(l.add_header, "MHD_add_response_header");
+    get(l.queue_response, "MHD_queue_response");
+    get(l.destroy_response, "MHD_destroy_response");
+    if (!ok) ::dlclose(h);
+    return l;
+  }();
+  return lib;
 }
 
-MetricsServer::~MetricsServer() {
-  server_->stop();
-  if (thread_.joinable()) thread_.join();
+// One request: GET (or HEAD) /metrics, / for a pointer there, 404 elsewhere, 405 for any other
+// method. Answered at its headers: a request body is never read.
+MHD_Result on_request(void* cls, MHD_Connection* connection, const char* url, const char* method,
+                      const char* /*version*/, const char* /*upload_data*/,
+                      size_t* /*upload_data_size*/, void** /*con_cls*/) {
+  const auto& self = *static_cast<const MetricsServer*>(cls);
+  const MetricsServer::Library& lib = library();
+  std::string body;
+  const char* type = "text/plain";
+  unsigned status = MHD_HTTP_OK;
+  const std::string_view path(url != nullptr ? url : "");
+  if (std::strcmp(method, "GET") != 0 && std::strcmp(method, "HEAD") != 0) {
+    status = MHD_HTTP_METHOD_NOT_ALLOWED;
+    body = "only GET\n";
+  } else if (path == "/metrics") {
+    body = MetricsAccess::text(self);
+    type = "text/plain; version=0.0.4; charset=utf-8";
+  } else if (path == "/") {
+    body = "trawl sink: metrics at /metrics\n";
+  } else {
+    status = MHD_HTTP_NOT_FOUND;
+    body = "not found: the metrics are at /metrics\n";
+  }
+  MHD_Response* r = lib.create_response(body.size(), body.data(), MHD_RESPMEM_MUST_COPY);
+  if (r == nullptr) return MHD_NO; // no memory: the connection is closed
+  lib.add_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, type);
+  if (status == MHD_HTTP_METHOD_NOT_ALLOWED) lib.add_header(r, MHD_HTTP_HEADER_ALLOW, "GET, HEAD");
+  const MHD_Result queued = lib.queue_response(connection, status, r);
+  lib.destroy_response(r);
+  return queued;
 }
+
+} // namespace
+
+MetricsServer::MetricsServer(int port) : lib_(&library()) {
+  if (!lib_->error.empty()) throw std::runtime_error("metrics: " + lib_->error);
+  if (port < 0 || port > 65535)
+    throw std::runtime_error("metrics: no such port " + std::to_string(port));
+  // Loopback only, by design.
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<std::uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  // Its thread takes no signal (they are the sink's loop's), as the thread inherits this mask.
+  sigset_t all, old;
+  sigfillset(&all);
+  ::pthread_sigmask(SIG_SETMASK, &all, &old);
+  errno = 0;
+  MHD_Daemon* d = lib_->start_daemon(
+      MHD_USE_AUTO | MHD_USE_INTERNAL_POLLING_THREAD, static_cast<std::uint16_t>(port), nullptr,
+      nullptr, &on_request, this, MHD_OPTION_SOCK_ADDR, reinterpret_cast<sockaddr*>(&addr),
+      MHD_OPTION_CONNECTION_TIMEOUT, 2U, MHD_OPTION_CONNECTION_LIMIT, 16U,
+      MHD_OPTION_CONNECTION_MEMORY_LIMIT, static_cast<size_t>(32 * 1024), MHD_OPTION_END);
+  const int err = errno;
+  ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  if (d == nullptr)
+    throw std::runtime_error("metrics: cannot listen on 127.0.0.1:" + std::to_string(port) +
+                             (err != 0 ? std::string(": ") + std::strerror(err) : std::string()));
+  daemon_ = d;
+  const MHD_DaemonInfo* info = lib_->daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
+  port_ = info != nullptr && info->port != 0 ? info->port : port;
+}
+
+MetricsServer::~MetricsServer() { lib_->stop_daemon(static_cast<MHD_Daemon*>(daemon_)); }
 
 void MetricsServer::publish(std::string text) {
   std::lock_guard lock(mutex_);

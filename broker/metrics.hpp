@@ -1,19 +1,20 @@
 // Prometheus metrics of the sink: the text exposition format rendered from JobStats, and an HTTP
-// server (cpp-httplib) on 127.0.0.1 that serves the latest rendering from its own threads. The
-// sink's loop only swaps a string under a mutex (publish), so a slow or hostile scraper can never
-// block it; the server's read and write timeouts are short.
+// server (GNU libmicrohttpd) on 127.0.0.1 that serves the latest rendering from its own thread.
+// The sink's loop only swaps a string under a mutex (publish), so a slow or hostile scraper can
+// never block it; the server's connection timeout is short and its connections few and small.
+//
+// libmicrohttpd is loaded (dlopen) only when a server is made: linked into the binary, an HTTP
+// server library is loaded and initialized at the start of every trawl process, metrics or not
+// (cpp-httplib, which served here before, cost 2-3 ms of each job's start: its shared library
+// and the OpenSSL set-up its constructor runs, measured on an empty program linked to trawl's
+// libraries with and without it, perf stat -r 60).
 #pragma once
 
 #include <memory>
 #include <mutex>
 #include <string>
-#include <thread>
 
 #include "broker/stats.hpp"
-
-namespace httplib {
-class Server;
-}
 
 namespace trawl::broker {
 
@@ -22,7 +23,8 @@ std::string prometheus_text(const JobStats& s);
 
 class MetricsServer {
 public:
-  // Listens on 127.0.0.1:port (0 picks a free port). Throws std::runtime_error when it cannot.
+  // Listens on 127.0.0.1:port (0 picks a free port). Throws std::runtime_error when it cannot
+  // (the port is taken, libmicrohttpd is not installed).
   explicit MetricsServer(int port);
   ~MetricsServer();
   MetricsServer(const MetricsServer&) = delete;
@@ -32,14 +34,17 @@ public:
   // Replaces the text served at /metrics.
   void publish(std::string text);
 
+  struct Library; // the functions of libmicrohttpd, once loaded
+  friend struct MetricsAccess;
+
 private:
   std::string text() const;
 
-  std::unique_ptr<httplib::Server> server_;
+  const Library* lib_ = nullptr;
+  void* daemon_ = nullptr; // struct MHD_Daemon*
   int port_ = 0;
   mutable std::mutex mutex_;
   std::string text_;
-  std::thread thread_;
 };
 
 } // namespace trawl::broker

@@ -3,6 +3,7 @@
 // CSV), the failed list, the ledger pass, the Prometheus text and its HTTP responder, and the
 // job message's optional per-node fields.
 #include <algorithm>
+#include <arpa/inet.h>
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <deque>
@@ -10,9 +11,11 @@
 #include <fstream>
 #include <future>
 #include <map>
+#include <netinet/in.h>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <sstream>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "broker/ledger.hpp"
@@ -452,6 +455,81 @@ TEST_CASE("metrics: Prometheus text with exact values, served on loopback", "[re
   CHECK(trawl::testsupport::http_request(base + "/nothing").status == 404);
   server.publish("x 1\n");
   CHECK(trawl::testsupport::http_get(base + "/metrics") == "x 1\n");
+}
+
+namespace {
+
+// Sends `request` to 127.0.0.1:port and returns everything the server answers until it closes
+// (at most 2 s). A connect failure throws.
+std::string raw_exchange(int port, const std::string& request) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  REQUIRE(fd >= 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<std::uint16_t>(port));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  const timeval tv{2, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+    ::close(fd);
+    throw std::runtime_error("connect failed");
+  }
+  REQUIRE(::send(fd, request.data(), request.size(), MSG_NOSIGNAL) ==
+          static_cast<ssize_t>(request.size()));
+  std::string got;
+  char buf[4096];
+  for (ssize_t n; (n = ::recv(fd, buf, sizeof buf, 0)) > 0;)
+    got.append(buf, static_cast<std::size_t>(n));
+  ::close(fd);
+  return got;
+}
+
+} // namespace
+
+TEST_CASE("metrics: only GET and HEAD are answered, an idle client blocks no one, a taken port "
+          "is an error",
+          "[report]") {
+  MetricsServer server(0);
+  REQUIRE(server.port() > 0);
+  server.publish("m 1\n");
+  const std::string base = "http://127.0.0.1:" + std::to_string(server.port());
+
+  // A client that connects and says nothing holds one connection, not the server.
+  const int idle = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<std::uint16_t>(server.port()));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(::connect(idle, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+  CHECK(trawl::testsupport::http_get(base + "/metrics") == "m 1\n");
+  const auto root = trawl::testsupport::http_request(base + "/");
+  CHECK(root.status == 200);
+  CHECK_THAT(root.body, Catch::Contains("/metrics"));
+  ::close(idle);
+
+  const std::string post =
+      raw_exchange(server.port(), "POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+                                  "Connection: close\r\n\r\nhello");
+  CHECK(post.rfind("HTTP/1.1 405", 0) == 0);
+  CHECK_THAT(post, Catch::Contains("GET, HEAD"));
+  const std::string head =
+      raw_exchange(server.port(), "HEAD /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+  CHECK(head.rfind("HTTP/1.1 200", 0) == 0);
+  CHECK(head.find("m 1") == std::string::npos); // headers only
+  CHECK_THAT(head, Catch::Contains("text/plain; version=0.0.4"));
+  // Garbage instead of a request: an error status or a closed connection, and the server goes on.
+  const std::string junk = raw_exchange(server.port(), std::string("\x01\x02 not http\r\n\r\n"));
+  CHECK(junk.find("m 1") == std::string::npos);
+  CHECK(trawl::testsupport::http_get(base + "/metrics") == "m 1\n");
+
+  // The same port again: refused with the reason.
+  try {
+    MetricsServer second(server.port());
+    FAIL("a second server on a taken port started");
+  } catch (const std::runtime_error& e) {
+    CHECK_THAT(e.what(),
+               Catch::Contains("cannot listen on 127.0.0.1:" + std::to_string(server.port())));
+  }
 }
 
 TEST_CASE("job: the optional per-node requeue figures travel, and a bad pair is refused", "[report][proto]") {
