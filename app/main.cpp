@@ -9,10 +9,12 @@
 #include <spdlog/spdlog.h>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "app/cli.hpp"
 #include "app/docs.hpp"
+#include "app/pipeline.hpp"
 #include "common/curve.hpp"
 #include "common/exit_codes.hpp"
 #include "common/log.hpp"
@@ -92,6 +94,15 @@ int run_pipeline(trawl::app::Cli& cli) {
 } // namespace
 
 int main(int argc, char** argv) {
+  // `trawl pipeline` (the subcommand word among the arguments before --): its set-up for the
+  // forks runs while the arguments are parsed. Should the word be a flag's value instead, the
+  // set-up only ran for nothing.
+  trawl::app::ForkWarmUp warm_up;
+  for (int i = 1; i < argc && std::string_view(argv[i]) != "--"; ++i)
+    if (std::string_view(argv[i]) == "pipeline") {
+      warm_up.start();
+      break;
+    }
   int code = trawl::kExitUsage;
   auto cli = parse_args(std::vector<std::string>(argv + 1, argv + argc), code);
   if (!cli) return code;

@@ -28,6 +28,7 @@
 #include <string>
 #include <string_view>
 #include <system_error>
+#include <thread>
 #include <vector>
 
 #include "common/curve.hpp"
@@ -355,6 +356,22 @@ void warm_up_for_forks() {
   ::getprotobyname("pgm");
 }
 
+// ForkWarmUp::start's thread, joined by wait_warm_up or ~ForkWarmUp. Never destroyed: a process
+// that ends through std::exit before either (a refused command line, in a sanitizer build) must
+// not meet a joinable std::thread's destructor, which would abort it.
+std::thread* g_warm_up = nullptr;
+bool g_warmed = false; // warm_up_for_forks ran (on that thread or here)
+
+void join_warm_up() {
+  if (g_warm_up != nullptr && g_warm_up->joinable()) g_warm_up->join();
+}
+
+void wait_warm_up() {
+  join_warm_up();
+  if (!g_warmed) warm_up_for_forks();
+  g_warmed = true;
+}
+
 void Launcher::start(const std::string& name, std::vector<std::string> args, int stdin_fd) {
   std::vector<std::string> full = global_;
   full.insert(full.end(), args.begin(), args.end());
@@ -588,7 +605,7 @@ int Launcher::run() {
   for (int sig : {SIGCHLD, SIGINT, SIGTERM, SIGHUP, SIGUSR2}) sigaddset(&blocked_, sig);
   ::sigprocmask(SIG_BLOCK, &blocked_, &old_mask_);
 
-  if (exec_path_.empty()) warm_up_for_forks();
+  if (exec_path_.empty()) wait_warm_up();
 
   // Start-up order is the job's critical path: the ventilator binds, the fetcher's first request
   // leaves while the sink and the downloaders start (ZeroMQ queues what a process sends before
@@ -663,6 +680,19 @@ int Launcher::run() {
 }
 
 } // namespace
+
+void ForkWarmUp::start() {
+  if (g_warm_up != nullptr || g_warmed) return;
+  try {
+    g_warm_up = new std::thread([] {
+      warm_up_for_forks();
+      g_warmed = true; // read after join()
+    });
+  } catch (const std::exception&) { // no thread: run_pipeline does it itself
+  }
+}
+
+ForkWarmUp::~ForkWarmUp() { join_warm_up(); }
 
 int run_pipeline(const PipelineOptions& o, const std::vector<std::string>& global,
                  const RunRole& run_role) {
