@@ -138,6 +138,10 @@ Ledger::Ledger(const std::string& dir, bool fresh) {
     fail_sql("cannot open");
   sqlite3_busy_timeout(db_, 5000);
   if (creating) exec("PRAGMA synchronous=OFF");
+  // A new database's switch to WAL is a write (the header's format bytes): in the default mode,
+  // through a rollback journal created and removed for it, one more file on the start-up path (an
+  // inode costs 0.4-1.4 ms of kernel time on ext4 right after many deletions). In memory instead.
+  if (creating) exec("PRAGMA journal_mode=MEMORY");
   exec("PRAGMA journal_mode=WAL");
   if (!creating) exec("PRAGMA synchronous=NORMAL");
   // The working set of a million-link job (the url index, the rows being leased and finished)

@@ -2,7 +2,10 @@
 // closing the ledger at the end of a job does not copy every page of the job back at once.
 #include <catch2/catch.hpp>
 #include <filesystem>
+#include <set>
+#include <sqlite3.h>
 #include <string>
+#include <sys/inotify.h>
 #include <unistd.h>
 
 #include "broker/ledger.hpp"
@@ -45,5 +48,48 @@ TEST_CASE("ledger: the WAL is checkpointed during a job, also after one-row look
     Ledger again(dir.string(), false);
     CHECK(again.counts().pending == 40000);
   }
+  fs::remove_all(dir);
+}
+
+TEST_CASE("ledger: a new ledger is made in WAL mode without a rollback journal file", "[broker]") {
+  namespace fs = std::filesystem;
+  const auto dir = fs::temp_directory_path() / ("trawl-ledger-new-" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  const int in = ::inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+  REQUIRE(in >= 0);
+  REQUIRE(::inotify_add_watch(in, dir.c_str(), IN_CREATE) >= 0);
+  std::set<std::string> created;
+  {
+    Ledger l(dir.string(), true);
+    NameAssigner names;
+    REQUIRE(l.add_link("http://h.test/a.jpg", names).is_new);
+    l.commit();
+    alignas(inotify_event) char buf[8192];
+    for (ssize_t n; (n = ::read(in, buf, sizeof buf)) > 0;)
+      for (char* p = buf; p < buf + n;) {
+        const auto* e = reinterpret_cast<const inotify_event*>(p);
+        if (e->len > 0) created.insert(e->name);
+        p += sizeof(inotify_event) + e->len;
+      }
+    // Another connection sees the WAL mode, and the link.
+    sqlite3* db = nullptr;
+    REQUIRE(sqlite3_open_v2((dir / "ledger.sqlite").c_str(), &db, SQLITE_OPEN_READONLY, nullptr) ==
+            SQLITE_OK);
+    sqlite3_stmt* st = nullptr;
+    REQUIRE(sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &st, nullptr) == SQLITE_OK);
+    REQUIRE(sqlite3_step(st) == SQLITE_ROW);
+    CHECK(std::string(reinterpret_cast<const char*>(sqlite3_column_text(st, 0))) == "wal");
+    sqlite3_finalize(st);
+    REQUIRE(sqlite3_prepare_v2(db, "SELECT count(*) FROM links", -1, &st, nullptr) == SQLITE_OK);
+    REQUIRE(sqlite3_step(st) == SQLITE_ROW);
+    CHECK(sqlite3_column_int(st, 0) == 1);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+  }
+  ::close(in);
+  CHECK(created.count("ledger.sqlite") == 1);
+  CHECK(created.count("ledger.sqlite-wal") == 1);
+  CHECK(created.count("ledger.sqlite-journal") == 0);
   fs::remove_all(dir);
 }
