@@ -125,6 +125,7 @@ public:
 
 private:
   void run();
+  bool low() const; // under mutex_
 
   const std::size_t capacity_;
   const CreateFn create_;
