@@ -5,9 +5,9 @@
 //
 // libmicrohttpd is loaded (dlopen) only when a server is made: linked into the binary, an HTTP
 // server library is loaded and initialized at the start of every trawl process, metrics or not
-// (cpp-httplib, which served here before, cost 2-3 ms of each job's start: its shared library
-// and the OpenSSL set-up its constructor runs, measured on an empty program linked to trawl's
-// libraries with and without it, perf stat -r 60).
+// (cpp-httplib, which served here before, cost 1.3 ms of each job's start: its shared library
+// and the OpenSSL set-up its constructor runs; `perf stat -r 150 trawl --version`, 3 alternating
+// blocks, 10.4 ms with it against 9.1).
 #pragma once
 
 #include <memory>
