@@ -360,16 +360,15 @@ void warm_up_for_forks() {
 // that ends through std::exit before either (a refused command line, in a sanitizer build) must
 // not meet a joinable std::thread's destructor, which would abort it.
 std::thread* g_warm_up = nullptr;
-bool g_warmed = false; // warm_up_for_forks ran (on that thread or here)
 
 void join_warm_up() {
   if (g_warm_up != nullptr && g_warm_up->joinable()) g_warm_up->join();
 }
 
+// Before the first fork: the set-up is done, by the thread (joined) or here.
 void wait_warm_up() {
-  join_warm_up();
-  if (!g_warmed) warm_up_for_forks();
-  g_warmed = true;
+  if (g_warm_up != nullptr) join_warm_up();
+  else warm_up_for_forks();
 }
 
 void Launcher::start(const std::string& name, std::vector<std::string> args, int stdin_fd) {
@@ -682,12 +681,9 @@ int Launcher::run() {
 } // namespace
 
 void ForkWarmUp::start() {
-  if (g_warm_up != nullptr || g_warmed) return;
+  if (g_warm_up != nullptr) return;
   try {
-    g_warm_up = new std::thread([] {
-      warm_up_for_forks();
-      g_warmed = true; // read after join()
-    });
+    g_warm_up = new std::thread(warm_up_for_forks);
   } catch (const std::exception&) { // no thread: run_pipeline does it itself
   }
 }

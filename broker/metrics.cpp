@@ -114,10 +114,6 @@ struct MetricsServer::Library {
   std::string error; // why it could not be loaded ("" when it was)
 };
 
-struct MetricsAccess {
-  static std::string text(const MetricsServer& s) { return s.text(); }
-};
-
 namespace {
 
 // libmicrohttpd's functions, loaded at the first server and kept for the process.
@@ -167,7 +163,7 @@ MHD_Result on_request(void* cls, MHD_Connection* connection, const char* url, co
     status = MHD_HTTP_METHOD_NOT_ALLOWED;
     body = "only GET\n";
   } else if (path == "/metrics") {
-    body = MetricsAccess::text(self);
+    body = self.text();
     type = "text/plain; version=0.0.4; charset=utf-8";
   } else if (path == "/") {
     body = "trawl sink: metrics at /metrics\n";

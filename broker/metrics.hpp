@@ -33,13 +33,12 @@ public:
   int port() const noexcept { return port_; }
   // Replaces the text served at /metrics.
   void publish(std::string text);
-
-  struct Library; // the functions of libmicrohttpd, once loaded
-  friend struct MetricsAccess;
-
-private:
+  // The text served at /metrics now (any thread).
   std::string text() const;
 
+  struct Library; // the functions of libmicrohttpd, once loaded
+
+private:
   const Library* lib_ = nullptr;
   void* daemon_ = nullptr; // struct MHD_Daemon*
   int port_ = 0;

@@ -585,26 +585,23 @@ private:
       return;
     }
     Transfer* t = acquire();
-    // A continued body has its file; a new one gets its file at its first body byte (body_file).
-    proto::Reason reason = proto::Reason::io;
+    // A continued body has its file; a new one gets its file at its first body byte (body_file),
+    // where a file that cannot be made fails the transfer (a full disk pauses, in complete()). So
+    // begin() creates nothing here and fails only when libcurl refuses an option.
     std::string err;
     try {
       err = t->begin(task, attempt, settings_, std::string(), std::move(resume));
       if (err.empty()) {
-        reason = proto::Reason::other;
         if (t->file_pending()) ++awaiting_file_; // release() counts it off, whatever comes
         multi_.add(t->easy());
       }
     } catch (const CurlError& e) {
-      reason = proto::Reason::other;
       err = e.what();
     }
     if (!err.empty()) {
-      if (reason == proto::Reason::io) reason = t->begin_reason();
       t->discard();
       release(t);
-      report_failure(task, attempt, reason, err);
-      if (reason == proto::Reason::disk) pause_for_disk(err);
+      report_failure(task, attempt, proto::Reason::other, err);
       return;
     }
     ++active_;

@@ -459,9 +459,8 @@ TEST_CASE("metrics: Prometheus text with exact values, served on loopback", "[re
 
 namespace {
 
-// Sends `request` to 127.0.0.1:port and returns everything the server answers until it closes
-// (at most 2 s). A connect failure throws.
-std::string raw_exchange(int port, const std::string& request) {
+// A TCP connection to 127.0.0.1:port whose reads wait at most 2 s. A connect failure throws.
+int connect_loopback(int port) {
   const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   REQUIRE(fd >= 0);
   sockaddr_in a{};
@@ -474,6 +473,13 @@ std::string raw_exchange(int port, const std::string& request) {
     ::close(fd);
     throw std::runtime_error("connect failed");
   }
+  return fd;
+}
+
+// Sends `request` to 127.0.0.1:port and returns everything the server answers until it closes
+// (at most 2 s).
+std::string raw_exchange(int port, const std::string& request) {
+  const int fd = connect_loopback(port);
   REQUIRE(::send(fd, request.data(), request.size(), MSG_NOSIGNAL) ==
           static_cast<ssize_t>(request.size()));
   std::string got;
@@ -495,12 +501,7 @@ TEST_CASE("metrics: only GET and HEAD are answered, an idle client blocks no one
   const std::string base = "http://127.0.0.1:" + std::to_string(server.port());
 
   // A client that connects and says nothing holds one connection, not the server.
-  const int idle = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(static_cast<std::uint16_t>(server.port()));
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  REQUIRE(::connect(idle, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+  const int idle = connect_loopback(server.port());
   CHECK(trawl::testsupport::http_get(base + "/metrics") == "m 1\n");
   const auto root = trawl::testsupport::http_request(base + "/");
   CHECK(root.status == 200);
