@@ -53,12 +53,18 @@ struct DownloadOptions {
   std::string expect = "any";       // any | image (downloader/content_check.hpp)
   std::uint64_t min_size = 0;       // bodies shorter than this fail with reason content
   bool dedupe_content = false;      // identical bodies stored once (downloader/output_tree.hpp)
-  std::string digest = "sha256";    // sha256 | none: results carry no digest, bodies are not hashed
+  // sha256 | none (bodies not hashed, results carry no digest) | "" (the default): sha256 with
+  // --dedupe-content, none otherwise; see hashes_bodies().
+  std::string digest;
   bool respect_robots = false;      // robots.txt per origin (downloader/robots_cache.hpp)
 };
 
 // Registers the download flags on `cmd`, writing into `o`.
 void add_options(CLI::App& cmd, DownloadOptions& o);
+
+// Whether bodies are hashed (SHA-256 in every done result): --digest sha256, or --dedupe-content
+// without an explicit --digest none.
+bool hashes_bodies(const DownloadOptions& o);
 
 // What is wrong with `o` beyond what the flags' own checks catch (e.g. --dedupe-content with
 // --digest none), or "" when nothing is.

@@ -202,7 +202,7 @@ bool Transfer::open_pending_file() {
 }
 
 bool Transfer::open_partial(Partial& p) {
-  // Without --digest none, a part is only resumed with the digest state that covers it.
+  // When bodies are hashed, a part is only resumed with the digest state that covers it.
   if (!p.file || p.file->path().empty() || (sha256_ && !p.digest) || p.bytes == 0) return false;
   // The file is ours (created O_EXCL by this process); O_NOFOLLOW still refuses a link that
   // replaced it meanwhile, and its size must be exactly what was hashed.
@@ -480,7 +480,7 @@ Finished Transfer::finish_prepared(const std::string& final_path, int dir_fd,
                              std::strerror(err),
                          proto::kMaxDetailBytes);
     } else {
-      if (sha256_) f.sha256 = hex(md, len); // else --digest none: the result carries none
+      if (sha256_) f.sha256 = hex(md, len); // else not hashed: the result carries none
       f.path = final_path;
       f.bytes = bytes_;
       f.resumed_from = offset_;

@@ -73,11 +73,11 @@ struct Partial {
   std::uint64_t bytes = 0;
   std::int64_t total = -1;  // the whole body's length when the server announced it, else -1
   std::string if_range;     // a strong ETag or a Last-Modified date, "" when the server gave none
-  std::shared_ptr<EVP_MD_CTX> digest; // after `bytes` bytes; null with --digest none
+  std::shared_ptr<EVP_MD_CTX> digest; // after `bytes` bytes; null when bodies are not hashed
 };
 
-// What an attempt came to. On success the body is at `path` and sha256 is set (empty with
-// --digest none).
+// What an attempt came to. On success the body is at `path` and sha256 is set (empty when
+// bodies are not hashed).
 struct Finished {
   proto::Reason reason = proto::Reason::other;
   std::string detail;
@@ -100,7 +100,8 @@ struct Finished {
 
 class Transfer {
 public:
-  // `sha256` must outlive the slot; nullptr (--digest none): bodies are not hashed. Throws
+  // `sha256` must outlive the slot; nullptr (the default, see hashes_bodies): bodies are not
+  // hashed. Throws
   // CurlError / std::runtime_error when a handle or the digest context cannot be created.
   explicit Transfer(const EVP_MD* sha256);
   ~Transfer(); // removes a temporary file still open

@@ -106,8 +106,9 @@ TEST_CASE("a link larger than the free disk fails with reason disk, the rest lan
   write_list(dir / "list.txt", links);
 
   const std::string state = dir / "state";
-  auto r = run_pipeline(dir, "run", {"--out", out, "--state", state, "--downloaders", "1",
-                                     "--concurrency", "2", "--", "--retries", "0"},
+  auto r = run_pipeline(dir, "run",
+                        {"--out", out, "--state", state, "--downloaders", "1", "--concurrency", "2",
+                         "--", "--retries", "0", "--digest", "sha256"},
                         dir / "list.txt", std::chrono::seconds(90));
   INFO("stdout:\n" << r.out << "\nstderr:\n" << r.err);
   CHECK(r.status == 1);
@@ -143,8 +144,9 @@ TEST_CASE("a full disk pauses the downloader, freed space lets the job finish, a
   fill(filler);
 
   const std::string state = dir / "state";
-  const std::vector<std::string> args = {"--out", out, "--state", state, "--downloaders", "1",
-                                         "--concurrency", "4", "--", "--retries", "0"};
+  const std::vector<std::string> args = {
+      "--out", out,  "--state",   state, "--downloaders", "1",     "--concurrency",
+      "4",     "--", "--retries", "0",   "--digest",      "sha256"};
   auto child = start_pipeline(dir, "run", args, dir / "list.txt");
   auto count = [&](int st) {
     int n = 0;

@@ -150,15 +150,16 @@ TEST_CASE("a hostile gallery: nothing escapes --out, bad links fail with their r
 
   const auto before = tree(dir.path());
   const std::string state = dir / "state";
-  auto r = run_pipeline(dir, "run",
-                        {"--out", out, "--state", state, "--downloaders", "2", "--concurrency", "8",
-                         // Two retries: a link whose request went out on the connection that
-                         // /h/long left stale bytes on reads them as its answer (reason truncated,
-                         // retryable), once; the stalled link spends one retry on its own timeout
-                         // first, and was seen (once in a CI run) to meet the stale connection next.
-                         "--", "--retries", "2", "--max-size", "1000000", "--low-speed-time", "2",
-                         "--low-speed-limit", "1000", "--timeout", "30"},
-                        dir / "list.txt", std::chrono::seconds(120));
+  auto r =
+      run_pipeline(dir, "run",
+                   {"--out", out, "--state", state, "--downloaders", "2", "--concurrency", "8",
+                    // Two retries: a link whose request went out on the connection that
+                    // /h/long left stale bytes on reads them as its answer (reason truncated,
+                    // retryable), once; the stalled link spends one retry on its own timeout
+                    // first, and was seen (once in a CI run) to meet the stale connection next.
+                    "--", "--retries", "2", "--max-size", "1000000", "--low-speed-time", "2",
+                    "--low-speed-limit", "1000", "--timeout", "30", "--digest", "sha256"},
+                   dir / "list.txt", std::chrono::seconds(120));
   INFO("stdout:\n" << r.out << "\nstderr:\n" << r.err.substr(0, 8000));
   CHECK(r.status == 1); // some links failed
 

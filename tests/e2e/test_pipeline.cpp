@@ -120,33 +120,39 @@ TEST_CASE("classic job: 91 jpgs of a gallery with gifs and albums, 200 ms per re
   check_all_gone(r);
 }
 
-TEST_CASE("classic job with --digest none: the same files, a manifest without digests", "[e2e]") {
+TEST_CASE("classic job: no digest by default, every SHA-256 with --digest sha256", "[e2e]") {
   auto fixture = FixtureServer::start({"--corpus", "classic"});
-  TempDir dir("trawl-e2e-nodigest");
-  const std::string out = dir / "out";
-  auto r = run_pipeline(dir, {"--source", fixture.url() + "/3/gallery/hot/viral/0.json", "--out",
-                              out, "--ext", ".jpg", "--manifest", dir / "manifest.jsonl", "--",
-                              "--digest", "none"});
-  INFO("stdout:\n" << r.out << "\nstderr:\n" << r.err);
-  CHECK(r.status == 0);
   const auto expected = classic_jpgs();
   REQUIRE(expected.size() == 91);
-  CHECK(files_in(out) == expected);
-  CHECK_THAT(r.out, Catch::Contains("trawl: 91 links: 91 done, 0 failed"));
-  std::ifstream manifest(dir / "manifest.jsonl");
-  std::string line;
-  std::size_t rows = 0;
-  while (std::getline(manifest, line)) {
-    const auto row = nlohmann::json::parse(line);
-    INFO(line);
-    CHECK(row["status"] == "done");
-    CHECK(row["sha256"] == "");
-    const std::string name = fs::path(row["path"].get<std::string>()).filename().string();
-    CHECK(row["bytes"].get<std::uint64_t>() == fs::file_size(fs::path(out) / name));
-    ++rows;
+  for (const bool sha : {false, true}) {
+    INFO((sha ? "--digest sha256" : "default"));
+    TempDir dir(sha ? "trawl-e2e-digest" : "trawl-e2e-nodigest");
+    const std::string out = dir / "out";
+    std::vector<std::string> args = {"--source",   fixture.url() + "/3/gallery/hot/viral/0.json",
+                                     "--out",      out,
+                                     "--ext",      ".jpg",
+                                     "--manifest", dir / "manifest.jsonl"};
+    if (sha) args.insert(args.end(), {"--", "--digest", "sha256"});
+    auto r = run_pipeline(dir, args);
+    INFO("stdout:\n" << r.out << "\nstderr:\n" << r.err);
+    CHECK(r.status == 0);
+    CHECK(files_in(out) == expected);
+    CHECK_THAT(r.out, Catch::Contains("trawl: 91 links: 91 done, 0 failed"));
+    std::ifstream manifest(dir / "manifest.jsonl");
+    std::string line;
+    std::size_t rows = 0;
+    while (std::getline(manifest, line)) {
+      const auto row = nlohmann::json::parse(line);
+      INFO(line);
+      CHECK(row["status"] == "done");
+      const std::string name = fs::path(row["path"].get<std::string>()).filename().string();
+      CHECK(row["sha256"] == (sha ? expected.at(name) : ""));
+      CHECK(row["bytes"].get<std::uint64_t>() == fs::file_size(fs::path(out) / name));
+      ++rows;
+    }
+    CHECK(rows == 91);
+    check_all_gone(r);
   }
-  CHECK(rows == 91);
-  check_all_gone(r);
 }
 
 TEST_CASE("URL list on stdin: duplicates once, 404 reported, clashing names kept apart", "[e2e]") {

@@ -156,10 +156,16 @@ TEST_CASE("report, manifest, failed list and a monitor attached mid-job agree wi
   std::optional<Child> monitor;
   bool attached_mid_job = false;
   const int status = run_pipeline(
-      dir, run_dir,
-      {"--source", fixture.url() + "/list.txt", "--out", out, "--downloaders", "2", "--concurrency", "4",
-       "--report", dir / "report.json", "--manifest", dir / "manifest.jsonl", "--failed", dir / "failed.txt",
-       "--html-report", dir / "report.html", "--monitor"},
+      dir, run_dir, {"--source",      fixture.url() + "/list.txt",
+                     "--out",         out,
+                     "--downloaders", "2",
+                     "--concurrency", "4",
+                     "--report",      dir / "report.json",
+                     "--manifest",    dir / "manifest.jsonl",
+                     "--failed",      dir / "failed.txt",
+                     "--html-report", dir / "report.html",
+                     "--monitor",     "--",
+                     "--digest",      "sha256"},
       [&](Child& pipeline) {
         // Attach once some files have landed, while the job still runs.
         auto landed = [&] {

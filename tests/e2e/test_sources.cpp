@@ -303,7 +303,8 @@ TEST_CASE("sources: a CSV's captions reach the manifest, JSON Lines and CSV, als
     fs::create_directories(run_dir);
     auto child = Child::spawn({TRAWL_PIPELINE, "--trawl", TRAWL_BIN, "--run-dir", run_dir,
                                "--progress", "none", "--source", fixture.url() + "/list.csv",
-                               "--out", out, "--downloaders", "1", "--manifest", manifest_file},
+                               "--out", out, "--downloaders", "1", "--manifest", manifest_file,
+                               "--", "--digest", "sha256"},
                               {}, dir / "stdout", dir / "stderr");
     auto status = child.wait_for(90s);
     if (!status)

@@ -130,7 +130,7 @@ node() { # node HOST: a downloader in namespace HOST with HOST's key; PID in $la
   mkdir -p "$jobdir/out-$h"
   spawn "$h" "job$job-$h" "$trawl" download --connect "$tasks_ep" --sink "$results_ep" \
     --out "$jobdir/out-$h" -j "$conc" --node "$h" --curve-secret "$keys/$h.key" \
-    --curve-server "$keys/server.pub"
+    --curve-server "$keys/server.pub" --digest sha256
 }
 fetch() {
   spawn hub "job$job-fetch" "$trawl" fetch --source "$web_url/list.txt" --connect "ipc://$jobdir/links" \
@@ -192,11 +192,11 @@ node n1; p1=$last
 node n2; p2=$last
 mkdir -p "$jobdir/out-x"
 spawn x "job$job-x" "$trawl" download --connect "$tasks_ep" --sink "$results_ep" --out "$jobdir/out-x" \
-  -j "$conc" --node x --curve-secret "$keys/x.key" --curve-server "$keys/server.pub"
+  -j "$conc" --node x --curve-secret "$keys/x.key" --curve-server "$keys/server.pub" --digest sha256
 px=$last
 mkdir -p "$jobdir/out-y"
 spawn x "job$job-y" "$trawl" download --connect "$tasks_ep" --sink "$results_ep" --out "$jobdir/out-y" \
-  -j "$conc" --node y
+  -j "$conc" --node y --digest sha256
 py=$last
 fetch
 finish_job "$p1" "$p2" "$px" "$py"

@@ -265,6 +265,9 @@ public:
     opt_.connect = {tasks_.get(zmq::sockopt::last_endpoint)};
     opt_.sink = {results_.get(zmq::sockopt::last_endpoint)};
     if (opt_.node.empty()) opt_.node = "test-node";
+    // These tests check every done result's SHA-256 (check_done): hashing is on unless a test
+    // chooses (the default, no digest, has its own tests: "--digest none ...", resume).
+    if (opt_.digest.empty()) opt_.digest = "sha256";
     exit_ = std::async(std::launch::async, [this] { return trawl::downloader::run(opt_); });
   }
   ~Harness() {

@@ -10,6 +10,8 @@
 #include <mutex>
 #include <thread>
 
+#include <CLI/CLI.hpp>
+
 #include "common/exit_codes.hpp"
 #include "tests/unit/downloader/harness.hpp"
 
@@ -251,17 +253,44 @@ TEST_CASE("downloader: unusable output directory or options end run() at once", 
   o.connect = {"nonsense://endpoint"};
   CHECK(trawl::downloader::run(o) == trawl::kExitUsage);
 
-  // --dedupe-content finds copies by their SHA-256: with --digest none there is none.
+  // --dedupe-content finds copies by their SHA-256: with an explicit --digest none there is none.
   o = trawl::downloader::DownloadOptions{};
   o.out = tmp.path.string();
   o.digest = "none";
   CHECK(trawl::downloader::check_options(o).empty());
   o.dedupe_content = true;
-  CHECK_THAT(trawl::downloader::check_options(o), Catch::Contains("--digest sha256"));
+  CHECK_THAT(trawl::downloader::check_options(o), Catch::Contains("--digest none"));
   CHECK(trawl::downloader::run(o) == trawl::kExitUsage);
   o.dedupe_content = false;
   o.digest = "md5";
   CHECK_THAT(trawl::downloader::check_options(o), Catch::Contains("--digest"));
+}
+
+TEST_CASE(
+    "downloader: bodies are hashed with --digest sha256 or --dedupe-content and not by default",
+    "[downloader]") {
+  using trawl::downloader::hashes_bodies;
+  trawl::downloader::DownloadOptions o;
+  CHECK(o.digest.empty());
+  CHECK_FALSE(hashes_bodies(o));
+  CHECK(trawl::downloader::check_options(o).empty());
+  o.dedupe_content = true; // needs the digest: turns it on
+  CHECK(hashes_bodies(o));
+  o.digest = "sha256";
+  CHECK(hashes_bodies(o));
+  o.dedupe_content = false;
+  CHECK(hashes_bodies(o));
+  o.digest = "none";
+  CHECK_FALSE(hashes_bodies(o));
+
+  // From the command line, as `trawl download` parses it.
+  CLI::App app;
+  trawl::downloader::DownloadOptions parsed;
+  trawl::downloader::add_options(app, parsed);
+  app.parse(std::vector<std::string>{"--dedupe-content"}); // CLI11 takes argv reversed
+  CHECK(parsed.digest.empty());
+  CHECK(hashes_bodies(parsed));
+  CHECK_THROWS(app.parse(std::vector<std::string>{"md5", "--digest"}));
 }
 
 TEST_CASE("downloader: --digest none writes the same files and sends results without a digest",
