@@ -8,6 +8,16 @@
 #include "broker/scheduler.hpp"
 
 namespace trawl::broker {
+namespace {
+
+// SQLite counts every allocation in its memory statistics, under a global mutex, unless told
+// not to before it is initialised (it refuses the setting afterwards): so here, before main, in
+// every process that links the ledger. Nothing reads the figures. A 300,000-link --bench-null job
+// (2 x 64, 10 alternating runs): the ventilator's CPU median 4.15 s against 4.38, the job 4.14 s
+// against 4.41.
+[[maybe_unused]] const int kNoMemoryStatistics = sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+
+} // namespace
 
 // A prepared statement, reset before each use.
 class Ledger::Stmt {
