@@ -79,7 +79,9 @@ int run_pipeline(trawl::app::Cli& cli) {
     std::cerr << "trawl pipeline: the download flags after -- were refused: " << why << "\n";
     return trawl::kExitUsage;
   }
-  return trawl::app::run_pipeline(o, global, [](const std::vector<std::string>& args) {
+  trawl::app::PipelineOptions job = o;
+  job.downloaders_hash = trawl::downloader::hashes_bodies(checked->download_opts);
+  return trawl::app::run_pipeline(job, global, [](const std::vector<std::string>& args) {
     int status = trawl::kExitUsage;
     try {
       auto role = parse_args(args, status);

@@ -344,17 +344,19 @@ private:
 };
 
 // What each forked process would otherwise do again for itself, done once before the forks:
-// libcurl's global set-up (the fetcher and every downloader), OpenSSL's first fetch of SHA-256
-// (every downloader), and the name-service set-up behind libzmq's getprotobyname("pgm") in
-// zmq_ctx_new (nsswitch.conf, then a library looked for in some 40 places). Uprobes on a classic
-// job (2 runs each): zmq_ctx_new took 8.2-9.4 ms in the 5 processes, 2.0-3.2 ms after; the
-// downloaders' EVP_MD_fetch 2.4 ms, 1.0 ms in the launcher alone after; curl_global_init 0.4-0.6
-// ms, 0.3 after.
+// libcurl's global set-up (the fetcher and every downloader) and the name-service set-up behind
+// libzmq's getprotobyname("pgm") in zmq_ctx_new (nsswitch.conf, then a library looked for in
+// some 40 places). Uprobes on a classic job (2 runs each): zmq_ctx_new took 8.2-9.4 ms in the 5
+// processes, 2.0-3.2 ms after; curl_global_init 0.4-0.6 ms, 0.3 after.
 void warm_up_for_forks() {
   curl_global_init(CURL_GLOBAL_DEFAULT); // reference-counted: the roles' own calls are no-ops
-  EVP_MD_free(EVP_MD_fetch(nullptr, "SHA256", nullptr));
   ::getprotobyname("pgm");
 }
+
+// OpenSSL's first fetch of SHA-256, which every downloader that hashes bodies makes (2.4 ms in
+// each, 1.0 ms in the launcher alone): only when they hash (not by default), after the join, so
+// that a job without it does not wait for it before its first fork (0.4-0.7 ms under uprobes).
+void warm_up_sha256() { EVP_MD_free(EVP_MD_fetch(nullptr, "SHA256", nullptr)); }
 
 // ForkWarmUp::start's thread, joined by wait_warm_up or ~ForkWarmUp. Never destroyed: a process
 // that ends through std::exit before either (a refused command line, in a sanitizer build) must
@@ -604,7 +606,10 @@ int Launcher::run() {
   for (int sig : {SIGCHLD, SIGINT, SIGTERM, SIGHUP, SIGUSR2}) sigaddset(&blocked_, sig);
   ::sigprocmask(SIG_BLOCK, &blocked_, &old_mask_);
 
-  if (exec_path_.empty()) wait_warm_up();
+  if (exec_path_.empty()) {
+    wait_warm_up();
+    if (o_.downloaders_hash) warm_up_sha256();
+  }
 
   // Start-up order is the job's critical path: the ventilator binds, the fetcher's first request
   // leaves while the sink and the downloaders start (ZeroMQ queues what a process sends before

@@ -41,6 +41,9 @@ struct PipelineOptions {
   bool insecure = false;
   std::string rusage_log;
   std::vector<std::string> download_flags; // after --
+  // Not a flag: set by main from the download flags (with config and environment): the
+  // downloaders hash bodies, so OpenSSL's SHA-256 is fetched once before the forks.
+  bool downloaders_hash = false;
 };
 
 void add_options(CLI::App& cmd, PipelineOptions& o);
@@ -55,12 +58,12 @@ using RunRole = std::function<int(const std::vector<std::string>& args)>;
 int run_pipeline(const PipelineOptions& o, const std::vector<std::string>& global,
                  const RunRole& run_role);
 
-// What every forked role would otherwise set up for itself (libcurl, OpenSSL's SHA-256, the name
-// service), done once by the launcher before it forks. Started on a thread of its own at the start
-// of `trawl pipeline`, it runs while the command line is parsed (about 1.8 ms of set-up against
-// 1.1-1.7 ms of parsing, one after the other before); run_pipeline waits for it before the first
-// fork, or does it then when it was not started. The object waits for the thread when it goes
-// (every way out of main that does not fork).
+// What every forked role would otherwise set up for itself (libcurl, the name service; OpenSSL's
+// SHA-256 when the downloaders hash bodies), done once by the launcher before it forks. Started on
+// a thread of its own at the start of `trawl pipeline`, it runs while the command line is parsed
+// (about 1.8 ms of set-up against 1.1-1.7 ms of parsing, one after the other before); run_pipeline
+// waits for it before the first fork, or does it then when it was not started. The object waits for
+// the thread when it goes (every way out of main that does not fork).
 class ForkWarmUp {
 public:
   ForkWarmUp() = default;
