@@ -165,10 +165,10 @@ void TempPool::want(std::size_t n) {
   wake_.notify_one();
 }
 
-// Three quarters of the wanted files or fewer are ready: the thread is woken then, to make a
-// batch, not for each file taken or each file more wanted (a job of 300,000 tiny bodies woke it
-// twice a file).
-bool TempPool::low() const { return ready_.size() * 4 <= wanted_ * 3 && ready_.size() < wanted_; }
+// Files are wanted and three quarters of them or fewer are ready: the thread is woken then, to
+// make a batch, not for each file taken or each file more wanted (a job of 300,000 tiny bodies
+// woke it twice a file).
+bool TempPool::low() const { return wanted_ > 0 && ready_.size() * 4 <= wanted_ * 3; }
 
 TempFile TempPool::take() {
   TempFile f;
