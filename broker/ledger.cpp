@@ -1,5 +1,6 @@
 #include "broker/ledger.hpp"
 
+#include <algorithm>
 #include <filesystem>
 #include <sqlite3.h>
 #include <stdexcept>
@@ -92,9 +93,12 @@ enum StmtIndex {
 
 const char* const kSql[kStmtCount] = {
     "SELECT id, state FROM links WHERE url = ?1",
-    "INSERT INTO links(id, url, name, state, attempts, host, meta) VALUES(?1, ?2, ?3, 0, 0, ?4, ?5)",
-    "INSERT OR IGNORE INTO links(id, url, name, state, attempts, host, meta) VALUES(?1, ?2, ?3, 0, 0, ?4, ?5)",
-    "SELECT id, url, name, attempts, meta FROM links WHERE state = 0 AND id > ?1 ORDER BY id LIMIT ?2",
+    "INSERT INTO links(id, url, name, state, attempts, host, meta) VALUES(?1, ?2, ?3, 0, 0, ?4, "
+    "?5)",
+    "INSERT OR IGNORE INTO links(id, url, name, state, attempts, host, meta) VALUES(?1, ?2, ?3, 0, "
+    "0, ?4, ?5)",
+    "SELECT id, url, name, attempts, meta FROM links WHERE state = 0 AND id > ?1 ORDER BY id LIMIT "
+    "?2",
     "SELECT id, url, name, attempts, meta FROM links WHERE id = ?1",
     "SELECT state, attempts, bytes, sha256, node, reason, detail FROM links WHERE id = ?1",
     "UPDATE links SET state = 1, attempts = attempts + 1, lease_until = ?2, node = ?3 "
@@ -102,7 +106,8 @@ const char* const kSql[kStmtCount] = {
     "UPDATE links SET state = 0, lease_until = NULL WHERE id = ?1 AND state = 1",
     "SELECT state FROM links WHERE id = ?1",
     "UPDATE links SET state = ?2, bytes = ?3, sha256 = ?4, node = ?5, reason = ?6, detail = ?7, "
-    "path = ?8, http_code = ?9, lease_until = NULL WHERE id = ?1 AND state < 2",
+    "path = ?8, http_code = ?9, lease_until = NULL, attempts = attempts + ?10 "
+    "WHERE id = ?1 AND state < 2",
     "UPDATE links SET state = 3, reason = ?2, detail = ?3, lease_until = NULL WHERE id = ?1",
     "SELECT value FROM meta WHERE key = ?1",
     "INSERT INTO meta(key, value) VALUES(?1, ?2) ON CONFLICT(key) DO UPDATE SET value = ?2",
@@ -257,6 +262,7 @@ void Ledger::commit() {
   // connection that has one: the WAL then grew by every page written in the whole job (some
   // 30,000 frames for 300,000 links), and closing the ledger copied them all back at exit
   // (2.4 s of the ventilator's exit). Ended here, the automatic checkpoint keeps the WAL small.
+  write_leases();
   for (auto& s : stmts_) s.end_read();
   if (in_tx_) {
     exec("COMMIT");
@@ -298,6 +304,9 @@ Ledger::Added Ledger::add_link(std::string_view url, NameAssigner& names, std::s
 
 std::vector<TaskRow> Ledger::pending_of_host(const std::string& host, std::uint64_t after,
                                              std::size_t n) {
+  // A host's cursor passes each link once: a kept lease is among the rows only when read again
+  // from before it (a rescan).
+  if (kept_max_id_ > after) write_leases();
   std::vector<TaskRow> rows;
   auto& s = stmt(kPendingOfHost)
                 .bind(1, host)
@@ -310,6 +319,7 @@ std::vector<TaskRow> Ledger::pending_of_host(const std::string& host, std::uint6
 }
 
 std::vector<std::string> Ledger::pending_hosts() {
+  write_leases();
   std::vector<std::string> hosts;
   auto& s = stmt(kPendingHosts);
   while (s.step()) hosts.push_back(s.text(0));
@@ -322,6 +332,7 @@ std::string Ledger::host_of(std::uint64_t id) {
 }
 
 std::vector<std::pair<std::uint64_t, std::string>> Ledger::leased_hosts() {
+  write_leases();
   std::vector<std::pair<std::uint64_t, std::string>> out;
   auto& s = stmt(kLeasedHosts);
   while (s.step()) out.emplace_back(static_cast<std::uint64_t>(s.i64(0)), s.text(1));
@@ -334,6 +345,7 @@ void Ledger::load_names(NameAssigner& names) {
 }
 
 std::vector<TaskRow> Ledger::pending_after(std::uint64_t after, std::size_t n) {
+  write_leases();
   std::vector<TaskRow> rows;
   auto& s = stmt(kPendingAfter).bind(1, static_cast<std::int64_t>(after)).bind(2, static_cast<std::int64_t>(n));
   while (s.step())
@@ -343,18 +355,21 @@ std::vector<TaskRow> Ledger::pending_after(std::uint64_t after, std::size_t n) {
 }
 
 std::optional<TaskRow> Ledger::task(std::uint64_t id) {
+  write_leases();
   auto& s = stmt(kTask).bind(1, static_cast<std::int64_t>(id));
   if (!s.step()) return std::nullopt;
   return TaskRow{id, s.text(1), s.text(2), static_cast<std::uint32_t>(s.i64(3)), s.text(4)};
 }
 
 std::optional<TaskRow> Ledger::pending_task(std::uint64_t id) {
+  if (kept_leases_.count(id)) return std::nullopt; // leased
   auto& s = stmt(kPendingTask).bind(1, static_cast<std::int64_t>(id));
   if (!s.step()) return std::nullopt;
   return TaskRow{id, s.text(1), s.text(2), static_cast<std::uint32_t>(s.i64(3)), s.text(4)};
 }
 
 std::optional<LinkRecord> Ledger::record(std::uint64_t id) {
+  write_leases();
   auto& s = stmt(kRecord).bind(1, static_cast<std::int64_t>(id));
   if (!s.step()) return std::nullopt;
   return LinkRecord{static_cast<LinkState>(s.i64(0)), static_cast<std::uint32_t>(s.i64(1)),
@@ -363,6 +378,7 @@ std::optional<LinkRecord> Ledger::record(std::uint64_t id) {
 }
 
 std::vector<std::uint64_t> Ledger::ids_in_state(LinkState st) {
+  write_leases();
   std::vector<std::uint64_t> ids;
   auto& s = stmt(kIdsInState).bind(1, static_cast<std::int64_t>(st));
   while (s.step()) ids.push_back(static_cast<std::uint64_t>(s.i64(0)));
@@ -375,7 +391,26 @@ bool Ledger::lease(std::uint64_t id, std::string_view node, std::int64_t until_u
   return sqlite3_changes(db_) > 0;
 }
 
+void Ledger::lease_later(std::uint64_t id, std::string_view node, std::int64_t until_unix_ms) {
+  begin(); // the lease belongs to the open transaction, like one lease() writes
+  kept_leases_.insert_or_assign(id, KeptLease{std::string(node), until_unix_ms});
+  kept_max_id_ = std::max(kept_max_id_, id);
+}
+
+void Ledger::write_leases() {
+  if (kept_leases_.empty()) return;
+  for (const auto& [id, l] : kept_leases_)
+    stmt(kLease)
+        .bind(1, static_cast<std::int64_t>(id))
+        .bind(2, l.until_unix_ms)
+        .bind(3, l.node)
+        .step();
+  kept_leases_.clear();
+  kept_max_id_ = 0;
+}
+
 void Ledger::release(std::uint64_t id) {
+  if (kept_leases_.count(id)) write_leases(); // its dispatch counts
   begin();
   stmt(kRelease).bind(1, static_cast<std::int64_t>(id)).step();
 }
@@ -383,6 +418,8 @@ void Ledger::release(std::uint64_t id) {
 bool Ledger::finish(const proto::Result& r) {
   begin();
   const bool done = r.status == proto::Status::done;
+  // A lease not written yet: its dispatch is counted here, and it is never written.
+  const bool kept = kept_leases_.erase(r.id) > 0;
   stmt(kFinish)
       .bind(1, static_cast<std::int64_t>(r.id))
       .bind(2, static_cast<std::int64_t>(done ? LinkState::done : LinkState::failed))
@@ -393,21 +430,25 @@ bool Ledger::finish(const proto::Result& r) {
       .bind(7, r.detail)
       .bind(8, r.path)
       .bind(9, static_cast<std::int64_t>(r.http_code))
+      .bind(10, static_cast<std::int64_t>(kept ? 1 : 0))
       .step();
   return sqlite3_changes(db_) == 1;
 }
 
 void Ledger::fail(std::uint64_t id, proto::Reason reason, std::string_view detail) {
+  if (kept_leases_.count(id)) write_leases(); // its dispatch counts
   begin();
   stmt(kFail).bind(1, static_cast<std::int64_t>(id)).bind(2, static_cast<std::int64_t>(reason)).bind(3, detail).step();
 }
 
 void Ledger::reset_for_new_run() {
+  write_leases();
   begin();
   exec("UPDATE links SET state = 0, attempts = 0, lease_until = NULL WHERE state IN (1, 3)");
 }
 
 LedgerCounts Ledger::counts() {
+  write_leases();
   LedgerCounts c;
   Stmt s(db_, "SELECT state, count(*) FROM links GROUP BY state");
   while (s.step()) {

@@ -9,6 +9,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -89,6 +90,13 @@ public:
 
   // pending -> leased. Returns false (and changes nothing) when the link is not pending.
   bool lease(std::uint64_t id, std::string_view node, std::int64_t until_unix_ms);
+  // The same lease of a link the caller knows to be pending (it has no way to return false), kept
+  // in memory and written at the next commit(), or never when the link's result comes first:
+  // finish() then counts the dispatch in the same statement. The committed ledger is the same as
+  // with lease(); a transfer shorter than the commit interval costs one statement less. Every
+  // read below sees the lease (pending_task() and pending_of_host() without writing it when they
+  // can). A lease of a link that is not pending is not written.
+  void lease_later(std::uint64_t id, std::string_view node, std::int64_t until_unix_ms);
   void release(std::uint64_t id); // leased -> pending
   // Records a final result of a pending or leased link (one statement). Returns false when the
   // link was already final (a late duplicate) or is unknown; then nothing changes.
@@ -114,6 +122,8 @@ private:
   void begin();
   [[noreturn]] void fail_sql(const char* what);
   Stmt& stmt(int index);
+  // Writes the leases lease_later() kept (before a read that could see them, and at commit()).
+  void write_leases();
 
   std::string path_;
   sqlite3* db_ = nullptr;
@@ -121,6 +131,12 @@ private:
   bool in_tx_ = false;
   bool insert_first_ = false; // the ledger was empty when opened: insert links without a lookup
   std::uint64_t next_id_ = 1; // the id of the next link added: its position in the job
+  struct KeptLease {
+    std::string node;
+    std::int64_t until_unix_ms = 0;
+  };
+  std::unordered_map<std::uint64_t, KeptLease> kept_leases_; // lease_later(), not written yet
+  std::uint64_t kept_max_id_ = 0; // the largest id in kept_leases_ (0 when empty)
 };
 
 } // namespace trawl::broker

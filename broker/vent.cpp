@@ -485,14 +485,17 @@ private:
         continue;
       }
       if (!quota.empty()) quota[peer->first] -= picks.size();
+      const std::int64_t sent_ms = unix_ms_now();
       for (const auto& pick : picks) {
         ++peer->second.sent;
-        if (!ledger_.lease(pick.task.id, peer->second.node, unix_ms_now())) {
+        if (finished_pending_.erase(pick.task.id) > 0) {
           // No longer pending (a late result finished it while it waited in memory): the node
           // gets a task whose result the ledger will ignore; nothing is counted twice.
           sched_.drop(pick.host);
           continue;
         }
+        // Pending in the ledger: it came from there, is not out (leases_) and not finished since.
+        ledger_.lease_later(pick.task.id, peer->second.node, sent_ms);
         leases_[pick.task.id] = Lease{pick.host, peer->first, peer->second.sent, {}};
         peer->second.leases.insert(pick.task.id);
         --counts_.pending;
@@ -760,6 +763,9 @@ private:
       --counts_.leased;
     } else {
       --counts_.pending; // sent back already, and then its result came after all
+      // Should its id still be queued in memory for another dispatch, that dispatch is dropped
+      // (see finished_pending_).
+      finished_pending_.insert(r.id);
     }
     if (r.status == proto::Status::done) ++counts_.done;
     else ++counts_.failed;
@@ -864,6 +870,11 @@ private:
   Ledger ledger_;
   std::map<std::string, Peer> peers_;
   std::unordered_map<std::uint64_t, Lease> leases_;
+  // Links sent back to pending whose result came after all (rare: a lease given up too early).
+  // The scheduler may still hold such an id in memory (read ahead before the result); its
+  // dispatch is dropped here, as the ledger would refuse a lease of a link that is not pending.
+  // One entry per such late result.
+  std::unordered_set<std::uint64_t> finished_pending_;
   LedgerSource source_;
   HostScheduler sched_;
   Clock::time_point stall_since_{};

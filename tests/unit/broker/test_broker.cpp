@@ -333,6 +333,61 @@ TEST_CASE("ledger: stable ids, names kept across reopen, batched states, new run
   std::filesystem::remove_all(dir);
 }
 
+TEST_CASE("ledger: a lease kept in memory reads and commits as a written one", "[broker]") {
+  const std::string dir = temp_path("ledger-kept");
+  std::filesystem::remove_all(dir);
+  {
+    Ledger l(dir, false);
+    NameAssigner names;
+    for (int i = 1; i <= 6; ++i) l.add_link("http://a.test/" + std::to_string(i) + ".jpg", names);
+    l.commit();
+    l.lease_later(1, "n1", 100);
+    CHECK_FALSE(l.pending_task(1));                       // leased: not a task to hand out again
+    const auto rows = l.pending_of_host("a.test", 0, 10); // read from before it: not among them
+    REQUIRE(rows.size() == 5);
+    CHECK(rows.front().id == 2);
+    CHECK(l.counts().leased == 1);
+    CHECK(l.record(1)->attempts == 1);
+    // Finished before a commit: done, its dispatch counted.
+    l.lease_later(2, "n1", 100);
+    CHECK(l.finish(done_result(2, 5, 42)));
+    CHECK_FALSE(l.finish(done_result(2, 5, 42))); // late duplicate
+    CHECK(l.record(2)->state == LinkState::done);
+    CHECK(l.record(2)->attempts == 1);
+    // Given back: pending again, the dispatch counted.
+    l.lease_later(3, "n1", 100);
+    l.release(3);
+    REQUIRE(l.pending_task(3));
+    CHECK(l.pending_task(3)->attempts == 1);
+    // Failed without a result.
+    l.lease_later(4, "n1", 100);
+    l.fail(4, proto::Reason::aborted, "lost");
+    CHECK(l.record(4)->state == LinkState::failed);
+    CHECK(l.record(4)->attempts == 1);
+    // A lease of a link that is no longer pending is not written.
+    l.lease_later(2, "n2", 200);
+    // Kept at the commit: written then.
+    l.lease_later(5, "n2", 300);
+    l.commit();
+  }
+  {
+    Ledger l(dir, false);
+    const auto c = l.counts();
+    CHECK(c.leased == 2); // 1 and 5
+    CHECK(c.done == 1);
+    CHECK(c.failed == 1);
+    CHECK(c.pending == 2); // 3 and 6
+    CHECK(l.leased_hosts() ==
+          std::vector<std::pair<std::uint64_t, std::string>>{{1, "a.test"}, {5, "a.test"}});
+    CHECK(l.record(2)->node == "n1");
+    CHECK(l.record(2)->attempts == 1);
+    CHECK(l.record(5)->node == "n2");
+    CHECK(l.record(5)->attempts == 1);
+    CHECK(l.record(6)->attempts == 0);
+  }
+  std::filesystem::remove_all(dir);
+}
+
 TEST_CASE("vent: --expect-downloaders keeps a short job's share for a downloader still to join",
           "[broker]") {
   using Clock = std::chrono::steady_clock;
