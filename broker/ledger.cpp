@@ -304,17 +304,26 @@ Ledger::Added Ledger::add_link(std::string_view url, NameAssigner& names, std::s
 
 std::vector<TaskRow> Ledger::pending_of_host(const std::string& host, std::uint64_t after,
                                              std::size_t n) {
-  // A host's cursor passes each link once: a kept lease is among the rows only when read again
-  // from before it (a rescan).
-  if (kept_max_id_ > after) write_leases();
-  std::vector<TaskRow> rows;
-  auto& s = stmt(kPendingOfHost)
-                .bind(1, host)
-                .bind(2, static_cast<std::int64_t>(after))
-                .bind(3, static_cast<std::int64_t>(n));
-  while (s.step())
-    rows.push_back({static_cast<std::uint64_t>(s.i64(0)), s.text(1), s.text(2), static_cast<std::uint32_t>(s.i64(3)),
-                    s.text(4)});
+  const auto read = [&] {
+    std::vector<TaskRow> rows;
+    auto& s = stmt(kPendingOfHost)
+                  .bind(1, host)
+                  .bind(2, static_cast<std::int64_t>(after))
+                  .bind(3, static_cast<std::int64_t>(n));
+    while (s.step())
+      rows.push_back({static_cast<std::uint64_t>(s.i64(0)), s.text(1), s.text(2),
+                      static_cast<std::uint32_t>(s.i64(3)), s.text(4)});
+    return rows;
+  };
+  auto rows = read();
+  // A kept lease still reads as pending: then the leases are written and the rows read again. A
+  // host's cursor passes each link once, so only a read from before it (a rescan) finds one.
+  if (!kept_leases_.empty() && std::any_of(rows.begin(), rows.end(), [this](const TaskRow& r) {
+        return kept_leases_.count(r.id) > 0;
+      })) {
+    write_leases();
+    rows = read();
+  }
   return rows;
 }
 
@@ -394,7 +403,6 @@ bool Ledger::lease(std::uint64_t id, std::string_view node, std::int64_t until_u
 void Ledger::lease_later(std::uint64_t id, std::string_view node, std::int64_t until_unix_ms) {
   begin(); // the lease belongs to the open transaction, like one lease() writes
   kept_leases_.insert_or_assign(id, KeptLease{std::string(node), until_unix_ms});
-  kept_max_id_ = std::max(kept_max_id_, id);
 }
 
 void Ledger::write_leases() {
@@ -406,7 +414,6 @@ void Ledger::write_leases() {
         .bind(3, l.node)
         .step();
   kept_leases_.clear();
-  kept_max_id_ = 0;
 }
 
 void Ledger::release(std::uint64_t id) {

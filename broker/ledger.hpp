@@ -136,7 +136,6 @@ private:
     std::int64_t until_unix_ms = 0;
   };
   std::unordered_map<std::uint64_t, KeptLease> kept_leases_; // lease_later(), not written yet
-  std::uint64_t kept_max_id_ = 0; // the largest id in kept_leases_ (0 when empty)
 };
 
 } // namespace trawl::broker
