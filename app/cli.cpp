@@ -7,6 +7,8 @@
 #include <filesystem>
 #include <fstream>
 #include <regex>
+#include <set>
+#include <string_view>
 
 #include "proto/messages.hpp"
 #include "proto/version.hpp"
@@ -106,13 +108,42 @@ std::string env_name(const CLI::App* sub, const CLI::Option& opt) {
   return "TRAWL_" + upper_snake(sub->get_name()) + "_" + upper_snake(flag);
 }
 
+namespace {
+
+// What every subcommand built gets: -v, -q and --config after it, --version, and the environment.
+void finish_cli(Cli& cli, const CliSettings& settings, const std::string& version) {
+  CLI::App& app = cli.app;
+  for (CLI::App* sub : app.get_subcommands([](const CLI::App*) { return true; })) {
+    sub->fallthrough(); // -v, -q and --config may come after the subcommand
+    sub->set_version_flag("--version", version, "Print the version and protocol version and exit");
+  }
+  if (!settings.use_environment) return;
+  for (CLI::Option* opt : app.get_options())
+    if (const auto env = env_name(nullptr, *opt); !env.empty()) opt->envname(env);
+  std::vector<CLI::App*> with_env = cli.actors();
+  if (cli.monitor != nullptr) with_env.push_back(cli.monitor);
+  for (CLI::App* sub : with_env)
+    for (CLI::Option* opt : sub->get_options())
+      if (const auto env = env_name(sub, *opt); !env.empty()) opt->envname(env);
+}
+
+} // namespace
+
 std::unique_ptr<Cli> make_cli(const CliSettings& settings) {
   auto cli = std::make_unique<Cli>();
   CLI::App& app = cli->app;
   app.require_subcommand(1);
   // Inherited by the subcommands, so set before they are added.
   app.config_formatter(std::make_shared<EnvAwareConfig>(&app, settings.use_environment));
-  app.allow_config_extras(CLI::config_extras_mode::error);
+  // Anything but an actor's name builds the whole tree.
+  const std::string only =
+      std::set<std::string>{"fetch", "vent", "download", "sink"}.count(settings.only) > 0
+          ? settings.only
+          : std::string();
+  // One actor's tree knows no other section of the file (the whole parse checked them).
+  app.allow_config_extras(only.empty() ? CLI::config_extras_mode::error
+                                       : CLI::config_extras_mode::ignore);
+  const auto want = [&only](std::string_view name) { return only.empty() || only == name; };
 
   const std::string version = version_string();
   app.set_version_flag("--version", version, "Print the version and protocol version and exit");
@@ -124,15 +155,29 @@ std::unique_ptr<Cli> make_cli(const CliSettings& settings) {
   app.add_flag("-v,--verbose", cli->verbose, "More log output on stderr (-vv for trace)");
   app.add_flag("-q,--quiet", cli->quiet, "Less log output on stderr (-qq for errors only)");
 
-  cli->fetch = app.add_subcommand("fetch", "Read links from a source and send them to the ventilator");
-  fetcher::add_options(*cli->fetch, cli->fetch_opts);
-  cli->vent = app.add_subcommand("vent", "Hand links out to downloaders as tasks (the ventilator)");
-  broker::add_options(*cli->vent, cli->vent_opts);
-  cli->download =
-      app.add_subcommand("download", "Download tasks with libcurl and report results to the sink");
-  downloader::add_options(*cli->download, cli->download_opts);
-  cli->sink = app.add_subcommand("sink", "Collect results, show progress and print the summary");
-  broker::add_options(*cli->sink, cli->sink_opts);
+  if (want("fetch")) {
+    cli->fetch =
+        app.add_subcommand("fetch", "Read links from a source and send them to the ventilator");
+    fetcher::add_options(*cli->fetch, cli->fetch_opts);
+  }
+  if (want("vent")) {
+    cli->vent =
+        app.add_subcommand("vent", "Hand links out to downloaders as tasks (the ventilator)");
+    broker::add_options(*cli->vent, cli->vent_opts);
+  }
+  if (want("download")) {
+    cli->download = app.add_subcommand(
+        "download", "Download tasks with libcurl and report results to the sink");
+    downloader::add_options(*cli->download, cli->download_opts);
+  }
+  if (want("sink")) {
+    cli->sink = app.add_subcommand("sink", "Collect results, show progress and print the summary");
+    broker::add_options(*cli->sink, cli->sink_opts);
+  }
+  if (!only.empty()) {
+    finish_cli(*cli, settings, version);
+    return cli;
+  }
   cli->monitor = app.add_subcommand(
       "monitor", "Show a running sink's live progress from any host (the sink's --monitor endpoint)");
   broker::add_options(*cli->monitor, cli->monitor_opts);
@@ -169,22 +214,21 @@ std::unique_ptr<Cli> make_cli(const CliSettings& settings) {
   cli->manpage->group(""); // hidden: the build writes the man pages with it
   cli->manpage->add_option("SUBCOMMAND", cli->man_subcommand, "fetch, vent, ...; none for trawl(1)");
 
-  for (CLI::App* sub : app.get_subcommands([](const CLI::App*) { return true; })) {
-    sub->fallthrough(); // -v, -q and --config may come after the subcommand
-    sub->set_version_flag("--version", version, "Print the version and protocol version and exit");
-  }
   cli->config_check->fallthrough();
-
-  if (settings.use_environment) {
-    for (CLI::Option* opt : app.get_options())
-      if (const auto env = env_name(nullptr, *opt); !env.empty()) opt->envname(env);
-    std::vector<CLI::App*> with_env = cli->actors();
-    with_env.push_back(cli->monitor);
-    for (CLI::App* sub : with_env)
-      for (CLI::Option* opt : sub->get_options())
-        if (const auto env = env_name(sub, *opt); !env.empty()) opt->envname(env);
-  }
+  finish_cli(*cli, settings, version);
   return cli;
+}
+
+std::string role_of(const std::vector<std::string>& args) {
+  for (std::size_t i = 0; i < args.size(); ++i) {
+    if (args[i] == "-v" || args[i] == "-q") continue;
+    if (args[i] == "--config") {
+      ++i;
+      continue;
+    }
+    return args[i];
+  }
+  return "";
 }
 
 std::string check_config_file(const std::string& path) {

@@ -27,12 +27,14 @@ int run_actor(trawl::app::Cli& cli) {
   const std::string actor = cli.app.get_subcommands().front()->get_name();
   trawl::setup_logging(actor, cli.verbose - cli.quiet);
   trawl::install_stop_handlers();
+  // A tree built for one actor (CliSettings::only) has only that one.
+  const auto parsed = [](const CLI::App* sub) { return sub != nullptr && sub->parsed(); };
   try {
-    if (cli.fetch->parsed()) return trawl::fetcher::run(cli.fetch_opts);
-    if (cli.vent->parsed()) return trawl::broker::run(cli.vent_opts);
-    if (cli.download->parsed()) return trawl::downloader::run(cli.download_opts);
-    if (cli.sink->parsed()) return trawl::broker::run(cli.sink_opts);
-    if (cli.monitor->parsed()) return trawl::broker::run(cli.monitor_opts);
+    if (parsed(cli.fetch)) return trawl::fetcher::run(cli.fetch_opts);
+    if (parsed(cli.vent)) return trawl::broker::run(cli.vent_opts);
+    if (parsed(cli.download)) return trawl::downloader::run(cli.download_opts);
+    if (parsed(cli.sink)) return trawl::broker::run(cli.sink_opts);
+    if (parsed(cli.monitor)) return trawl::broker::run(cli.monitor_opts);
   } catch (const std::exception& e) {
     spdlog::critical("{}", e.what());
     return trawl::kExitFatal;
@@ -41,9 +43,13 @@ int run_actor(trawl::app::Cli& cli) {
 }
 
 // Parses `args` (a command line without the program name) as trawl would; nullptr and a message on
-// stderr when they are refused. `code` gets the exit status for that case.
-std::unique_ptr<trawl::app::Cli> parse_args(const std::vector<std::string>& args, int& code) {
-  auto cli = trawl::app::make_cli(trawl::app::CliSettings::from_system());
+// stderr when they are refused. `code` gets the exit status for that case. `only`: the actor
+// subcommand of a command line made by `trawl pipeline` (CliSettings::only), else empty.
+std::unique_ptr<trawl::app::Cli> parse_args(const std::vector<std::string>& args, int& code,
+                                            const std::string& only = "") {
+  auto settings = trawl::app::CliSettings::from_system();
+  settings.only = only;
+  auto cli = trawl::app::make_cli(settings);
   std::vector<std::string> reversed(args.rbegin(), args.rend()); // CLI11 takes them in reverse
   try {
     cli->app.parse(reversed);
@@ -69,7 +75,7 @@ int run_pipeline(trawl::app::Cli& cli) {
   check.insert(check.end(), {"download", "--out", o.out});
   check.insert(check.end(), o.download_flags.begin(), o.download_flags.end());
   int ignored = 0;
-  const auto checked = parse_args(check, ignored);
+  const auto checked = parse_args(check, ignored, "download");
   if (!checked) {
     std::cerr << "trawl pipeline: the download flags after -- were refused (see above)\n";
     return trawl::kExitUsage;
@@ -84,7 +90,7 @@ int run_pipeline(trawl::app::Cli& cli) {
   return trawl::app::run_pipeline(job, global, [](const std::vector<std::string>& args) {
     int status = trawl::kExitUsage;
     try {
-      auto role = parse_args(args, status);
+      auto role = parse_args(args, status, trawl::app::role_of(args));
       return role ? run_actor(*role) : status;
     } catch (const std::exception& e) {
       std::cerr << "trawl: " << e.what() << "\n";

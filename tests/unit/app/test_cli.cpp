@@ -48,9 +48,12 @@ private:
   const char* name_;
 };
 
-std::unique_ptr<trawl::app::Cli> parse(std::vector<std::string> args, const std::string& default_config = "") {
+std::unique_ptr<trawl::app::Cli> parse(std::vector<std::string> args,
+                                       const std::string& default_config = "",
+                                       const std::string& only = "") {
   trawl::app::CliSettings settings;
   settings.default_config = default_config;
+  settings.only = only;
   auto cli = trawl::app::make_cli(settings);
   std::vector<const char*> argv{"trawl"};
   for (const auto& a : args) argv.push_back(a.c_str());
@@ -165,4 +168,49 @@ TEST_CASE("every subcommand answers --version with the protocol version", "[app]
     }
   }
   CHECK(trawl::app::env_name(nullptr, *parse({"download"})->app.get_option("--verbose")) == "TRAWL_VERBOSE");
+}
+
+TEST_CASE("one actor's tree parses its command line as the whole tree does", "[app]") {
+  TempConfig file(kFile); // [download], [fetch] and [sink] sections
+  ScopedEnv env("TRAWL_DOWNLOAD_OUT", "/from/env");
+  const std::vector<std::string> dl = {"-v", "--config", file.path(), "download", "-j", "8"};
+  auto whole = parse(dl);
+  auto one = parse(dl, "", "download");
+  CHECK(one->download->parsed());
+  CHECK(one->fetch == nullptr);
+  CHECK(one->vent == nullptr);
+  CHECK(one->sink == nullptr);
+  CHECK(one->pipeline == nullptr);
+  CHECK(one->actors() == std::vector<CLI::App*>{one->download});
+  CHECK(one->parsed_actor() == one->download);
+  CHECK(one->download_opts.concurrency == 8);                        // flag
+  CHECK(one->download_opts.out == "/from/env");                      // environment
+  CHECK(one->download_opts.connect == whole->download_opts.connect); // file
+  CHECK(one->download_opts.connect.size() == 2);
+  CHECK(one->verbose == whole->verbose); // -v (and the file's verbose = 1)
+  CHECK(one->verbose >= 1);
+  auto fetch = parse({"fetch", "--config", file.path()}, "", "fetch");
+  CHECK(fetch->fetch_opts.source == "list.txt");
+  CHECK(fetch->fetch_opts.exts == parse({"fetch", "--config", file.path()})->fetch_opts.exts);
+  // The file's keys are the whole parse's to check (trawl pipeline's own, before any fork): one
+  // actor's tree ignores the keys it does not know, in any section. A bad value of its own is
+  // still refused.
+  TempConfig unknown("[download]\noutt = \"/x\"\n[vent]\nper-hostt = 3\n");
+  CHECK_THROWS_AS(parse({"--config", unknown.path(), "download"}), CLI::ConfigError);
+  CHECK_NOTHROW(parse({"--config", unknown.path(), "download"}, "", "download"));
+  CHECK_NOTHROW(parse({"--config", unknown.path(), "sink"}, "", "sink"));
+  TempConfig bad("[download]\nconcurrency = 0\n");
+  CHECK_THROWS_AS(parse({"--config", bad.path(), "download"}, "", "download"),
+                  CLI::ValidationError);
+  // Another actor's command line is refused; a name that is no actor builds the whole tree.
+  CHECK_THROWS(parse({"vent"}, "", "download"));
+  CHECK(parse({"vent"}, "", "monitor")->vent->parsed());
+}
+
+TEST_CASE("role_of names the subcommand after the global flags", "[app]") {
+  using trawl::app::role_of;
+  CHECK(role_of({"vent", "--links", "x"}) == "vent");
+  CHECK(role_of({"-v", "-v", "-q", "--config", "vent", "download", "--out", "o"}) == "download");
+  CHECK(role_of({"-q"}).empty());
+  CHECK(role_of({}).empty());
 }
