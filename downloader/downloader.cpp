@@ -1217,6 +1217,11 @@ void add_options(CLI::App& cmd, DownloadOptions& o) {
   cmd.add_flag("--bench-null", o.bench_null,
                "benchmarks only: report every task done at once, fetching and writing nothing")
       ->group(""); // hidden: it would mark links done that were never downloaded
+  cmd.add_flag("--no-exit-sweep", o.no_exit_sweep,
+               "at exit, leave alone the temporary files that other downloaders of this host "
+               "left in --out when they died (by default they are removed; trawl pipeline passes "
+               "this and removes them itself once, after the job, when one of its downloaders "
+               "died)");
   cmd.add_option("--user-agent", o.user_agent,
                  "User-Agent header (default trawl/" TRAWL_VERSION ")");
   add_curve_options(cmd, o.curve, CurveRole::downloader);
@@ -1304,7 +1309,7 @@ int run(const DownloadOptions& o) {
     results.close();
     tasks.close();
     ctx.close();
-    sweep_stale_parts(*out);
+    if (!o.no_exit_sweep) sweep_stale_parts(*out);
 
     spdlog::info("downloader summary: {} tasks, {} done, {} failed ({} aborted), {} bytes, {} "
                  "retries, {} resumed, {} bad frames{}{}; messages: {} task frames in, {} ready "

@@ -214,3 +214,16 @@ TEST_CASE("role_of names the subcommand after the global flags", "[app]") {
   CHECK(role_of({"-q"}).empty());
   CHECK(role_of({}).empty());
 }
+
+TEST_CASE(
+    "the downloader's exit sweep is turned off by --no-exit-sweep in flags or file or environment",
+    "[app]") {
+  CHECK_FALSE(parse({"download"})->download_opts.no_exit_sweep);
+  CHECK(parse({"download", "--no-exit-sweep"})->download_opts.no_exit_sweep);
+  TempConfig file("[download]\nno-exit-sweep = true\n");
+  CHECK(parse({"--config", file.path(), "download"})->download_opts.no_exit_sweep);
+  TempConfig off("[download]\nno-exit-sweep = false\n");
+  CHECK_FALSE(parse({"--config", off.path(), "download"})->download_opts.no_exit_sweep);
+  ScopedEnv env("TRAWL_DOWNLOAD_NO_EXIT_SWEEP", "1");
+  CHECK(parse({"download"})->download_opts.no_exit_sweep);
+}
