@@ -477,12 +477,11 @@ std::optional<int> Launcher::wait_for_listen() {
   return std::nullopt;
 }
 
-// Waits for the sink; a fetcher, ventilator or every downloader failing ends the job early.
-// Returns the status so far (-1: none).
 // The downloaders forked here do not look for their dead siblings' temporary files at exit
-// (--no-exit-sweep: each read all of --out, and the job ended when the slower had, 6-7 ms after
-// the last file with 20,000 of them): with every downloader gone, one sweep here, and only when
-// one of them did not end normally (a killed downloader leaves its named parts behind).
+// (--no-exit-sweep): each read all of --out (6-7 ms for 20,000 files on tmpfs), and the job ended
+// when the slower had (last file to the launcher's exit, 6 alternating runs: median 24.6 ms, 13.7
+// without). With every downloader gone, one sweep here, only when one of them did not end
+// normally (a killed downloader leaves its named parts behind).
 void Launcher::sweep_after_downloaders() {
   if (!exec_path_.empty()) return; // they swept themselves
   const bool all_fine = std::all_of(procs_.begin(), procs_.end(), [](const Proc& p) {
@@ -494,6 +493,8 @@ void Launcher::sweep_after_downloaders() {
               << o_.out << std::endl;
 }
 
+// Waits for the sink; a fetcher, ventilator or every downloader failing ends the job early.
+// Returns the status so far (-1: none).
 int Launcher::wait_job() {
   int live_downloaders = o_.downloaders;
   for (;;) {

@@ -93,12 +93,12 @@ enum StmtIndex {
 
 const char* const kSql[kStmtCount] = {
     "SELECT id, state FROM links WHERE url = ?1",
-    "INSERT INTO links(id, url, name, state, attempts, host, meta) VALUES(?1, ?2, ?3, 0, 0, ?4, "
-    "?5)",
-    "INSERT OR IGNORE INTO links(id, url, name, state, attempts, host, meta) VALUES(?1, ?2, ?3, 0, "
-    "0, ?4, ?5)",
-    "SELECT id, url, name, attempts, meta FROM links WHERE state = 0 AND id > ?1 ORDER BY id LIMIT "
-    "?2",
+    "INSERT INTO links(id, url, name, state, attempts, host, meta) "
+    "VALUES(?1, ?2, ?3, 0, 0, ?4, ?5)",
+    "INSERT OR IGNORE INTO links(id, url, name, state, attempts, host, meta) "
+    "VALUES(?1, ?2, ?3, 0, 0, ?4, ?5)",
+    "SELECT id, url, name, attempts, meta FROM links WHERE state = 0 AND id > ?1 "
+    "ORDER BY id LIMIT ?2",
     "SELECT id, url, name, attempts, meta FROM links WHERE id = ?1",
     "SELECT state, attempts, bytes, sha256, node, reason, detail FROM links WHERE id = ?1",
     "UPDATE links SET state = 1, attempts = attempts + 1, lease_until = ?2, node = ?3 "
