@@ -7,7 +7,6 @@
 #include <filesystem>
 #include <fstream>
 #include <regex>
-#include <set>
 #include <string_view>
 
 #include "proto/messages.hpp"
@@ -136,10 +135,9 @@ std::unique_ptr<Cli> make_cli(const CliSettings& settings) {
   // Inherited by the subcommands, so set before they are added.
   app.config_formatter(std::make_shared<EnvAwareConfig>(&app, settings.use_environment));
   // Anything but an actor's name builds the whole tree.
+  const std::string& o = settings.only;
   const std::string only =
-      std::set<std::string>{"fetch", "vent", "download", "sink"}.count(settings.only) > 0
-          ? settings.only
-          : std::string();
+      o == "fetch" || o == "vent" || o == "download" || o == "sink" ? o : std::string();
   // One actor's tree knows no other section of the file (the whole parse checked them).
   app.allow_config_extras(only.empty() ? CLI::config_extras_mode::error
                                        : CLI::config_extras_mode::ignore);
@@ -217,18 +215,6 @@ std::unique_ptr<Cli> make_cli(const CliSettings& settings) {
   cli->config_check->fallthrough();
   finish_cli(*cli, settings, version);
   return cli;
-}
-
-std::string role_of(const std::vector<std::string>& args) {
-  for (std::size_t i = 0; i < args.size(); ++i) {
-    if (args[i] == "-v" || args[i] == "-q") continue;
-    if (args[i] == "--config") {
-      ++i;
-      continue;
-    }
-    return args[i];
-  }
-  return "";
 }
 
 std::string check_config_file(const std::string& path) {

@@ -76,12 +76,6 @@ struct Cli {
       if (a != nullptr) built.push_back(a);
     return built;
   }
-  // The actor subcommand of the parsed command line; nullptr when it named none.
-  CLI::App* parsed_actor() const {
-    for (CLI::App* a : actors())
-      if (a->parsed()) return a;
-    return nullptr;
-  }
 };
 
 // "trawl 0.1.0 (protocol 2)".
@@ -93,10 +87,6 @@ std::string env_name(const CLI::App* sub, const CLI::Option& opt);
 
 // Builds the whole command line (or one actor's: CliSettings::only).
 std::unique_ptr<Cli> make_cli(const CliSettings& settings);
-
-// The subcommand of a command line `trawl pipeline` made for one of its processes: the first
-// argument after the global flags (-v, -q, --config FILE); "" when there is none.
-std::string role_of(const std::vector<std::string>& args);
 
 // Validates a config file against the command line: returns "" when every key is a known flag of
 // its section and every value is accepted, else a message naming the file and the bad key.

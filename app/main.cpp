@@ -87,16 +87,17 @@ int run_pipeline(trawl::app::Cli& cli) {
   }
   trawl::app::PipelineOptions job = o;
   job.downloaders_hash = trawl::downloader::hashes_bodies(checked->download_opts);
-  return trawl::app::run_pipeline(job, global, [](const std::vector<std::string>& args) {
-    int status = trawl::kExitUsage;
-    try {
-      auto role = parse_args(args, status, trawl::app::role_of(args));
-      return role ? run_actor(*role) : status;
-    } catch (const std::exception& e) {
-      std::cerr << "trawl: " << e.what() << "\n";
-      return static_cast<int>(trawl::kExitFatal);
-    }
-  });
+  return trawl::app::run_pipeline(
+      job, global, [](const std::vector<std::string>& args, const std::string& role_name) {
+        int status = trawl::kExitUsage;
+        try {
+          auto role = parse_args(args, status, role_name);
+          return role ? run_actor(*role) : status;
+        } catch (const std::exception& e) {
+          std::cerr << "trawl: " << e.what() << "\n";
+          return static_cast<int>(trawl::kExitFatal);
+        }
+      });
 }
 
 } // namespace

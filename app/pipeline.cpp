@@ -400,7 +400,7 @@ void Launcher::start(const std::string& name, std::vector<std::string> args, int
                    std::strerror(errno));
       ::_exit(127);
     }
-    exit_process(run_role_(full));
+    exit_process(run_role_(full, args.front()));
   }
   procs_.push_back(Proc{name, args.front(), pid});
   std::ofstream(run_dir_ + "/pids", std::ios::app) << name << ' ' << pid << '\n';

@@ -49,8 +49,9 @@ struct PipelineOptions {
 void add_options(CLI::App& cmd, PipelineOptions& o);
 
 // Runs one role in a forked child: `args` is a whole trawl command line without the program
-// name ("-v", "vent", "--links", ...). Returns the exit status (main's dispatch).
-using RunRole = std::function<int(const std::vector<std::string>& args)>;
+// name ("-v", "vent", "--links", ...), `role` its subcommand ("vent"). Returns the exit status
+// (main's dispatch).
+using RunRole = std::function<int(const std::vector<std::string>& args, const std::string& role)>;
 
 // The job. `global` holds the flags that go before every role's subcommand (-v, -q, --config F).
 // Returns the exit status: the sink's (0 or 1), 2 bad flags, 3 when a process could not run,

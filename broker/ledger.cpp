@@ -402,18 +402,30 @@ bool Ledger::lease(std::uint64_t id, std::string_view node, std::int64_t until_u
 
 void Ledger::lease_later(std::uint64_t id, std::string_view node, std::int64_t until_unix_ms) {
   begin(); // the lease belongs to the open transaction, like one lease() writes
-  kept_leases_.insert_or_assign(id, KeptLease{std::string(node), until_unix_ms});
+  // A batch of tasks goes to one node: the last name added is the likely one.
+  auto n = static_cast<std::uint32_t>(kept_nodes_.size());
+  while (n > 0 && kept_nodes_[n - 1] != node) --n;
+  if (n == 0) {
+    kept_nodes_.emplace_back(node);
+    n = static_cast<std::uint32_t>(kept_nodes_.size());
+  }
+  --n;
+  kept_leases_.insert_or_assign(id, KeptLease{n, until_unix_ms});
 }
 
 void Ledger::write_leases() {
-  if (kept_leases_.empty()) return;
+  if (kept_leases_.empty()) {
+    kept_nodes_.clear(); // every kept lease finished first
+    return;
+  }
   for (const auto& [id, l] : kept_leases_)
     stmt(kLease)
         .bind(1, static_cast<std::int64_t>(id))
         .bind(2, l.until_unix_ms)
-        .bind(3, l.node)
+        .bind(3, kept_nodes_[l.node])
         .step();
   kept_leases_.clear();
+  kept_nodes_.clear();
 }
 
 void Ledger::release(std::uint64_t id) {

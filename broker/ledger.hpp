@@ -132,10 +132,12 @@ private:
   bool insert_first_ = false; // the ledger was empty when opened: insert links without a lookup
   std::uint64_t next_id_ = 1; // the id of the next link added: its position in the job
   struct KeptLease {
-    std::string node;
+    std::uint32_t node = 0; // in kept_nodes_
     std::int64_t until_unix_ms = 0;
   };
   std::unordered_map<std::uint64_t, KeptLease> kept_leases_; // lease_later(), not written yet
+  // The nodes kept leases name, each once (a few downloaders): no copy of a name per lease.
+  std::vector<std::string> kept_nodes_;
 };
 
 } // namespace trawl::broker

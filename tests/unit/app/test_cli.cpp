@@ -182,7 +182,6 @@ TEST_CASE("one actor's tree parses its command line as the whole tree does", "[a
   CHECK(one->sink == nullptr);
   CHECK(one->pipeline == nullptr);
   CHECK(one->actors() == std::vector<CLI::App*>{one->download});
-  CHECK(one->parsed_actor() == one->download);
   CHECK(one->download_opts.concurrency == 8);                        // flag
   CHECK(one->download_opts.out == "/from/env");                      // environment
   CHECK(one->download_opts.connect == whole->download_opts.connect); // file
@@ -205,14 +204,6 @@ TEST_CASE("one actor's tree parses its command line as the whole tree does", "[a
   // Another actor's command line is refused; a name that is no actor builds the whole tree.
   CHECK_THROWS(parse({"vent"}, "", "download"));
   CHECK(parse({"vent"}, "", "monitor")->vent->parsed());
-}
-
-TEST_CASE("role_of names the subcommand after the global flags", "[app]") {
-  using trawl::app::role_of;
-  CHECK(role_of({"vent", "--links", "x"}) == "vent");
-  CHECK(role_of({"-v", "-v", "-q", "--config", "vent", "download", "--out", "o"}) == "download");
-  CHECK(role_of({"-q"}).empty());
-  CHECK(role_of({}).empty());
 }
 
 TEST_CASE(

@@ -388,6 +388,28 @@ TEST_CASE("ledger: a lease kept in memory reads and commits as a written one", "
   std::filesystem::remove_all(dir);
 }
 
+TEST_CASE("ledger: kept leases of several nodes are written with their own node", "[broker]") {
+  const std::string dir = temp_path("ledger-kept-nodes");
+  std::filesystem::remove_all(dir);
+  {
+    Ledger l(dir, false);
+    NameAssigner names;
+    for (int i = 1; i <= 4; ++i) l.add_link("http://a.test/" + std::to_string(i) + ".jpg", names);
+    l.lease_later(1, "node-one", 10);
+    l.lease_later(2, "node-two", 20);
+    l.lease_later(3, "node-one", 30);
+    l.lease_later(4, "node-three", 40);
+    l.commit();
+  }
+  Ledger l(dir, false);
+  CHECK(l.record(1)->node == "node-one");
+  CHECK(l.record(2)->node == "node-two");
+  CHECK(l.record(3)->node == "node-one");
+  CHECK(l.record(4)->node == "node-three");
+  CHECK(l.counts().leased == 4);
+  std::filesystem::remove_all(dir);
+}
+
 TEST_CASE("vent: --expect-downloaders keeps a short job's share for a downloader still to join",
           "[broker]") {
   using Clock = std::chrono::steady_clock;
