@@ -7,7 +7,7 @@
 namespace trawl::downloader {
 namespace {
 // Buffers kept for reuse: enough for every transfer of a downloader at the default concurrency to
-// hold one while a few more wait in the queue (256 KiB each: 24 MiB at most, in pages touched).
+// hold one while a few more wait in the queue (64 KiB each: 6 MiB at most, in pages touched).
 constexpr std::size_t kMaxSpare = 96;
 } // namespace
 

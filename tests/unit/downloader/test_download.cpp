@@ -156,7 +156,7 @@ TEST_CASE("downloader: stop aborts what outlives the grace period, leaving no te
   h.send(busy);
 
   // Wait until the slow body is being streamed and the busy task waits for its retry. (Its file
-  // is unnamed where the file system has O_TMPFILE, and its bytes wait in a 256 KiB chunk for
+  // is unnamed where the file system has O_TMPFILE, and its bytes wait in a 64 KiB chunk for
   // the file thread: nothing shows in the directory.)
   const auto deadline = std::chrono::steady_clock::now() + 10s;
   while ((slow_hits == 0 || busy_hits == 0) && std::chrono::steady_clock::now() < deadline)
