@@ -402,15 +402,13 @@ bool Ledger::lease(std::uint64_t id, std::string_view node, std::int64_t until_u
 
 void Ledger::lease_later(std::uint64_t id, std::string_view node, std::int64_t until_unix_ms) {
   begin(); // the lease belongs to the open transaction, like one lease() writes
-  // A batch of tasks goes to one node: the last name added is the likely one.
-  auto n = static_cast<std::uint32_t>(kept_nodes_.size());
-  while (n > 0 && kept_nodes_[n - 1] != node) --n;
-  if (n == 0) {
-    kept_nodes_.emplace_back(node);
-    n = static_cast<std::uint32_t>(kept_nodes_.size());
-  }
-  --n;
-  kept_leases_.insert_or_assign(id, KeptLease{n, until_unix_ms});
+  // A batch of tasks goes to one node: the last name added is the likely one, searched first.
+  const auto found = std::find(kept_nodes_.rbegin(), kept_nodes_.rend(), node);
+  std::size_t index = kept_nodes_.size(); // a new name goes at the end
+  if (found != kept_nodes_.rend())
+    index = static_cast<std::size_t>(found.base() - kept_nodes_.begin()) - 1;
+  else kept_nodes_.emplace_back(node);
+  kept_leases_.insert_or_assign(id, KeptLease{static_cast<std::uint32_t>(index), until_unix_ms});
 }
 
 void Ledger::write_leases() {
