@@ -390,16 +390,16 @@ TEST_CASE("a pipeline that does not finish: the failure names the live processes
   for (const auto& [name, pid] : pids)
     CHECK_THAT(lines[0], Catch::Contains(", " + name + " " + std::to_string(pid) + " "));
   CHECK_THAT(lines[0], !Catch::Contains("not running"));
-  // Then the status lines, in the order of the pids file: vent, sink, download-1, download-2 (the
-  // fetcher has none).
+  // Then the status lines, in the order of the pids file (the order the processes were
+  // started): vent, download-1, download-2, sink (the fetcher has none).
   const auto tag = [&](const std::string& role, const std::string& name) {
     return "[" + role + " " + std::to_string(pids[name]) + "] status: ";
   };
   CHECK_THAT(lines[1], Catch::Contains(tag("vent", "vent") + "links_ended=false"));
   CHECK_THAT(lines[1], Catch::Contains(" peers=2 ["));
-  CHECK_THAT(lines[2], Catch::Contains(tag("sink", "sink") + "results=0 total=-1"));
-  CHECK_THAT(lines[3], Catch::Contains(tag("download", "download-1") + "node="));
-  CHECK_THAT(lines[4], Catch::Contains(tag("download", "download-2") + "node="));
+  CHECK_THAT(lines[2], Catch::Contains(tag("download", "download-1") + "node="));
+  CHECK_THAT(lines[3], Catch::Contains(tag("download", "download-2") + "node="));
+  CHECK_THAT(lines[4], Catch::Contains(tag("sink", "sink") + "results=0 total=-1"));
   CHECK(lines[5].starts_with("--- last "));
   // Nothing is left running: the script and every process it started were killed.
   CHECK_FALSE(child.running());
