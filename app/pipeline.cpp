@@ -676,10 +676,12 @@ int Launcher::run() {
     };
     // The sink last (unless --listen, which writes its endpoint for other hosts before our
     // downloaders start): it has nothing to do before the first transfers end, while the
-    // fetcher and the downloaders are the first request's path, and the 2 cores a job starts on
-    // run whichever was forked first. A URL list of 2,000 (latency) and the classic gallery, 4-8
-    // alternating runs per set: the first request left 3-14 ms sooner in each of 5 sets (1 x 64
-    // and 2 x 64), the job ended 4-10 ms sooner in 4 of them and 11 ms later in one.
+    // fetcher and the downloaders are the first request's path. The processes starting together
+    // share 2 cores and the kernel picks who waits (in one traced job the fetcher, forked second,
+    // ran last, ~25 ms after its fork); started later, the sink competes less with them. A URL
+    // list of 2,000 (latency) and the classic gallery, 4-8 alternating runs per set: the first
+    // request left 3-14 ms sooner in each of 5 sets (1 x 64 and 2 x 64), the job ended 4-10 ms
+    // sooner in 4 of them and 11 ms later in one.
     if (o_.listen.empty()) {
       start_downloaders();
       start_sink();
