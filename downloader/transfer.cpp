@@ -23,8 +23,8 @@ constexpr std::uint64_t kMaxDiscardBytes = 1 << 20;
 // 11-15 us of kernel time per page on these VMs (see FileWriter::kChunk): 64 KiB rather than
 // 128 KiB took a classic job's downloader (1 x 64, 91 bodies of 30 KB-1.5 MB) from 3,124-3,221
 // page faults to 2,590-2,646, and its median wall time (6 alternating runs) from 554.7 ms to
-// 545.6 (2 x 64: 388.3 to 373.0). Latency (2,000 x 100 KB, 4 runs) 3,396 ms against 3,384;
-// small and big unchanged within their spread.
+// 545.6 (2 x 64: 388.3 to 373.0). Latency (2,000 x 100 KB, 4 runs) from 3,396 ms to 3,384;
+// small and big took the same time within their spread.
 constexpr long kRecvBuffer = 64 * 1024;
 
 std::uint32_t to_ms(curl_off_t us) {
