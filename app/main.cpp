@@ -20,6 +20,17 @@
 #include "common/log.hpp"
 #include "common/signals.hpp"
 
+#ifdef TRAWL_JEMALLOC
+// jemalloc's options, which it reads from this name in the program when it starts: one arena
+// rather than 4 per core. Each process here is one event loop with a few helper threads, whose
+// allocations the per-thread caches serve without the arena's lock; every arena more is pages to
+// touch, and mutexes that jemalloc's fork handlers take and release at every fork.
+extern "C" {
+extern const char* const malloc_conf;
+const char* const malloc_conf = "narenas:1";
+}
+#endif
+
 namespace {
 
 // One actor (fetch, vent, download, sink, monitor) of a parsed command line.
