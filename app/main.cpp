@@ -98,17 +98,32 @@ int run_pipeline(trawl::app::Cli& cli) {
   }
   trawl::app::PipelineOptions job = o;
   job.downloaders_hash = trawl::downloader::hashes_bodies(checked->download_opts);
-  return trawl::app::run_pipeline(
-      job, global, [](const std::vector<std::string>& args, const std::string& role_name) {
-        int status = trawl::kExitUsage;
-        try {
-          auto role = parse_args(args, status, role_name);
-          return role ? run_actor(*role) : status;
-        } catch (const std::exception& e) {
-          std::cerr << "trawl: " << e.what() << "\n";
-          return static_cast<int>(trawl::kExitFatal);
-        }
-      });
+  return trawl::app::run_pipeline(job, global,
+                                  [](const std::vector<std::string>& args,
+                                     const std::string& role_name) -> trawl::app::RoleRunner {
+                                    const auto failed =
+                                        [](std::string what) -> trawl::app::RoleRunner {
+                                      return [what = std::move(what)] {
+                                        std::cerr << "trawl: " << what << "\n";
+                                        return static_cast<int>(trawl::kExitFatal);
+                                      };
+                                    };
+                                    int status = trawl::kExitUsage;
+                                    std::shared_ptr<trawl::app::Cli> role;
+                                    try {
+                                      role = parse_args(args, status, role_name);
+                                    } catch (const std::exception& e) {
+                                      return failed(e.what());
+                                    }
+                                    if (!role) return [status] { return status; };
+                                    return [role, failed] {
+                                      try {
+                                        return run_actor(*role);
+                                      } catch (const std::exception& e) {
+                                        return failed(e.what())();
+                                      }
+                                    };
+                                  });
 }
 
 } // namespace

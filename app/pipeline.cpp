@@ -164,15 +164,16 @@ long own_peak_rss_kb() {
 
 class Launcher {
 public:
-  Launcher(const PipelineOptions& o, std::vector<std::string> global, const RunRole& run_role)
-      : o_(o), global_(std::move(global)), run_role_(run_role) {}
+  Launcher(const PipelineOptions& o, std::vector<std::string> global,
+           const PrepareRole& prepare_role)
+      : o_(o), global_(std::move(global)), prepare_role_(prepare_role) {}
 
   int run();
 
 private:
   const PipelineOptions& o_;
   std::vector<std::string> global_;
-  const RunRole& run_role_;
+  const PrepareRole& prepare_role_;
   std::string exec_path_; // empty: fork the roles
   std::string run_dir_;
   bool own_run_dir_ = false;
@@ -338,7 +339,16 @@ private:
       }
   }
 
-  void start(const std::string& name, std::vector<std::string> args, int stdin_fd);
+  // A role's command line and, when it is forked, its runner, made before any fork (see run).
+  struct Planned {
+    std::string name;
+    std::vector<std::string> full; // global flags, then the role's
+    std::string subcommand;
+    int stdin_fd = -1;
+    RoleRunner runner; // empty: exec'd (--trawl)
+  };
+  Planned plan(const std::string& name, std::vector<std::string> args, int stdin_fd);
+  void start(Planned& p);
   bool prepare(std::vector<std::string>& server_curve, std::vector<std::string>& client_curve);
   std::optional<int> wait_for_listen();
   void sweep_after_downloaders();
@@ -375,9 +385,16 @@ void wait_warm_up() {
   else warm_up_for_forks();
 }
 
-void Launcher::start(const std::string& name, std::vector<std::string> args, int stdin_fd) {
-  std::vector<std::string> full = global_;
-  full.insert(full.end(), args.begin(), args.end());
+Launcher::Planned Launcher::plan(const std::string& name, std::vector<std::string> args,
+                                 int stdin_fd) {
+  Planned p{name, global_, args.front(), stdin_fd, {}};
+  p.full.insert(p.full.end(), args.begin(), args.end());
+  // Parsed here (see PrepareRole); a role exec'd from another binary parses its own.
+  if (exec_path_.empty()) p.runner = prepare_role_(p.full, p.subcommand);
+  return p;
+}
+
+void Launcher::start(Planned& p) {
   std::cout.flush();
   std::cerr.flush();
   std::fflush(nullptr);
@@ -386,24 +403,24 @@ void Launcher::start(const std::string& name, std::vector<std::string> args, int
   if (pid == 0) {
     // A terminal's Ctrl-C reaches the launcher alone, which stops the processes in order.
     ::setsid();
-    if (stdin_fd != STDIN_FILENO) ::dup2(stdin_fd, STDIN_FILENO);
+    if (p.stdin_fd != STDIN_FILENO) ::dup2(p.stdin_fd, STDIN_FILENO);
     if (null_fd_ >= 0 && null_fd_ != STDIN_FILENO) ::close(null_fd_);
     for (int sig : {SIGINT, SIGTERM, SIGHUP}) std::signal(sig, SIG_DFL);
     ::sigprocmask(SIG_SETMASK, &old_mask_, nullptr);
     if (!exec_path_.empty()) {
       std::vector<char*> argv;
       argv.push_back(exec_path_.data());
-      for (auto& a : full) argv.push_back(a.data());
+      for (auto& a : p.full) argv.push_back(a.data());
       argv.push_back(nullptr);
       ::execv(exec_path_.c_str(), argv.data());
       std::fprintf(stderr, "trawl pipeline: cannot run %s: %s\n", exec_path_.c_str(),
                    std::strerror(errno));
       ::_exit(127);
     }
-    exit_process(run_role_(full, args.front()));
+    exit_process(p.runner());
   }
-  procs_.push_back(Proc{name, args.front(), pid});
-  std::ofstream(run_dir_ + "/pids", std::ios::app) << name << ' ' << pid << '\n';
+  procs_.push_back(Proc{p.name, p.subcommand, pid});
+  std::ofstream(run_dir_ + "/pids", std::ios::app) << p.name << ' ' << pid << '\n';
 }
 
 // The curve keys (made when missing) and the flags that name them.
@@ -637,43 +654,46 @@ int Launcher::run() {
                                                 .count()) +
                              "-" + std::to_string(::getpid());
   try {
+    // Every command line is made, and parsed, before the first fork: after a fork each page the
+    // launcher writes costs it a copy (its pages are shared with the child until then).
     std::vector<std::string> vent{"vent", "--links", links};
     vent = with(vent, tasks_binds);
     vent = with(vent, {"--acks", acks, "--sink", results, "--state", state, "--run-id", run_id,
                        "--expect-downloaders", std::to_string(o_.downloaders)});
     if (o_.fresh) vent.emplace_back("--fresh");
-    start("vent", with(with(vent, server_curve), insecure), null_fd_);
+    Planned vent_role = plan("vent", with(with(vent, server_curve), insecure), null_fd_);
     // Only the fetcher reads our stdin (for --source -).
     std::vector<std::string> fetch{"fetch", "--source", o_.source, "--connect", links};
     for (const auto& e : o_.exts) fetch.insert(fetch.end(), {"--ext", e});
-    start("fetch", with(fetch, client_curve), o_.source == "-" ? STDIN_FILENO : null_fd_);
-    const auto start_sink = [&] {
-      std::vector<std::string> sink{"sink"};
-      sink = with(sink, results_binds);
-      sink = with(sink, {"--acks", acks, "--progress", o_.progress, "--ledger",
-                         state + "/ledger.sqlite", "--notify-pid", std::to_string(::getpid())});
-      start("sink", with(with(with(sink, sink_extra), server_curve), insecure), null_fd_);
-    };
-    const auto start_downloaders = [&] {
-      for (int n = 1; n <= o_.downloaders; ++n) {
-        std::vector<std::string> dl{"download",
-                                    "--connect",
-                                    tasks,
-                                    "--sink",
-                                    results,
-                                    "--out",
-                                    o_.out,
-                                    "-j",
-                                    std::to_string(o_.concurrency),
-                                    "--node",
-                                    host_ + "-d" + std::to_string(n)};
-        // Their temporary files left by a dead one are swept here, once, after the job (below);
-        // another binary (--trawl) may not know the flag.
-        if (exec_path_.empty()) dl.emplace_back("--no-exit-sweep");
-        start("download-" + std::to_string(n), with(with(dl, client_curve), o_.download_flags),
-              null_fd_);
-      }
-    };
+    Planned fetch_role =
+        plan("fetch", with(fetch, client_curve), o_.source == "-" ? STDIN_FILENO : null_fd_);
+    std::vector<std::string> sink{"sink"};
+    sink = with(sink, results_binds);
+    sink = with(sink, {"--acks", acks, "--progress", o_.progress, "--ledger",
+                       state + "/ledger.sqlite", "--notify-pid", std::to_string(::getpid())});
+    Planned sink_role =
+        plan("sink", with(with(with(sink, sink_extra), server_curve), insecure), null_fd_);
+    std::vector<Planned> downloader_roles;
+    for (int n = 1; n <= o_.downloaders; ++n) {
+      std::vector<std::string> dl{"download",
+                                  "--connect",
+                                  tasks,
+                                  "--sink",
+                                  results,
+                                  "--out",
+                                  o_.out,
+                                  "-j",
+                                  std::to_string(o_.concurrency),
+                                  "--node",
+                                  host_ + "-d" + std::to_string(n)};
+      // Their temporary files left by a dead one are swept here, once, after the job (below);
+      // another binary (--trawl) may not know the flag.
+      if (exec_path_.empty()) dl.emplace_back("--no-exit-sweep");
+      downloader_roles.push_back(plan("download-" + std::to_string(n),
+                                      with(with(dl, client_curve), o_.download_flags), null_fd_));
+    }
+    start(vent_role);
+    start(fetch_role);
     // The sink last (unless --listen, which writes its endpoint for other hosts before our
     // downloaders start): it has nothing to do before the first transfers end, while the
     // fetcher and the downloaders are the first request's path. The processes starting together
@@ -684,17 +704,17 @@ int Launcher::run() {
     // request left 3-14 ms sooner in each of 5 sets (1 x 64 and 2 x 64), the job ended 4-10 ms
     // sooner in 4 of them and 11 ms later in one.
     if (o_.listen.empty()) {
-      start_downloaders();
-      start_sink();
+      for (auto& d : downloader_roles) start(d);
+      start(sink_role);
     } else {
-      start_sink();
+      start(sink_role);
       if (const auto failed = wait_for_listen()) {
         signal_all(all_names(), SIGTERM);
         stop_all();
         cleanup();
         return *failed;
       }
-      start_downloaders();
+      for (auto& d : downloader_roles) start(d);
     }
   } catch (const std::exception& e) {
     std::cerr << kTag << e.what() << std::endl;
@@ -737,8 +757,8 @@ void ForkWarmUp::start() {
 ForkWarmUp::~ForkWarmUp() { join_warm_up(); }
 
 int run_pipeline(const PipelineOptions& o, const std::vector<std::string>& global,
-                 const RunRole& run_role) {
-  Launcher launcher(o, global, run_role);
+                 const PrepareRole& prepare_role) {
+  Launcher launcher(o, global, prepare_role);
   return launcher.run();
 }
 
