@@ -71,6 +71,33 @@ std::unique_ptr<trawl::app::Cli> parse_args(const std::vector<std::string>& args
   return cli;
 }
 
+// A role's exception, as main reports it: on stderr, with the fatal status.
+int fatal(const char* what) {
+  std::cerr << "trawl: " << what << "\n";
+  return trawl::kExitFatal;
+}
+
+// trawl::app::PrepareRole for `trawl pipeline`: the launcher parses the role's line, the forked
+// child runs it (or returns the status of its refusal).
+trawl::app::RoleRunner prepare_role(const std::vector<std::string>& args,
+                                    const std::string& role_name) {
+  int status = trawl::kExitUsage;
+  std::shared_ptr<trawl::app::Cli> role;
+  try {
+    role = parse_args(args, status, role_name);
+  } catch (const std::exception& e) {
+    return [what = std::string(e.what())] { return fatal(what.c_str()); };
+  }
+  if (!role) return [status] { return status; };
+  return [role] {
+    try {
+      return run_actor(*role);
+    } catch (const std::exception& e) {
+      return fatal(e.what());
+    }
+  };
+}
+
 // `trawl pipeline`: the roles are forked from this process and run their actor from a command
 // line of their own, parsed as if exec'd (config file and environment included).
 int run_pipeline(trawl::app::Cli& cli) {
@@ -98,32 +125,7 @@ int run_pipeline(trawl::app::Cli& cli) {
   }
   trawl::app::PipelineOptions job = o;
   job.downloaders_hash = trawl::downloader::hashes_bodies(checked->download_opts);
-  return trawl::app::run_pipeline(job, global,
-                                  [](const std::vector<std::string>& args,
-                                     const std::string& role_name) -> trawl::app::RoleRunner {
-                                    const auto failed =
-                                        [](std::string what) -> trawl::app::RoleRunner {
-                                      return [what = std::move(what)] {
-                                        std::cerr << "trawl: " << what << "\n";
-                                        return static_cast<int>(trawl::kExitFatal);
-                                      };
-                                    };
-                                    int status = trawl::kExitUsage;
-                                    std::shared_ptr<trawl::app::Cli> role;
-                                    try {
-                                      role = parse_args(args, status, role_name);
-                                    } catch (const std::exception& e) {
-                                      return failed(e.what());
-                                    }
-                                    if (!role) return [status] { return status; };
-                                    return [role, failed] {
-                                      try {
-                                        return run_actor(*role);
-                                      } catch (const std::exception& e) {
-                                        return failed(e.what())();
-                                      }
-                                    };
-                                  });
+  return trawl::app::run_pipeline(job, global, prepare_role);
 }
 
 } // namespace
