@@ -699,10 +699,10 @@ int Launcher::run() {
     // fetcher and the downloaders are the first request's path. The processes starting together
     // share 2 cores and the kernel picks who waits (in one traced job the fetcher, forked second,
     // set up its log last, 32 ms after its fork with 6.7 ms of CPU: it had waited ~25 ms for a
-    // core); started later, the sink competes less with them. A URL
-    // list of 2,000 (latency) and the classic gallery, 4-8 alternating runs per set: the first
-    // request left 3-14 ms sooner in each of 5 sets (1 x 64 and 2 x 64), the job ended 4-10 ms
-    // sooner in 4 of them and 11 ms later in one.
+    // core); started later, the sink competes less with them. A URL list of 2,000 (latency) and
+    // the classic gallery, 4-8 alternating runs per set: the first request left 3-14 ms sooner
+    // in each of 5 sets (1 x 64 and 2 x 64), the job ended 4-10 ms sooner in 4 of them and 11 ms
+    // later in one.
     if (o_.listen.empty()) {
       for (auto& d : downloader_roles) start(d);
       start(sink_role);

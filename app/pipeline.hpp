@@ -51,7 +51,7 @@ void add_options(CLI::App& cmd, PipelineOptions& o);
 // One role, ready to run in a forked child: returns its exit status (main's dispatch).
 using RoleRunner = std::function<int()>;
 
-// Prepares one role in the launcher, just before its fork: `args` is a whole trawl command line
+// Prepares one role in the launcher, before its first fork: `args` is a whole trawl command line
 // without the program name ("-v", "vent", "--links", ...), `role` its subcommand ("vent"). The
 // line is parsed here, where the parser's code and memory are warm, and not in the child, which
 // would touch all of it for the first time (in each role, ~3.6 ms of CPU while the others start
