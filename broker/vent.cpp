@@ -139,7 +139,13 @@ struct Lease {
   Clock::time_point deadline{};  // set once the node no longer holds it (or at start)
 };
 
-constexpr std::chrono::milliseconds kCommitEvery{50};
+// The ledger's transaction is committed this often (and before a receipt, and at exit): what a
+// crash of the ventilator can lose is this much work, done again on resume. Each commit writes
+// every page it changed to the WAL, and a lease still out at a commit costs its own UPDATE (see
+// Ledger::lease_later): small-tmpfs (20,000 x 8-64 KB, 2 x 64), 6 alternating runs: the
+// ventilator's CPU median 345 ms against 400 with 50 ms (with wal_autocheckpoint 4000, see
+// Ledger), its WAL pages written 4,203 against 7,300, fdatasync 0 against 7.
+constexpr std::chrono::milliseconds kCommitEvery{200};
 // Tasks in one frame to a downloader at most (its credit, and the frame size, permitting).
 constexpr std::uint64_t kTasksPerFrame = 64;
 constexpr std::chrono::milliseconds kJobEvery{1000};
