@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <cstring>
 #include <netinet/in.h>
+#include <new>
 #include <sys/socket.h>
 
 namespace trawl::downloader {
@@ -157,6 +158,12 @@ curl_socket_t open_gated_socket(void* gate_ptr, curlsocktype purpose, curl_socka
   if (fd != CURL_SOCKET_BAD && non_public_range(&addr->addr, addr->addrlen) == "loopback") {
     const int size = kLoopbackRecvBuffer;
     (void)::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
+  }
+  if (fd != CURL_SOCKET_BAD && gate != nullptr && gate->book != nullptr) {
+    try {
+      gate->book->opened(fd);
+    } catch (const std::bad_alloc&) { // not booked: a socket like any other, never parked
+    }
   }
   return fd;
 }

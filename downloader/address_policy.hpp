@@ -13,6 +13,8 @@
 #include <string_view>
 #include <sys/socket.h>
 
+#include "downloader/socket_book.hpp"
+
 namespace trawl::downloader {
 
 // The name of the non-public range that holds an IPv4 address (in host byte order), e.g.
@@ -43,6 +45,7 @@ using AddressFilter = std::string_view (*)(const sockaddr* sa, socklen_t len) no
 struct SocketGate {
   AddressFilter filter = nullptr; // nullptr: every address is allowed
   std::string refused;            // "127.0.0.1 (loopback)" for the last address refused
+  SocketBook* book = nullptr;     // told of every socket opened (see SocketBook); may be null
 };
 
 // The receive buffer of a connection to a loopback address. The kernel starts every socket at
@@ -57,7 +60,8 @@ inline constexpr int kLoopbackRecvBuffer = 1 << 20;
 // CURLOPT_OPENSOCKETFUNCTION: opens the socket libcurl asks for unless gate->filter refuses the
 // address, in which case it records why and returns CURL_SOCKET_BAD (libcurl then tries the
 // next address, or ends the transfer with CURLE_COULDNT_CONNECT). `gate` may have no filter.
-// A socket to a loopback address gets kLoopbackRecvBuffer.
+// A socket to a loopback address gets kLoopbackRecvBuffer. gate->book, if any, books the socket
+// as opened: the handle must then close its sockets with close_booked_socket on that book.
 curl_socket_t open_gated_socket(void* gate, curlsocktype purpose, curl_sockaddr* addr);
 
 } // namespace trawl::downloader

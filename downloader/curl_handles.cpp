@@ -65,6 +65,9 @@ void CurlEasy::set_write_fn(CURLoption opt, curl_write_callback fn) {
 void CurlEasy::set_opensocket_fn(curl_opensocket_callback fn) {
   check(curl_easy_setopt(h_, CURLOPT_OPENSOCKETFUNCTION, fn), CURLOPT_OPENSOCKETFUNCTION);
 }
+void CurlEasy::set_closesocket_fn(curl_closesocket_callback fn) {
+  check(curl_easy_setopt(h_, CURLOPT_CLOSESOCKETFUNCTION, fn), CURLOPT_CLOSESOCKETFUNCTION);
+}
 
 long CurlEasy::info_long(CURLINFO info, long fallback) const noexcept {
   long v = 0;

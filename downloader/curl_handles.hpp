@@ -47,6 +47,7 @@ public:
   void set_ptr(CURLoption opt, void* v);
   void set_write_fn(CURLoption opt, curl_write_callback fn);
   void set_opensocket_fn(curl_opensocket_callback fn); // CURLOPT_OPENSOCKETFUNCTION
+  void set_closesocket_fn(curl_closesocket_callback fn); // CURLOPT_CLOSESOCKETFUNCTION
 
   // Getters return the fallback when libcurl has no value.
   long info_long(CURLINFO info, long fallback = 0) const noexcept;

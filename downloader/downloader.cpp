@@ -146,7 +146,7 @@ public:
         sha256_(hashes_bodies(o) ? EVP_MD_fetch(nullptr, "SHA256", nullptr) : nullptr,
                 &EVP_MD_free),
         rng_(std::random_device{}()), headers_(o.headers),
-        events_(multi_.get(), tasks.get(zmq::sockopt::fd)), tree_(out_) {
+        events_(multi_.get(), tasks.get(zmq::sockopt::fd), &sockets_), tree_(out_) {
     // nullptr when bodies are not hashed (the default without --dedupe-content).
     if (!sha256_ && hashes_bodies(o)) throw std::runtime_error("OpenSSL has no SHA256");
     settings_.connect_timeout_s = o.connect_timeout_s;
@@ -161,6 +161,7 @@ public:
     settings_.content.min_size = o.min_size;
     settings_.headers = headers_.get();
     settings_.temp_dir = out_;
+    settings_.sockets = &sockets_;
     if (o.respect_robots)
       robots_.emplace(multi_,
                       RobotsSettings{settings_.user_agent, std::clamp(o.connect_timeout_s, 1L, 10L),
@@ -1024,6 +1025,7 @@ private:
   bool ready_blocked_ = false;           // the last ready could not be sent (not connected)
 
   HeaderList headers_; // -H lines; settings_.headers points at it, so it outlives the handles
+  SocketBook sockets_; // before multi_: libcurl closes connections into it until the multi goes
   CurlMulti multi_; // declared before the slots: it must be freed after every easy handle
   MultiEvents events_; // its sockets; after multi_, before the slots (removals call back into it)
   std::vector<std::unique_ptr<Transfer>> slots_; // running, or finishing on the file thread: at

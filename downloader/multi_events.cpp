@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <new>
 #include <string>
 #include <sys/eventfd.h>
 #include <system_error>
@@ -18,7 +19,8 @@ std::uint64_t tag(MultiEvents::Kind kind, int fd) {
 
 } // namespace
 
-MultiEvents::MultiEvents(CURLM* multi, int tasks_fd) : multi_(multi), tasks_fd_(tasks_fd) {
+MultiEvents::MultiEvents(CURLM* multi, int tasks_fd, SocketBook* book)
+    : multi_(multi), book_(book), tasks_fd_(tasks_fd) {
   epoll_fd_ = ::epoll_create1(EPOLL_CLOEXEC);
   if (epoll_fd_ < 0) throw std::system_error(errno, std::generic_category(), "epoll_create1");
   wake_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -76,22 +78,33 @@ std::size_t MultiEvents::wait(int timeout_ms, std::span<Ready> out) {
     if (errno == EINTR) return 0;
     throw std::system_error(errno, std::generic_category(), "epoll_wait");
   }
+  std::size_t got = 0;
   for (int i = 0; i < n; ++i) {
     const auto kind = static_cast<Kind>(events_[i].data.u64 >> 32);
     const int fd = static_cast<int>(events_[i].data.u64 & 0xFFFFFFFFu);
+    if (kind == Kind::curl_socket && book_ != nullptr &&
+        (book_->flags(fd) & SocketBook::kParked) != 0) {
+      unpark(fd); // an idle connection the server closed, or sent something to: not libcurl's
+      continue;
+    }
     const std::uint32_t e = events_[i].events;
     int bits = 0;
     if ((e & (EPOLLIN | EPOLLHUP)) != 0) bits |= CURL_CSELECT_IN;
     if ((e & EPOLLOUT) != 0) bits |= CURL_CSELECT_OUT;
     if ((e & EPOLLERR) != 0) bits |= CURL_CSELECT_ERR;
-    out[static_cast<std::size_t>(i)] = Ready{kind, fd, bits};
+    out[got++] = Ready{kind, fd, bits};
     if (kind == Kind::wakeup) {
       std::uint64_t count = 0;
       while (::read(wake_fd_, &count, sizeof count) < 0 && errno == EINTR) {
       }
     }
   }
-  return static_cast<std::size_t>(n);
+  return got;
+}
+
+void MultiEvents::unpark(int fd) noexcept {
+  ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, fd, nullptr);
+  book_->out_of_set(fd);
 }
 
 bool MultiEvents::timer_due() const noexcept { return timer_set_ && Clock::now() >= timer_due_; }
@@ -116,24 +129,51 @@ void MultiEvents::wakeup() noexcept {
 
 int MultiEvents::on_socket(CURL*, curl_socket_t s, int what, void* self_p, void* socketp) {
   auto* self = static_cast<MultiEvents*>(self_p);
+  SocketBook* book = self->book_;
+  const std::uint8_t flags = book != nullptr ? book->flags(s) : 0;
+  const bool ours = (flags & SocketBook::kOurs) != 0;
   if (what == CURL_POLL_REMOVE) {
+    // A socket of ours waiting for input only stays in the set, parked (see SocketBook); its
+    // close, which we see, forgets it.
+    if (ours && (flags & SocketBook::kInSet) != 0 && book->events(s) == EPOLLIN) {
+      book->parked(s);
+      return 0;
+    }
     // The socket may be closed already (then epoll dropped it itself): errors do not matter.
     ::epoll_ctl(self->epoll_fd_, EPOLL_CTL_DEL, s, nullptr);
+    if (book != nullptr) book->out_of_set(s);
     return 0;
   }
   epoll_event ev{};
   ev.events =
       ((what & CURL_POLL_IN) != 0 ? EPOLLIN : 0u) | ((what & CURL_POLL_OUT) != 0 ? EPOLLOUT : 0u);
   ev.data.u64 = tag(Kind::curl_socket, s);
-  // socketp is set once a socket is in the set (libcurl forgets it with CURL_POLL_REMOVE). A
-  // descriptor number reused before its removal was seen is added or modified as the set says.
-  int op = socketp == nullptr ? EPOLL_CTL_ADD : EPOLL_CTL_MOD;
-  if (::epoll_ctl(self->epoll_fd_, op, s, &ev) != 0) {
-    op = errno == EEXIST ? EPOLL_CTL_MOD : errno == ENOENT ? EPOLL_CTL_ADD : -1;
-    if (op < 0 || ::epoll_ctl(self->epoll_fd_, op, s, &ev) != 0) return -1;
+  if (ours && (flags & SocketBook::kInSet) != 0 && book->events(s) == ev.events) {
+    book->in_set(s, ev.events); // parked with these very events: wanted again, no system call
+  } else {
+    // socketp is set once a socket is in the set (libcurl forgets it with CURL_POLL_REMOVE); a
+    // parked socket of ours is in the set too. A descriptor number reused before its removal
+    // was seen is added or modified as the set says.
+    int op = socketp == nullptr && !(ours && (flags & SocketBook::kInSet) != 0) ? EPOLL_CTL_ADD
+                                                                                : EPOLL_CTL_MOD;
+    if (::epoll_ctl(self->epoll_fd_, op, s, &ev) != 0) {
+      op = errno == EEXIST ? EPOLL_CTL_MOD : errno == ENOENT ? EPOLL_CTL_ADD : -1;
+      if (op < 0 || ::epoll_ctl(self->epoll_fd_, op, s, &ev) != 0) return -1;
+    }
+    if (book != nullptr) {
+      try {
+        book->in_set(s, ev.events);
+      } catch (const std::bad_alloc&) { // unbooked: treated as not in the set, never parked
+      }
+    }
   }
   if (socketp == nullptr) curl_multi_assign(self->multi_, s, self);
   return 0;
+}
+
+int close_booked_socket(void* book, curl_socket_t fd) {
+  static_cast<SocketBook*>(book)->closed(fd);
+  return ::close(fd);
 }
 
 int MultiEvents::on_timer(CURLM*, long timeout_ms, void* self_p) {

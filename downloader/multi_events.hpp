@@ -6,6 +6,8 @@
 #include <span>
 #include <sys/epoll.h>
 
+#include "downloader/socket_book.hpp"
+
 namespace trawl::downloader {
 
 // The sockets of one curl multi handle, and two descriptors of our own (the task socket's
@@ -28,9 +30,12 @@ public:
     int curl_bits; // CURL_CSELECT_IN/OUT/ERR for a curl socket
   };
 
-  // `tasks_fd`: the task socket's ZMQ_FD, watched only while watch_tasks(true). Throws
-  // std::system_error when epoll or eventfd is refused.
-  MultiEvents(CURLM* multi, int tasks_fd);
+  // `tasks_fd`: the task socket's ZMQ_FD, watched only while watch_tasks(true). `book`, if
+  // any, is where the transfers' handles book the sockets they open and close (their
+  // CURLOPT_OPENSOCKETDATA's SocketGate::book and close_booked_socket): those are parked in the
+  // set between transfers instead of removed (see SocketBook). Throws std::system_error when
+  // epoll or eventfd is refused.
+  MultiEvents(CURLM* multi, int tasks_fd, SocketBook* book = nullptr);
   ~MultiEvents();
   MultiEvents(const MultiEvents&) = delete;
   MultiEvents& operator=(const MultiEvents&) = delete;
@@ -54,7 +59,11 @@ private:
   static int on_socket(CURL* easy, curl_socket_t s, int what, void* self, void* socketp);
   static int on_timer(CURLM* multi, long timeout_ms, void* self);
 
+  // A parked socket turned ready: it leaves the set (libcurl no longer watches it).
+  void unpark(int fd) noexcept;
+
   CURLM* multi_;
+  SocketBook* book_;
   int epoll_fd_ = -1;
   int wake_fd_ = -1;
   int tasks_fd_ = -1;

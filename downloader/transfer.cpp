@@ -96,6 +96,7 @@ std::string Transfer::begin(const proto::Task& task, std::uint32_t attempt,
   ended_ = Ended{};
   gate_.filter = s.address_filter;
   gate_.refused.clear();
+  gate_.book = s.sockets;
   content_ = s.content;
   sniff_.reset();
   errbuf_[0] = '\0';
@@ -126,6 +127,10 @@ std::string Transfer::begin(const proto::Task& task, std::uint32_t attempt,
   // buffer of its own (see kLoopbackRecvBuffer).
   easy_.set_opensocket_fn(&open_gated_socket);
   easy_.set_ptr(CURLOPT_OPENSOCKETDATA, &gate_);
+  if (s.sockets != nullptr) { // a socket booked as opened is closed through the book
+    easy_.set_closesocket_fn(&close_booked_socket);
+    easy_.set_ptr(CURLOPT_CLOSESOCKETDATA, s.sockets);
+  }
   easy_.set_long(CURLOPT_NOSIGNAL, 1L);
   easy_.set_long(CURLOPT_HTTP_VERSION, CURL_HTTP_VERSION_2TLS);
   // Over TLS, wait for the first connection's ALPN and multiplex on it rather than open one

@@ -49,6 +49,10 @@ struct TransferSettings {
   // partial body kept for the next attempt, or the link made before replacing an existing file.
   // Empty: the final file's directory.
   std::string temp_dir;
+  // Books every connection socket the transfers open and close (see SocketBook): the event loop
+  // then keeps a kept-alive connection in its epoll set between transfers. Outlives the multi
+  // handle. nullptr: none.
+  SocketBook* sockets = nullptr;
 };
 
 // A temporary file removed when the last reference to it goes, unless release()d first: a kept

@@ -9,14 +9,18 @@
 #include <thread>
 #include <unistd.h>
 
+#include "downloader/address_policy.hpp"
 #include "downloader/curl_handles.hpp"
 #include "downloader/multi_events.hpp"
+#include "downloader/socket_book.hpp"
 #include "tests/unit/downloader/harness.hpp"
 
 using namespace trawl::dltest;
 using trawl::downloader::CurlEasy;
 using trawl::downloader::CurlMulti;
 using trawl::downloader::MultiEvents;
+using trawl::downloader::SocketBook;
+using trawl::downloader::SocketGate;
 using Clock = std::chrono::steady_clock;
 
 namespace {
@@ -29,12 +33,29 @@ std::size_t append(char* data, std::size_t size, std::size_t n, void* out) {
 struct Fetch {
   CurlEasy easy;
   std::string body;
-  explicit Fetch(const std::string& url) {
+  SocketGate gate;
+  // With a book, its sockets are opened and closed through it, as the downloader's transfers do.
+  explicit Fetch(const std::string& url, SocketBook* book = nullptr) {
     easy.set_str(CURLOPT_URL, url.c_str());
     easy.set_write_fn(CURLOPT_WRITEFUNCTION, &append);
     easy.set_ptr(CURLOPT_WRITEDATA, &body);
+    if (book != nullptr) {
+      gate.book = book;
+      easy.set_opensocket_fn(&trawl::downloader::open_gated_socket);
+      easy.set_ptr(CURLOPT_OPENSOCKETDATA, &gate);
+      easy.set_closesocket_fn(&trawl::downloader::close_booked_socket);
+      easy.set_ptr(CURLOPT_CLOSESOCKETDATA, book);
+    }
   }
 };
+
+// The descriptors the book has with all of `flags`.
+std::vector<int> booked(const SocketBook& book, std::uint8_t flags) {
+  std::vector<int> fds;
+  for (int fd = 0; fd < 4096; ++fd)
+    if ((book.flags(fd) & flags) == flags) fds.push_back(fd);
+  return fds;
+}
 
 // Turns of the downloader's loop, bounded: wait, hand over the ready sockets, run the due
 // timers, collect what ended. Returns the endings (easy handle, code) and counts socket events.
@@ -179,4 +200,87 @@ TEST_CASE("multi events: handles removed after the set is gone do not call back 
   // callbacks still set, this would write into freed memory (the sanitizer build reports it).
   REQUIRE(socket_events > 0);
   multi.remove(f.easy);
+}
+
+TEST_CASE("multi events: a kept-alive connection of ours stays in the set, parked, between "
+          "transfers",
+          "[downloader][events]") {
+  const std::string small = pattern_body(1000, 4);
+  const std::string big = pattern_body(500 * 1024, 5);
+  Server server;
+  serve_bodies(server, {{"/small", &small}, {"/big", &big}});
+  SocketBook book; // outlives the multi, which closes its connections through it
+  {
+    CurlMulti multi;
+    MultiEvents ev(multi.get(), -1, &book);
+    std::vector<std::unique_ptr<Fetch>> fetches;
+    for (const char* path : {"/small", "/big", "/small"})
+      fetches.push_back(std::make_unique<Fetch>(server.url(path), &book));
+    const std::vector<const std::string*> expect{&small, &big, &small};
+    for (int round = 0; round < 4; ++round) {
+      INFO("round " << round);
+      for (auto& f : fetches) {
+        f->body.clear();
+        multi.add(f->easy);
+      }
+      std::size_t socket_events = 0;
+      const auto ended = drive(multi, ev, fetches.size(), socket_events);
+      REQUIRE(ended.size() == fetches.size());
+      for (const auto& [easy, code] : ended) CHECK(code == CURLE_OK);
+      for (std::size_t i = 0; i < fetches.size(); ++i) CHECK(fetches[i]->body == *expect[i]);
+      for (auto& f : fetches) multi.remove(f->easy);
+      // Every connection is ours and idle now: the ones that waited for their response are
+      // parked in the set, none is wanted by libcurl.
+      CHECK_FALSE(booked(book, SocketBook::kOurs).empty());
+      CHECK(booked(book, SocketBook::kInSet).size() ==
+            booked(book, SocketBook::kInSet | SocketBook::kParked).size());
+    }
+    CHECK_FALSE(booked(book, SocketBook::kParked).empty());
+  }
+  // The multi closed its connections through the book: nothing of them is left.
+  CHECK(booked(book, SocketBook::kOurs).empty());
+  CHECK(booked(book, SocketBook::kInSet).empty());
+}
+
+TEST_CASE("multi events: a parked connection the server closes leaves the set, and the next "
+          "transfer connects anew",
+          "[downloader][events]") {
+  const std::string body = pattern_body(20 * 1024, 6);
+  // Answers one request per connection as if to keep it (HTTP/1.1, no Connection: close), waits
+  // a moment, then closes it: the client's connection is parked by then.
+  RawServer server(
+      [&](int fd, const std::atomic<bool>& quit) {
+        std::string head;
+        if (!read_request_head(fd, head, quit)) return;
+        send_all(fd, "HTTP/1.1 200 OK\r\nContent-Length: " + std::to_string(body.size()) +
+                         "\r\n\r\n" + body);
+        std::this_thread::sleep_for(30ms);
+      },
+      true, 16);
+  SocketBook book;
+  CurlMulti multi;
+  MultiEvents ev(multi.get(), -1, &book);
+  Fetch f(server.url("/b"), &book);
+  std::array<MultiEvents::Ready, 4> ready{};
+  for (int round = 0; round < 5; ++round) {
+    INFO("round " << round);
+    f.body.clear();
+    multi.add(f.easy);
+    std::size_t socket_events = 0;
+    const auto ended = drive(multi, ev, 1, socket_events);
+    REQUIRE(ended.size() == 1);
+    CHECK(ended[0].second == CURLE_OK);
+    CHECK(f.body == body);
+    multi.remove(f.easy);
+    // The server's close reaches the parked socket: it leaves the set, and is not handed to
+    // libcurl, which watches nothing now (bounded: 5 s).
+    const auto deadline = Clock::now() + 5s;
+    while (!booked(book, SocketBook::kInSet).empty() && Clock::now() < deadline) {
+      const std::size_t n = ev.wait(50, ready);
+      for (std::size_t i = 0; i < n; ++i) CHECK(ready[i].kind != MultiEvents::Kind::curl_socket);
+    }
+    CHECK(booked(book, SocketBook::kInSet).empty());
+  }
+  // Each round needed a new connection, on a descriptor the closed one may have left free.
+  CHECK(server.hits() == 5);
 }
