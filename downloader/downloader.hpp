@@ -29,10 +29,10 @@ struct DownloadOptions {
   // stays at `prefetch`.
   std::chrono::milliseconds prefetch_work{16};
   // How long a finished result, or a slot set free, may wait to go out with others: results go to
-  // the sink in frames of up to kResultBatch (32), credit to the ventilator once prefetch/2 slots
+  // the sink in frames of up to kResultBatch (64), credit to the ventilator once prefetch/2 slots
   // are free; either leaves at once when nothing else is in flight or the node would idle.
   // 0 = every loop turn sends what it has (the behaviour before coalescing).
-  std::chrono::milliseconds coalesce{5};
+  std::chrono::milliseconds coalesce{10};
   std::string node; // default hostname-pid
   long connect_timeout_s = 15;
   long timeout_s = 3600; // total per transfer, 0 = none

@@ -17,7 +17,7 @@ TEST_CASE("download flags parse into DownloadOptions", "[downloader]") {
     CHECK(o.concurrency == 64);
     CHECK(o.max_size == (1ULL << 30));
     CHECK(o.grace == std::chrono::milliseconds(10000));
-    CHECK(o.coalesce == std::chrono::milliseconds(5));
+    CHECK(o.coalesce == std::chrono::milliseconds(10));
   }
   SECTION("--coalesce-ms") {
     app.parse(std::vector<std::string>{"0", "--coalesce-ms"});
