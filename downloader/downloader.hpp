@@ -24,7 +24,7 @@ struct DownloadOptions {
   int concurrency = 64;
   int prefetch = 4;
   // The queue grows beyond `prefetch` to about this much work at the rate tasks end on this node
-  // (at most `concurrency` tasks), re-measured every 50 ms: where tasks end by the thousand a
+  // (at most 2 x `concurrency` tasks), re-measured every 50 ms: where tasks end by the thousand a
   // second, `prefetch` of them last less than the ventilator's answer to a ready. 0 = the queue
   // stays at `prefetch`.
   std::chrono::milliseconds prefetch_work{16};
