@@ -81,7 +81,6 @@ std::string Transfer::begin(const proto::Task& task, std::uint32_t attempt,
   attempt_ = attempt;
   max_size_ = s.max_size;
   bytes_ = 0;
-  written_here_ = 0;
   discarded_ = 0;
   offset_ = 0;
   total_ = -1;
@@ -257,7 +256,6 @@ bool Transfer::start_over() {
     return false;
   }
   bytes_ = 0;
-  written_here_ = 0;
   offset_ = 0;
   chunk_.clear(); // empty anyway: this runs before the response's first body byte is kept
   return true;
@@ -328,13 +326,6 @@ std::size_t Transfer::write_body(const char* data, std::size_t n) {
   if (io_failed_.load(std::memory_order_acquire)) return 0;
   if (writer_ == nullptr) {
     if (!write_chunk(data, n)) return 0;
-  } else if (bytes_ == offset_ && total_ >= 0 && n == static_cast<std::uint64_t>(total_) &&
-             n <= FileWriter::kChunk) {
-    // The whole body in one piece, nothing before it: written from libcurl's buffer at once, as
-    // the event loop would write it at the end anyway (a small body, see nothing_handed_over()),
-    // without copying it into a chunk first.
-    if (!write_chunk(data, n)) return 0;
-    written_here_ = n;
   } else {
     // Into chunk_ (never beyond kChunk: the buffer is not reallocated); each full chunk goes.
     for (std::size_t left = n; left > 0;) {

@@ -163,9 +163,7 @@ public:
   std::size_t unwritten() const noexcept { return chunk_.size(); }
   // True when no chunk of this attempt went to the writer (the whole body is still in hand, or
   // there is none): finishing it on this thread then races with nothing.
-  bool nothing_handed_over() const noexcept {
-    return chunk_.size() + written_here_ == bytes_ - offset_;
-  }
+  bool nothing_handed_over() const noexcept { return chunk_.size() == bytes_ - offset_; }
 
   // Ends the attempt without an outcome (stop): removes the temporary file. With a writer, only
   // once none of the attempt's chunks is still queued (FileWriter::drain()).
@@ -219,7 +217,6 @@ private:
   FileSource file_source_;
   std::string temp_dir_;        // settings.temp_dir
   std::uint64_t bytes_ = 0;     // kept body bytes (2xx) in the file, written and hashed
-  std::uint64_t written_here_ = 0; // with a writer: body bytes written by write_body() itself
   std::uint64_t discarded_ = 0; // body bytes of an error response, read and dropped
   // Range resume of this attempt: the bytes the file held when it began (0: a whole body was
   // asked for), what the first response said about the whole body, and what came of the range.
