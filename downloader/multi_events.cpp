@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <new>
 #include <string>
 #include <sys/eventfd.h>
 #include <system_error>
@@ -129,44 +128,40 @@ void MultiEvents::wakeup() noexcept {
 
 int MultiEvents::on_socket(CURL*, curl_socket_t s, int what, void* self_p, void* socketp) {
   auto* self = static_cast<MultiEvents*>(self_p);
+  // Only our sockets are booked (see SocketBook); the others go in and out of the set as
+  // libcurl says.
   SocketBook* book = self->book_;
   const std::uint8_t flags = book != nullptr ? book->flags(s) : 0;
   const bool ours = (flags & SocketBook::kOurs) != 0;
+  const bool ours_in_set = ours && (flags & SocketBook::kInSet) != 0;
   if (what == CURL_POLL_REMOVE) {
-    // A socket of ours waiting for input only stays in the set, parked (see SocketBook); its
-    // close, which we see, forgets it.
-    if (ours && (flags & SocketBook::kInSet) != 0 && book->events(s) == EPOLLIN) {
+    // A socket of ours waiting for input only stays in the set, parked; its close, which we
+    // see, forgets it.
+    if (ours_in_set && book->events(s) == EPOLLIN) {
       book->parked(s);
       return 0;
     }
     // The socket may be closed already (then epoll dropped it itself): errors do not matter.
     ::epoll_ctl(self->epoll_fd_, EPOLL_CTL_DEL, s, nullptr);
-    if (book != nullptr) book->out_of_set(s);
+    if (ours) book->out_of_set(s);
     return 0;
   }
   epoll_event ev{};
   ev.events =
       ((what & CURL_POLL_IN) != 0 ? EPOLLIN : 0u) | ((what & CURL_POLL_OUT) != 0 ? EPOLLOUT : 0u);
   ev.data.u64 = tag(Kind::curl_socket, s);
-  if (ours && (flags & SocketBook::kInSet) != 0 && book->events(s) == ev.events) {
-    book->in_set(s, ev.events); // parked with these very events: wanted again, no system call
-  } else {
+  // Parked with these very events: wanted again, no system call.
+  if (!ours_in_set || book->events(s) != ev.events) {
     // socketp is set once a socket is in the set (libcurl forgets it with CURL_POLL_REMOVE); a
     // parked socket of ours is in the set too. A descriptor number reused before its removal
     // was seen is added or modified as the set says.
-    int op = socketp == nullptr && !(ours && (flags & SocketBook::kInSet) != 0) ? EPOLL_CTL_ADD
-                                                                                : EPOLL_CTL_MOD;
+    int op = socketp == nullptr && !ours_in_set ? EPOLL_CTL_ADD : EPOLL_CTL_MOD;
     if (::epoll_ctl(self->epoll_fd_, op, s, &ev) != 0) {
       op = errno == EEXIST ? EPOLL_CTL_MOD : errno == ENOENT ? EPOLL_CTL_ADD : -1;
       if (op < 0 || ::epoll_ctl(self->epoll_fd_, op, s, &ev) != 0) return -1;
     }
-    if (book != nullptr) {
-      try {
-        book->in_set(s, ev.events);
-      } catch (const std::bad_alloc&) { // unbooked: treated as not in the set, never parked
-      }
-    }
   }
+  if (ours) book->in_set(s, ev.events);
   if (socketp == nullptr) curl_multi_assign(self->multi_, s, self);
   return 0;
 }

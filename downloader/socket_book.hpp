@@ -30,7 +30,11 @@ public:
 
   void opened(int fd) {
     if (fd < 0) return;
-    grow(fd);
+    const auto need = static_cast<std::size_t>(fd) + 1;
+    if (flags_.size() < need) {
+      flags_.resize(need, 0);
+      events_.resize(need, 0);
+    }
     flags_[static_cast<std::size_t>(fd)] = kOurs;
   }
   // Before the descriptor is closed: nothing of it is kept (the kernel drops it from the set).
@@ -49,10 +53,9 @@ public:
                ? events_[static_cast<std::size_t>(fd)]
                : 0;
   }
-  // In the set with `events`, wanted by libcurl.
-  void in_set(int fd, std::uint32_t events) {
-    if (fd < 0) return;
-    grow(fd);
+  // A socket of ours (opened() booked it) is in the set with `events`, wanted by libcurl.
+  void in_set(int fd, std::uint32_t events) noexcept {
+    if (fd < 0 || static_cast<std::size_t>(fd) >= flags_.size()) return;
     const auto i = static_cast<std::size_t>(fd);
     flags_[i] = static_cast<std::uint8_t>((flags_[i] & kOurs) | kInSet);
     events_[i] = events;
@@ -66,14 +69,6 @@ public:
   }
 
 private:
-  void grow(int fd) {
-    const auto need = static_cast<std::size_t>(fd) + 1;
-    if (flags_.size() < need) {
-      flags_.resize(need, 0);
-      events_.resize(need, 0);
-    }
-  }
-
   std::vector<std::uint8_t> flags_;
   std::vector<std::uint32_t> events_;
 };
