@@ -66,7 +66,8 @@ constexpr milliseconds kPrefetchWindow{50};
 // the concurrency, so that where --prefetch-ms of work is more than that (small files by the
 // thousand a second), a ready and a task frame carry up to 64 tasks instead of 32. Small-tmpfs, 6
 // alternating runs against --concurrency: 2 x 64 1,483 ms against 1,548 (CPU of all processes
-// 2,185 ms against 2,235; per downloader 184-196 readies against ~300), 1 x 64 1,528 against
+// 2,185 ms against 2,235; per downloader, one -v job each: 184 and 196 readies against 288 and
+// 311), 1 x 64 1,528 against
 // 1,577; latency and classic, where the queue stays small, the same within their spread.
 int max_prefetch(const DownloadOptions& o) {
   return o.prefetch_work.count() == 0 ? o.prefetch : std::max(o.prefetch, 2 * o.concurrency);
@@ -450,11 +451,11 @@ private:
 
   // The tasks queued here beyond the running ones: --prefetch, or about --prefetch-ms of work at
   // the rate tasks ended in the last kPrefetchWindow (`ended`: tasks received and no longer
-  // held), at most twice --concurrency (max_prefetch). small-tmpfs (20,000 x 8-64 KB, 2 downloaders
-  // of 64, nginx,
-  // --digest none), 12 alternating runs: median 1265 ms with 16 ms of work against 1394 with a
-  // fixed 4 (a fixed 64: 1290). Classic (297/297 ms at 2x64) and latency (2x64, 1.74-1.78 s both)
-  // did not change: there the rate keeps it at 4.
+  // held), at most twice --concurrency (max_prefetch). When the cap was --concurrency:
+  // small-tmpfs (20,000 x 8-64 KB, 2 downloaders of 64, nginx, --digest none), 12 alternating
+  // runs, median 1265 ms with 16 ms of work against 1394 with a fixed 4 (a fixed 64: 1290). Classic
+  // (297/297 ms at 2x64) and latency (2x64, 1.74-1.78 s both) did not change: there the rate keeps
+  // it at 4.
   void adapt_prefetch(Clock::time_point now, std::uint64_t ended) {
     if (opt_.prefetch_work.count() == 0) return;
     if (rate_since_ == Clock::time_point{} || ended < ended_since_) {
