@@ -35,6 +35,7 @@
 #include "common/exit_codes.hpp"
 #include "common/host.hpp"
 #include "common/log.hpp"
+#include "common/signals.hpp"
 #include "downloader/temp_pool.hpp"
 
 namespace trawl::app {
@@ -124,6 +125,13 @@ void add_options(CLI::App& cmd, PipelineOptions& o) {
                  "Append a line per process when it exits: its subcommand (pipeline for this "
                  "one), peak RSS in KB, user and system CPU seconds (for benchmarks)")
       ->type_name("FILE");
+  cmd.add_option("--sink-wait-ms", o.sink_wait_ms,
+                 "The sink (summary, progress, reports) starts once every downloader has its "
+                 "first transfers under way, so that its start-up does not slow theirs, or once "
+                 "the ventilator has nothing to dispatch; at the latest this long after the "
+                 "other processes")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 60000));
   cmd.add_option("DOWNLOAD_FLAGS", o.download_flags,
                  "After --: flags for each `trawl download`, e.g. -- --retries 5 --timeout 60");
   cmd.footer(
@@ -145,6 +153,7 @@ struct Proc {
   bool alive = true;
   bool seen = false; // its exit was looked at by the main loop
   bool termed = false; // sent SIGTERM (a second one would abort it)
+  bool started = false; // a downloader said its first transfers are under way (on_started)
   int code = 0;      // exit status, or 128 + signal
 };
 
@@ -234,6 +243,7 @@ private:
         ms < 0 ? ::sigwaitinfo(&blocked_, &info) : ::sigtimedwait(&blocked_, &info, &ts);
     if (sig == SIGINT || sig == SIGTERM || sig == SIGHUP) on_signal();
     if (sig == SIGUSR2) on_job_done(info.si_pid);
+    if (sig == started_signal()) on_started(info.si_pid);
     reap();
   }
 
@@ -245,6 +255,25 @@ private:
     if (job_done_ || interrupted_ || sink == nullptr || sink->pid != from) return;
     job_done_ = true;
     signal_all(names_of({"download"}), SIGTERM);
+  }
+
+  // A downloader's first transfers are under way, or the ventilator has nothing to dispatch:
+  // the sink starts once every downloader still running has said so, or on the ventilator's word.
+  void on_started(pid_t from) {
+    Proc* p = find(from);
+    if (p == nullptr || !later_sink_) return;
+    if (p->role == "vent") {
+      start_later_sink();
+      return;
+    }
+    if (p->role == "download") p->started = true;
+    maybe_start_sink();
+  }
+  void maybe_start_sink() {
+    if (!later_sink_) return;
+    for (const auto& p : procs_)
+      if (p.role == "download" && p.alive && !p.started) return;
+    start_later_sink();
   }
 
   // True once none of `names` is alive; false after `limit`.
@@ -349,6 +378,12 @@ private:
   };
   Planned plan(const std::string& name, std::vector<std::string> args, int stdin_fd);
   void start(Planned& p);
+  // The sink, planned and not started yet (see run), and when it starts without the
+  // ventilator's word.
+  std::optional<Planned> later_sink_;
+  std::chrono::steady_clock::time_point sink_due_{};
+  bool sink_failed_ = false; // its fork failed
+  void start_later_sink();
   bool prepare(std::vector<std::string>& server_curve, std::vector<std::string>& client_curve);
   std::optional<int> wait_for_listen();
   void sweep_after_downloaders();
@@ -421,6 +456,18 @@ void Launcher::start(Planned& p) {
   }
   procs_.push_back(Proc{p.name, p.subcommand, pid});
   std::ofstream(run_dir_ + "/pids", std::ios::app) << p.name << ' ' << pid << '\n';
+}
+
+void Launcher::start_later_sink() {
+  if (!later_sink_) return;
+  Planned p = std::move(*later_sink_);
+  later_sink_.reset();
+  try {
+    start(p);
+  } catch (const std::exception& e) {
+    std::cerr << kTag << e.what() << std::endl;
+    sink_failed_ = true;
+  }
 }
 
 // The curve keys (made when missing) and the flags that name them.
@@ -516,6 +563,8 @@ int Launcher::wait_job() {
   int live_downloaders = o_.downloaders;
   for (;;) {
     if (interrupted_) return -1;
+    if (later_sink_ && std::chrono::steady_clock::now() >= sink_due_) start_later_sink();
+    if (sink_failed_) return kExitFatal;
     for (auto& p : procs_) {
       if (p.alive || p.seen) continue;
       p.seen = true;
@@ -550,10 +599,17 @@ int Launcher::wait_job() {
         }
       }
     }
+    maybe_start_sink(); // a downloader that exited no longer holds it back
     bool any = false;
     for (const auto& p : procs_) any = any || p.alive;
     if (!any) return -1;
-    wait_event(1000);
+    int wait_ms = 1000;
+    if (later_sink_)
+      wait_ms = static_cast<int>(std::clamp<long long>(
+          std::chrono::ceil<std::chrono::milliseconds>(sink_due_ - std::chrono::steady_clock::now())
+              .count(),
+          0, wait_ms));
+    wait_event(wait_ms);
   }
 }
 
@@ -638,7 +694,8 @@ int Launcher::run() {
   // Signals come to this thread through sigtimedwait; the children restore the old mask.
   std::signal(SIGCHLD, SIG_DFL); // inherited SIG_IGN would reap the children before us
   sigemptyset(&blocked_);
-  for (int sig : {SIGCHLD, SIGINT, SIGTERM, SIGHUP, SIGUSR2}) sigaddset(&blocked_, sig);
+  for (int sig : {SIGCHLD, SIGINT, SIGTERM, SIGHUP, SIGUSR2, started_signal()})
+    sigaddset(&blocked_, sig);
   ::sigprocmask(SIG_BLOCK, &blocked_, &old_mask_);
 
   if (exec_path_.empty()) {
@@ -661,6 +718,10 @@ int Launcher::run() {
     vent = with(vent, {"--acks", acks, "--sink", results, "--state", state, "--run-id", run_id,
                        "--expect-downloaders", std::to_string(o_.downloaders)});
     if (o_.fresh) vent.emplace_back("--fresh");
+    // Its word, or the downloaders', starts the sink (below); another binary (--trawl) may not
+    // know the flag.
+    const std::string self = std::to_string(::getpid());
+    if (exec_path_.empty()) vent.insert(vent.end(), {"--notify-pid", self});
     Planned vent_role = plan("vent", with(with(vent, server_curve), insecure), null_fd_);
     // Only the fetcher reads our stdin (for --source -).
     std::vector<std::string> fetch{"fetch", "--source", o_.source, "--connect", links};
@@ -688,7 +749,7 @@ int Launcher::run() {
                                   host_ + "-d" + std::to_string(n)};
       // Their temporary files left by a dead one are swept here, once, after the job (below);
       // another binary (--trawl) may not know the flag.
-      if (exec_path_.empty()) dl.emplace_back("--no-exit-sweep");
+      if (exec_path_.empty()) dl.insert(dl.end(), {"--no-exit-sweep", "--notify-pid", self});
       downloader_roles.push_back(plan("download-" + std::to_string(n),
                                       with(with(dl, client_curve), o_.download_flags), null_fd_));
     }
@@ -696,16 +757,24 @@ int Launcher::run() {
     start(fetch_role);
     // The sink last (unless --listen, which writes its endpoint for other hosts before our
     // downloaders start): it has nothing to do before the first transfers end, while the
-    // fetcher and the downloaders are the first request's path. The processes starting together
-    // share 2 cores and the kernel picks who waits (in one traced job the fetcher, forked second,
-    // set up its log last, 32 ms after its fork with 6.7 ms of CPU: it had waited ~25 ms for a
-    // core); started later, the sink competes less with them. A URL list of 2,000 (latency) and
-    // the classic gallery, 4-8 alternating runs per set: the first request left 3-14 ms sooner
-    // in each of 5 sets (1 x 64 and 2 x 64), the job ended 4-10 ms sooner in 4 of them and 11 ms
-    // later in one.
+    // fetcher, the ventilator and the downloaders are the first request's path. The processes
+    // starting together share the cores and the kernel picks who waits (in one traced job the
+    // fetcher, forked second, set up its log last, 32 ms after its fork with 6.7 ms of CPU: it
+    // had waited ~25 ms for a core). Forked after them, the sink still took ~10 ms of CPU while
+    // they set up (uprobes: its log set up 46-63 ms after launch, the first transfer added at
+    // 63-79), and forked at the ventilator's first dispatch it took them from the downloader's
+    // first transfers (no gain). So it starts once every downloader has its first transfers
+    // under way or the ventilator has nothing to dispatch (on_started), or after
+    // --sink-wait-ms. What is sent to it meanwhile waits in the senders, whose connections are
+    // tried again after 2 ms, then twice as long each time (common/zmq_util.cpp).
     if (o_.listen.empty()) {
       for (auto& d : downloader_roles) start(d);
-      start(sink_role);
+      if (exec_path_.empty()) {
+        later_sink_ = std::move(sink_role);
+        sink_due_ = std::chrono::steady_clock::now() + std::chrono::milliseconds(o_.sink_wait_ms);
+      } else {
+        start(sink_role);
+      }
     } else {
       start(sink_role);
       if (const auto failed = wait_for_listen()) {

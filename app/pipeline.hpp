@@ -40,6 +40,9 @@ struct PipelineOptions {
   std::string curve_dir;
   bool insecure = false;
   std::string rusage_log;
+  // The sink starts once every downloader has its first transfers under way (or the ventilator
+  // has nothing to dispatch), and at the latest this long after the others (app/pipeline.cpp).
+  int sink_wait_ms = 250;
   std::vector<std::string> download_flags; // after --
   // Not a flag: set by main from the download flags (with config and environment): the
   // downloaders hash bodies, so OpenSSL's SHA-256 is fetched once before the forks.

@@ -43,6 +43,9 @@ void add_options(CLI::App& cmd, VentOptions& o) {
                  "Directory of the job's ledger (ledger.sqlite); the same --state resumes the job")
       ->capture_default_str();
   cmd.add_flag("--fresh", o.fresh, "Forget the ledger in --state and start the job over");
+  cmd.add_option("--notify-pid", o.notify_pid,
+                 "Signal this process (our parent; SIGRTMIN) once the fetcher is done and there "
+                 "is nothing to dispatch (trawl pipeline then starts the sink)");
   cmd.add_option("--run-id", o.run_id,
                  "Names this run of the job: a ventilator restarted with the same id continues the "
                  "run; a new id starts a new run (failed links are retried, done ones skipped). "
@@ -252,6 +255,10 @@ public:
       if (items[2].revents & ZMQ_POLLIN) drain_acks();
       if (items[0].revents & ZMQ_POLLIN) drain_links();
       dispatch(Clock::now());
+      if (!parent_notified_ && links_ended_ && counts_.pending == 0 && leases_.empty()) {
+        parent_notified_ = true;
+        notify_parent_started(opt_.notify_pid);
+      }
       // Deadlines are seconds long: a scan of every lease per turn would cost more than it finds.
       if (now >= next_expire) {
         expire(now);
@@ -900,6 +907,9 @@ private:
   bool job_changed_ = true;
   bool complete_sent_ = false; // the last figures queued for the sink said complete
   bool first_turn_done_ = false; // drain_links' first turn with a downloader joined ran
+  // --notify-pid was told there is nothing to dispatch (trawl pipeline starts the sink on the
+  // downloaders' word otherwise).
+  bool parent_notified_ = false;
 };
 
 } // namespace

@@ -80,6 +80,12 @@ bool take_status_request() noexcept {
 
 void request_status() noexcept { g_status.store(true, std::memory_order_relaxed); }
 
+int started_signal() noexcept { return SIGRTMIN; }
+
+void notify_parent_started(int pid) noexcept {
+  if (pid > 0 && ::getppid() == pid) ::kill(pid, started_signal());
+}
+
 std::thread start_quiet_thread(std::function<void()> fn, const char* name) {
   sigset_t all, old;
   sigfillset(&all);

@@ -31,6 +31,16 @@ bool take_status_request() noexcept;
 // As if a SIGUSR1 had come (tests).
 void request_status() noexcept;
 
+// `trawl pipeline` starts the sink once the processes on the way to the first request have done
+// their part (app/pipeline.cpp): each downloader says its first transfers have started, the
+// ventilator that it has none to dispatch. They say it with this real-time signal (SIGRTMIN:
+// queued, so two downloaders at once are both heard, and carrying the sender's pid).
+int started_signal() noexcept;
+
+// Sends started_signal() to `pid` if it is our parent (a stray --notify-pid signals no one
+// else); nothing when pid <= 0.
+void notify_parent_started(int pid) noexcept;
+
 // Starts a worker thread that takes no signal (all blocked in it) and names it `name` (at most 15
 // characters; for top -H and perf): SIGINT and SIGTERM then go to a thread that polls the stop
 // flag, and a handler never runs in the middle of the worker's system calls. Throws

@@ -262,6 +262,7 @@ public:
       drain_finished(stopping);
       take_finished(stopping);
       flush_unsent(stopping); // this turn's results join those waiting, sent when worth a frame
+      notify_under_way();
     }
     // Transfers aborted at the deadline left nothing queued (abort_active drains the writer);
     // the files finished meanwhile are reported.
@@ -296,6 +297,20 @@ public:
   const Counters& counters() const noexcept { return counters_; }
 
 private:
+  // --notify-pid hears that the first transfers are under way: at the end of the second turn
+  // with transfers running (the first connected them, the second sent their requests), or as
+  // soon as a result waits for the sink (transfers that ended at once). trawl pipeline starts
+  // the sink then: its start-up no longer takes the cores from ours (the classic gallery's 96
+  // links as a list, 1 x 64, 30 alternating runs: the first request 82.4 ms after launch against
+  // 89.8 with the sink started with the others, the job 554 ms against 564).
+  void notify_under_way() {
+    if (notified_ || opt_.notify_pid <= 0) return;
+    if (active_ > 0) ++turns_under_way_;
+    if (turns_under_way_ < 2 && unsent_.empty()) return;
+    notified_ = true;
+    notify_parent_started(opt_.notify_pid);
+  }
+
   void start_temp_pool(int concurrency) {
     rlimit fds{};
     const std::uint64_t fd_limit =
@@ -1043,6 +1058,8 @@ private:
                                                  // most twice the concurrency; reused
   std::vector<Transfer*> idle_;
   std::size_t active_ = 0; // transfers added to the multi
+  int turns_under_way_ = 0;   // loop turns that ended with transfers running (notify_under_way)
+  bool notified_ = false;     // notify_under_way() told --notify-pid
   std::size_t finishing_ = 0; // transfers whose file the file thread is finishing
   std::mutex done_mutex_;
   std::vector<std::pair<Transfer*, Finished>> done_; // finished by the file thread, to take
@@ -1235,6 +1252,9 @@ void add_options(CLI::App& cmd, DownloadOptions& o) {
                "left in --out when they died (by default they are removed; trawl pipeline passes "
                "this and removes them itself once, after the job, when one of its downloaders "
                "died)");
+  cmd.add_option("--notify-pid", o.notify_pid,
+                 "Signal this process (our parent; SIGRTMIN) once the first transfers are under "
+                 "way (trawl pipeline then starts the sink)");
   cmd.add_option("--user-agent", o.user_agent,
                  "User-Agent header (default trawl/" TRAWL_VERSION ")");
   add_curve_options(cmd, o.curve, CurveRole::downloader);

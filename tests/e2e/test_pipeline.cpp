@@ -7,12 +7,14 @@
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <pthread.h>
 #include <set>
 #include <sstream>
 #include <sys/stat.h>
 #include <thread>
 #include <unistd.h>
 
+#include "common/signals.hpp"
 #include "tests/support/corpus.hpp"
 #include "tests/support/process.hpp"
 
@@ -107,8 +109,12 @@ TEST_CASE("classic job: 91 jpgs of a gallery with gifs and albums, 200 ms per re
   auto fixture = FixtureServer::start({"--corpus", "classic", "--delay-ms", "200"});
   TempDir dir("trawl-e2e-classic");
   const std::string out = dir / "out";
-  auto r = run_pipeline(dir, {"--source", fixture.url() + "/3/gallery/hot/viral/0.json", "--out", out,
-                              "--downloaders", "2", "--concurrency", "64", "--ext", ".jpg"});
+  // The sink waits for both downloaders' word (--sink-wait-ms is far beyond the run's limit).
+  auto r = run_pipeline(dir,
+                        {"--source", fixture.url() + "/3/gallery/hot/viral/0.json", "--out", out,
+                         "--downloaders", "2", "--concurrency", "64", "--ext", ".jpg",
+                         "--sink-wait-ms", "60000"},
+                        {}, "", std::chrono::seconds(40));
   INFO("stdout:\n" << r.out << "\nstderr:\n" << r.err);
   CHECK(r.status == 0);
 
@@ -118,6 +124,13 @@ TEST_CASE("classic job: 91 jpgs of a gallery with gifs and albums, 200 ms per re
   CHECK_THAT(r.out, Catch::Contains("trawl: 91 links: 91 done, 0 failed"));
   CHECK(file_requests(fixture) == 91); // each file fetched once, nothing skipped fetched
   check_all_gone(r);
+  // The sink started after both downloaders had their first tasks (91 shared 46 + 45).
+  const auto first_task = r.err.find("first task after");
+  const auto second_task = r.err.find("first task after", first_task + 1);
+  const auto sink_up = r.err.find("] results on ");
+  REQUIRE(second_task != std::string::npos);
+  REQUIRE(sink_up != std::string::npos);
+  CHECK(sink_up > second_task);
 }
 
 TEST_CASE("classic job: no digest by default, every SHA-256 with --digest sha256", "[e2e]") {
@@ -355,6 +368,102 @@ TEST_CASE("SIGUSR1: the vent, the sink and a downloader each log a status line a
   CHECK(b.vent.wait_for(10s) == std::optional<int>(130));
 }
 
+// SIGRTMIN blocked in this thread for a test, and whatever is left of it taken at the end.
+struct StartedSignals {
+  sigset_t set{}, old{};
+  StartedSignals() {
+    sigemptyset(&set);
+    sigaddset(&set, trawl::started_signal());
+    pthread_sigmask(SIG_BLOCK, &set, &old);
+  }
+  ~StartedSignals() {
+    const timespec none{};
+    while (sigtimedwait(&set, nullptr, &none) > 0) {
+    }
+    pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  }
+  // The sender of the next one within `ms`, or -1.
+  pid_t next(long ms) {
+    const timespec ts{ms / 1000, (ms % 1000) * 1000000L};
+    siginfo_t info{};
+    return sigtimedwait(&set, &info, &ts) > 0 ? info.si_pid : -1;
+  }
+  StartedSignals(const StartedSignals&) = delete;
+  StartedSignals& operator=(const StartedSignals&) = delete;
+};
+
+TEST_CASE(
+    "downloader --notify-pid: its parent is signalled once its first transfers are under way, "
+    "once",
+    "[e2e]") {
+  using namespace std::chrono_literals;
+  StartedSignals signals;
+  // Responses held 800 ms: the transfers are still under way when the word comes.
+  auto fixture = FixtureServer::start({"--corpus", "classic", "--delay-ms", "800"});
+  TempDir dir("trawl-e2e-notify");
+  const auto expected = write_classic_list(dir, fixture, 3);
+  auto b = start_broker(TRAWL_BIN, dir.path());
+  const std::string out = dir / "out";
+  auto dl =
+      Child::spawn({TRAWL_BIN, "download", "--connect", b.tasks, "--sink", b.results, "--out", out,
+                    "-j", "4", "--node", "notify-node", "--notify-pid", std::to_string(::getpid())},
+                   {}, "", dir / "dl.err");
+  REQUIRE(await_lines(dir / "vent.err", "downloader notify-node joined", 1, 10s).size() == 1);
+  CHECK(signals.next(0) == -1); // joined, nothing to transfer: no word yet
+
+  auto fetch =
+      Child::spawn({TRAWL_BIN, "fetch", "--source", dir / "list.txt", "--connect", b.links}, {}, "",
+                   dir / "fetch.err");
+  const pid_t from = signals.next(10000);
+  INFO("dl.err:\n" << read_file(dir / "dl.err"));
+  CHECK(from == dl.pid());
+  for (const auto& [name, sha] : expected) CHECK_FALSE(fs::exists(out + "/" + name)); // none yet
+
+  // The job ends with every file; the word came once.
+  const auto deadline = std::chrono::steady_clock::now() + 30s;
+  while (files_in(out).size() < expected.size() && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(20ms);
+  CHECK(files_in(out) == expected);
+  CHECK(signals.next(0) == -1);
+}
+
+TEST_CASE(
+    "ventilator --notify-pid: its parent is signalled once the fetcher is done and nothing is "
+    "left to dispatch",
+    "[e2e]") {
+  using namespace std::chrono_literals;
+  StartedSignals signals;
+  TempDir dir("trawl-e2e-notify-vent");
+  const std::string ep = "ipc://" + dir.path() + "/";
+  const auto start_vent = [&](const std::string& state, const std::string& err) {
+    return Child::spawn({TRAWL_BIN, "vent", "--links", ep + "links", "--tasks", ep + "tasks",
+                         "--acks", ep + "acks", "--sink", ep + "results", "--state", dir / state,
+                         "--notify-pid", std::to_string(::getpid())},
+                        {}, "", dir / err);
+  };
+  const auto fetch_list = [&](const std::string& list, const std::string& err) {
+    return Child::spawn({TRAWL_BIN, "fetch", "--source", dir / list, "--connect", ep + "links"}, {},
+                        "", dir / err);
+  };
+
+  // Two links and no downloader: the fetcher is done, the links wait; no word.
+  std::ofstream(dir / "two.txt") << "http://127.0.0.1:9/a.jpg\nhttp://127.0.0.1:9/b.jpg\n";
+  {
+    auto vent = start_vent("state-two", "vent-two.err");
+    auto fetch = fetch_list("two.txt", "fetch-two.err");
+    REQUIRE(fetch.wait_for(10s) == std::optional<int>(0));
+    REQUIRE(await_lines(dir / "vent-two.err", "fetcher done", 1, 10s).size() == 1);
+    CHECK(signals.next(300) == -1);
+  }
+
+  // An empty list: nothing will ever be dispatched, and the ventilator says so.
+  std::ofstream(dir / "empty.txt").close();
+  auto vent = start_vent("state-empty", "vent-empty.err");
+  auto fetch = fetch_list("empty.txt", "fetch-empty.err");
+  INFO("vent:\n" << read_file(dir / "vent-empty.err"));
+  CHECK(signals.next(10000) == vent.pid());
+}
+
 TEST_CASE("a pipeline that does not finish: the failure names the live processes and their status "
           "first, and none is left",
           "[e2e]") {
@@ -372,6 +481,8 @@ TEST_CASE("a pipeline that does not finish: the failure names the live processes
   const auto joined = await_lines(dir / "stderr", "joined (capacity", 2, 15s);
   INFO("stderr:\n" << read_file(dir / "stderr"));
   REQUIRE(joined.size() == 2);
+  // No link, so no transfer: the sink starts --sink-wait-ms (250) after the others.
+  REQUIRE(await_lines(dir / "stderr", "] results on ", 1, 15s).size() == 1);
   REQUIRE(child.running());
   auto pids = pids_in(run_dir);
   REQUIRE(pids.size() == 5);

@@ -76,7 +76,9 @@ grep -q '^ExecStart=/usr/bin/trawl download --config /etc/trawl/download-%i.conf
 zcat "$root/usr/share/man/man1/trawl-download.1.gz" | grep -q '^\.TH TRAWL\\-DOWNLOAD 1' || bad "bad man page"
 bash -c "source '$root/usr/share/bash-completion/completions/trawl' && complete -p trawl" >/dev/null ||
   bad "the completion does not load"
-"$root/usr/bin/trawl-pipeline" --help | grep -q -- '--source' || bad "trawl-pipeline --help"
+# Read whole: grep -q stops at its match, and the writer of a longer text would die of SIGPIPE.
+pipeline_help=$("$root/usr/bin/trawl-pipeline" --help) || bad "trawl-pipeline --help failed"
+grep -q -- '--source' <<<"$pipeline_help" || bad "trawl-pipeline --help"
 
 # A small job through the installed trawl-pipeline, from the fixture server when it was built.
 if [ -x "$build/trawl-fixture" ]; then
