@@ -126,10 +126,10 @@ void add_options(CLI::App& cmd, PipelineOptions& o) {
                  "one), peak RSS in KB, user and system CPU seconds (for benchmarks)")
       ->type_name("FILE");
   cmd.add_option("--sink-wait-ms", o.sink_wait_ms,
-                 "The sink (summary, progress, reports) starts once every downloader has its "
-                 "first transfers under way, so that its start-up does not slow theirs, or once "
-                 "the ventilator has nothing to dispatch; at the latest this long after the "
-                 "other processes")
+                 "The sink (summary, progress, reports) starts once a downloader has its first "
+                 "transfers under way, so that its start-up does not slow theirs, or once the "
+                 "ventilator has nothing to dispatch; at the latest this long after the other "
+                 "processes")
       ->capture_default_str()
       ->check(CLI::Range(0, 60000));
   cmd.add_option("DOWNLOAD_FLAGS", o.download_flags,
@@ -153,7 +153,6 @@ struct Proc {
   bool alive = true;
   bool seen = false; // its exit was looked at by the main loop
   bool termed = false; // sent SIGTERM (a second one would abort it)
-  bool started = false; // a downloader said its first transfers are under way (on_started)
   int code = 0;      // exit status, or 128 + signal
 };
 
@@ -257,23 +256,12 @@ private:
     signal_all(names_of({"download"}), SIGTERM);
   }
 
-  // A downloader's first transfers are under way, or the ventilator has nothing to dispatch:
-  // the sink starts once every downloader still running has said so, or on the ventilator's word.
+  // A downloader's first transfers are under way (or a result of its waits), or the ventilator
+  // has nothing to dispatch: the sink starts now. The first downloader's word is enough: one
+  // that gets no task (a job of fewer links than downloaders) never speaks.
   void on_started(pid_t from) {
-    Proc* p = find(from);
-    if (p == nullptr || !later_sink_) return;
-    if (p->role == "vent") {
-      start_later_sink();
-      return;
-    }
-    if (p->role == "download") p->started = true;
-    maybe_start_sink();
-  }
-  void maybe_start_sink() {
-    if (!later_sink_) return;
-    for (const auto& p : procs_)
-      if (p.role == "download" && p.alive && !p.started) return;
-    start_later_sink();
+    const Proc* p = find(from);
+    if (p != nullptr && (p->role == "vent" || p->role == "download")) start_later_sink();
   }
 
   // True once none of `names` is alive; false after `limit`.
@@ -599,7 +587,6 @@ int Launcher::wait_job() {
         }
       }
     }
-    maybe_start_sink(); // a downloader that exited no longer holds it back
     bool any = false;
     for (const auto& p : procs_) any = any || p.alive;
     if (!any) return -1;
@@ -763,10 +750,10 @@ int Launcher::run() {
     // had waited ~25 ms for a core). Forked after them, the sink still took ~10 ms of CPU while
     // they set up (uprobes: its log set up 46-63 ms after launch, the first transfer added at
     // 63-79), and forked at the ventilator's first dispatch it took them from the downloader's
-    // first transfers (no gain). So it starts once every downloader has its first transfers
-    // under way or the ventilator has nothing to dispatch (on_started), or after
-    // --sink-wait-ms. What is sent to it meanwhile waits in the senders, whose connections are
-    // tried again after 2 ms, then twice as long each time (common/zmq_util.cpp).
+    // first transfers (no gain). So it starts once a downloader has its first transfers under
+    // way or the ventilator has nothing to dispatch (on_started), or after --sink-wait-ms. What
+    // is sent to it meanwhile waits in the senders, whose connections are tried again every
+    // 2-20 ms (common/zmq_util.cpp).
     if (o_.listen.empty()) {
       for (auto& d : downloader_roles) start(d);
       if (exec_path_.empty()) {

@@ -40,7 +40,7 @@ struct PipelineOptions {
   std::string curve_dir;
   bool insecure = false;
   std::string rusage_log;
-  // The sink starts once every downloader has its first transfers under way (or the ventilator
+  // The sink starts once a downloader has its first transfers under way (or the ventilator
   // has nothing to dispatch), and at the latest this long after the others (app/pipeline.cpp).
   int sink_wait_ms = 250;
   std::vector<std::string> download_flags; // after --

@@ -32,9 +32,9 @@ bool take_status_request() noexcept;
 void request_status() noexcept;
 
 // `trawl pipeline` starts the sink once the processes on the way to the first request have done
-// their part (app/pipeline.cpp): each downloader says its first transfers have started, the
+// their part (app/pipeline.cpp): a downloader says its first transfers have started, the
 // ventilator that it has none to dispatch. They say it with this real-time signal (SIGRTMIN:
-// queued, so two downloaders at once are both heard, and carrying the sender's pid).
+// queued, so words that come together are all heard, and carrying the sender's pid).
 int started_signal() noexcept;
 
 // Sends started_signal() to `pid` if it is our parent (a stray --notify-pid signals no one
