@@ -165,10 +165,8 @@ public:
         next_progress = now + interval_;
       }
     }
-    // The launcher stops the downloaders while the files below are written (only the process
-    // that started us: a stray --notify-pid signals no one else).
-    if (stats_.complete() && opt_.notify_pid > 0 && ::getppid() == opt_.notify_pid)
-      ::kill(opt_.notify_pid, SIGUSR2);
+    // The launcher stops the downloaders while the files below are written.
+    if (stats_.complete()) notify_parent(opt_.notify_pid, SIGUSR2);
     // Stopped or complete: what has arrived is still recorded and acknowledged.
     drain_results();
     if (mode_ != "none") show_progress(JobStats::Clock::now()); // the last figures

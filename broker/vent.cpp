@@ -257,7 +257,7 @@ public:
       dispatch(Clock::now());
       if (!parent_notified_ && links_ended_ && counts_.pending == 0 && leases_.empty()) {
         parent_notified_ = true;
-        notify_parent_started(opt_.notify_pid);
+        notify_parent(opt_.notify_pid, started_signal());
       }
       // Deadlines are seconds long: a scan of every lease per turn would cost more than it finds.
       if (now >= next_expire) {

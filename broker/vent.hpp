@@ -55,7 +55,7 @@ struct VentOptions {
   // Output layout of new links (broker/names.hpp).
   std::string name_layout = "basename";
   std::uint64_t shard = 0;
-  // trawl pipeline's launcher: told (notify_parent_started) when the fetcher is done and there
+  // trawl pipeline's launcher: told (notify_parent) when the fetcher is done and there
   // is nothing to dispatch, which is when it starts the sink without a downloader's word. 0: no
   // one.
   int notify_pid = 0;

@@ -82,8 +82,8 @@ void request_status() noexcept { g_status.store(true, std::memory_order_relaxed)
 
 int started_signal() noexcept { return SIGRTMIN; }
 
-void notify_parent_started(int pid) noexcept {
-  if (pid > 0 && ::getppid() == pid) ::kill(pid, started_signal());
+void notify_parent(int pid, int sig) noexcept {
+  if (pid > 0 && ::getppid() == pid) ::kill(pid, sig);
 }
 
 std::thread start_quiet_thread(std::function<void()> fn, const char* name) {

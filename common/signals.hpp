@@ -37,9 +37,9 @@ void request_status() noexcept;
 // queued, so words that come together are all heard, and carrying the sender's pid).
 int started_signal() noexcept;
 
-// Sends started_signal() to `pid` if it is our parent (a stray --notify-pid signals no one
-// else); nothing when pid <= 0.
-void notify_parent_started(int pid) noexcept;
+// Sends `sig` to `pid` if it is our parent (a stray --notify-pid signals no one else); nothing
+// when pid <= 0. The sink's "job complete" (SIGUSR2) and the started_signal() words use it.
+void notify_parent(int pid, int sig) noexcept;
 
 // Starts a worker thread that takes no signal (all blocked in it) and names it `name` (at most 15
 // characters; for top -H and perf): SIGINT and SIGTERM then go to a thread that polls the stop

@@ -38,9 +38,10 @@ void connect_all(zmq::socket_t& s, const std::vector<std::string>& endpoints) {
   for (const auto& ep : endpoints) {
     try {
       // A local peer (ipc) is tried again every 20 ms at most: trawl pipeline starts its sink
-      // after the others (app/pipeline.cpp), and with the 1 s backoff a one-link job's result
-      // waited ~400 ms for the downloader's next try after the sink had bound (659 ms against
-      // 169 for the job). A refused ipc connect is one cheap system call; tcp keeps 1 s.
+      // after the others (app/pipeline.cpp). With the backoff growing to 1 s, a one-link job
+      // with 2 downloaders whose sink started at 250 ms took 599-659 ms against 120-169, the
+      // rest waiting for the downloader's next try. A refused ipc connect is one cheap system
+      // call; tcp keeps 1 s.
       s.set(zmq::sockopt::reconnect_ivl_max, ep.starts_with("ipc://") ? 20 : 1000);
       s.connect(ep);
     } catch (const zmq::error_t& e) {

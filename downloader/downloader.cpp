@@ -308,7 +308,7 @@ private:
     if (active_ > 0) ++turns_under_way_;
     if (turns_under_way_ < 2 && unsent_.empty()) return;
     notified_ = true;
-    notify_parent_started(opt_.notify_pid);
+    notify_parent(opt_.notify_pid, started_signal());
   }
 
   void start_temp_pool(int concurrency) {

@@ -52,7 +52,7 @@ struct DownloadOptions {
   // died (a scan of --out: 6-7 ms for 20,000 files on tmpfs, one getdents per ~1,000). trawl
   // pipeline's downloaders leave that to the launcher, which sweeps once when one of them died.
   bool no_exit_sweep = false;
-  // trawl pipeline's launcher (--notify-pid): told (notify_parent_started) once the first
+  // trawl pipeline's launcher (--notify-pid): told (notify_parent) once the first
   // transfers are under way, which is when it starts the sink. 0: no one.
   int notify_pid = 0;
   CurveOptions curve;     // --curve-secret, --curve-server, --curve-sink-server
