@@ -201,11 +201,12 @@ public:
   }
 
   // For a process that exits right after run(): the file thread is stopped (at a stop nothing is
-  // left in flight for it), the temporary files made ahead are removed (named ones would stay on
-  // a file system without O_TMPFILE) and counted, and nothing else: the handles, their
-  // connections and the memory are the exit's to free.
+  // left in flight for it), every temporary file is removed (a transfer's, should one still hold
+  // one, and those made ahead: named ones would stay on a file system without O_TMPFILE) and
+  // counted, and nothing else: the handles, their connections and the memory are the exit's.
   void end_for_exit() {
     writer_.reset();
+    for (auto& t : slots_) t->discard();
     log_temp_files();
     temp_pool_.reset();
   }
