@@ -191,23 +191,24 @@ public:
   ~Worker() {
     // The file thread first: it runs what is queued (its jobs use the slots and the multi).
     writer_.reset();
-    // Normally nothing is in flight here; after an exception this detaches every handle and
-    // removes every temporary file before the multi goes (slots_ is destroyed before multi_).
-    for (auto& t : slots_) {
-      multi_.remove(t->easy());
-      t->discard();
-    }
-    log_temp_files();
+    // Normally nothing is in flight here; after an exception this detaches every handle before
+    // the multi goes (slots_ is destroyed before multi_).
+    for (auto& t : slots_) multi_.remove(t->easy());
+    end_files();
   }
 
-  // For a process that exits right after run(): the file thread is stopped (at a stop nothing is
-  // left in flight for it), every temporary file is removed (a transfer's, should one still hold
-  // one, and those made ahead: named ones would stay on a file system without O_TMPFILE) and
-  // counted, and nothing else: the handles, their connections and the memory are the exit's.
-  void end_for_exit() {
+  // Stops the file thread (see ~Worker), removes every temporary file (a transfer's, should one
+  // still hold one, and those made ahead: named ones would stay on a file system without
+  // O_TMPFILE) and counts them. All that a process which exits right after run() does before it
+  // goes (DownloadOptions::exits_after_run): the handles, their connections and the memory are
+  // the exit's to free.
+  void end_files() {
     writer_.reset();
     for (auto& t : slots_) t->discard();
-    log_temp_files();
+    if (const auto s = temp_pool_ ? temp_pool_->stats() : TempPool::Stats{}; s.taken + s.missed > 0)
+      spdlog::info("temporary files: {} created ahead, {} on the event loop (none was ready), {} "
+                   "failed creations ahead",
+                   s.taken, s.missed, s.failures);
     temp_pool_.reset();
   }
 
@@ -360,13 +361,6 @@ private:
     } catch (const std::system_error& e) {
       spdlog::warn("no thread to write files ({}): the event loop writes them", e.what());
     }
-  }
-
-  void log_temp_files() const {
-    if (const auto s = temp_pool_ ? temp_pool_->stats() : TempPool::Stats{}; s.taken + s.missed > 0)
-      spdlog::info("temporary files: {} created ahead, {} on the event loop (none was ready), {} "
-                   "failed creations ahead",
-                   s.taken, s.missed, s.failures);
   }
 
   // One line of state for `kill -USR1` (and the e2e tests' report of a hung pipeline): the slots,
@@ -1355,10 +1349,10 @@ int run(const DownloadOptions& o) {
       c = w->counters();
       if (o.exits_after_run) {
         // The process ends right after: the kernel closes the connections and frees the memory
-        // at its exit, at once, where tearing the transfers down one by one took 3-10 ms of the
-        // end of every job (curl_multi_cleanup alone 2.4-5.1 ms, uprobes). What only we can do
-        // is done (Worker::end_for_exit); the rest is left, on purpose.
-        w->end_for_exit();
+        // at its exit, where freeing the transfers one by one was on the path of every job's end
+        // (curl_multi_cleanup alone took 2.4-5.1 ms, uprobes). What only we can do is done
+        // (Worker::end_files); the Worker is left, on purpose.
+        w->end_files();
         static_cast<void>(w.release());
       }
     }

@@ -66,7 +66,7 @@ struct DownloadOptions {
   bool respect_robots = false;      // robots.txt per origin (downloader/robots_cache.hpp)
   // Not a flag: set by `trawl download` (app/main.cpp), whose process ends right after run().
   // Then run() leaves the transfers' handles, connections and memory to the process's exit
-  // instead of freeing them one by one (Worker::end_for_exit). Tests that call run() in their
+  // instead of freeing them one by one (Worker::end_files). Tests that call run() in their
   // own process leave it false.
   bool exits_after_run = false;
 };
