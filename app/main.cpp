@@ -43,10 +43,7 @@ int run_actor(trawl::app::Cli& cli) {
   try {
     if (parsed(cli.fetch)) return trawl::fetcher::run(cli.fetch_opts);
     if (parsed(cli.vent)) return trawl::broker::run(cli.vent_opts);
-    if (parsed(cli.download)) {
-      cli.download_opts.exits_after_run = !trawl::kExitRunsHandlers; // see exit_process
-      return trawl::downloader::run(cli.download_opts);
-    }
+    if (parsed(cli.download)) return trawl::downloader::run(cli.download_opts);
     if (parsed(cli.sink)) return trawl::broker::run(cli.sink_opts);
     if (parsed(cli.monitor)) return trawl::broker::run(cli.monitor_opts);
   } catch (const std::exception& e) {

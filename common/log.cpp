@@ -28,8 +28,11 @@ void exit_process(int code) {
   std::cerr.flush();
   spdlog::shutdown(); // flushes every logger
   std::fflush(nullptr);
-  if constexpr (kExitRunsHandlers) std::exit(code);
-  else ::_exit(code);
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+  std::exit(code);
+#else
+  ::_exit(code);
+#endif
 }
 
 } // namespace trawl

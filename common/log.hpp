@@ -17,12 +17,4 @@ void setup_logging(const std::string& actor, int verbosity);
 // sanitizer build exits normally, so that LeakSanitizer still checks at exit.
 [[noreturn]] void exit_process(int code);
 
-// Whether exit_process runs the exit handlers (a sanitizer build): an actor then frees what it
-// owns before it returns, instead of leaving it to the exit (DownloadOptions::exits_after_run).
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-inline constexpr bool kExitRunsHandlers = true;
-#else
-inline constexpr bool kExitRunsHandlers = false;
-#endif
-
 } // namespace trawl

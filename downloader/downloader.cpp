@@ -191,25 +191,16 @@ public:
   ~Worker() {
     // The file thread first: it runs what is queued (its jobs use the slots and the multi).
     writer_.reset();
-    // Normally nothing is in flight here; after an exception this detaches every handle before
-    // the multi goes (slots_ is destroyed before multi_).
-    for (auto& t : slots_) multi_.remove(t->easy());
-    end_files();
-  }
-
-  // Stops the file thread (see ~Worker), removes every temporary file (a transfer's, should one
-  // still hold one, and those made ahead: named ones would stay on a file system without
-  // O_TMPFILE) and counts them. All that a process which exits right after run() does before it
-  // goes (DownloadOptions::exits_after_run): the handles, their connections and the memory are
-  // the exit's to free.
-  void end_files() {
-    writer_.reset();
-    for (auto& t : slots_) t->discard();
+    // Normally nothing is in flight here; after an exception this detaches every handle and
+    // removes every temporary file before the multi goes (slots_ is destroyed before multi_).
+    for (auto& t : slots_) {
+      multi_.remove(t->easy());
+      t->discard();
+    }
     if (const auto s = temp_pool_ ? temp_pool_->stats() : TempPool::Stats{}; s.taken + s.missed > 0)
       spdlog::info("temporary files: {} created ahead, {} on the event loop (none was ready), {} "
                    "failed creations ahead",
                    s.taken, s.missed, s.failures);
-    temp_pool_.reset();
   }
 
   Worker(const Worker&) = delete;
@@ -1340,21 +1331,13 @@ int run(const DownloadOptions& o) {
 
     Counters c;
     {
-      auto w = std::make_unique<Worker>(o, *out, tasks, results);
+      Worker w(o, *out, tasks, results);
       spdlog::info("downloading into {} with {} transfers from {}", *out, o.concurrency,
                    fmt::join(o.connect, ", "));
-      w->loop();
-      const auto left = w->flush(kFlushBudget);
+      w.loop();
+      const auto left = w.flush(kFlushBudget);
       results.set(zmq::sockopt::linger, static_cast<int>(left.count()));
-      c = w->counters();
-      if (o.exits_after_run) {
-        // The process ends right after: the kernel closes the connections and frees the memory
-        // at its exit, where freeing the transfers one by one was on the path of every job's end
-        // (curl_multi_cleanup alone took 2.4-5.1 ms, uprobes). What only we can do is done
-        // (Worker::end_files); the Worker is left, on purpose.
-        w->end_files();
-        static_cast<void>(w.release());
-      }
+      c = w.counters();
     }
     results.close();
     tasks.close();

@@ -64,11 +64,6 @@ struct DownloadOptions {
   // --dedupe-content, none otherwise; see hashes_bodies().
   std::string digest;
   bool respect_robots = false;      // robots.txt per origin (downloader/robots_cache.hpp)
-  // Not a flag: set by `trawl download` (app/main.cpp), whose process ends right after run().
-  // Then run() leaves the transfers' handles, connections and memory to the process's exit
-  // instead of freeing them one by one (Worker::end_files). Tests that call run() in their
-  // own process leave it false.
-  bool exits_after_run = false;
 };
 
 // Registers the download flags on `cmd`, writing into `o`.
