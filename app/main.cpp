@@ -37,9 +37,11 @@ namespace {
 int run_actor(trawl::app::Cli& cli) {
   const std::string actor = cli.app.get_subcommands().front()->get_name();
   trawl::setup_logging(actor, cli.verbose - cli.quiet);
-  trawl::install_stop_handlers();
   // A tree built for one actor (CliSettings::only) has only that one.
   const auto parsed = [](const CLI::App* sub) { return sub != nullptr && sub->parsed(); };
+  // Before the stop handlers' thread, the process's first beside this one.
+  if (parsed(cli.download)) trawl::downloader::reserve_descriptors(cli.download_opts.concurrency);
+  trawl::install_stop_handlers();
   try {
     if (parsed(cli.fetch)) return trawl::fetcher::run(cli.fetch_opts);
     if (parsed(cli.vent)) return trawl::broker::run(cli.vent_opts);

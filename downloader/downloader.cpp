@@ -1294,6 +1294,28 @@ void add_options(CLI::App& cmd, DownloadOptions& o) {
                "every body (--digest sha256 unless --digest none, which it refuses)");
 }
 
+// Grows this process's descriptor table, while it still has one thread, to hold what its
+// transfers will open: a socket and a file each, the files kept ready and ZeroMQ's own. The
+// kernel grows the table when a descriptor beyond it is opened (64, then 128 or 256, ...), and
+// in a process of several threads each growth first waits for an RCU grace period (the
+// expand_files() in the traced stacks): at the first 64 transfers' sockets and files, the
+// event loop and the file-making thread sat 11 ms in uninterruptible sleep before the first
+// request left (one classic job, perf sched_switch with prev_state D). With one thread the
+// kernel grows it without waiting. The table never shrinks; the descriptor used is closed.
+void reserve_descriptors(int concurrency) {
+  rlimit fds{};
+  if (::getrlimit(RLIMIT_NOFILE, &fds) != 0) return;
+  rlim_t want =
+      2 * static_cast<rlim_t>(concurrency) + static_cast<rlim_t>(std::min(concurrency, 64)) + 64;
+  if (fds.rlim_cur != RLIM_INFINITY) want = std::min(want, fds.rlim_cur);
+  if (want <= 64) return; // the table a process starts with
+  const int base = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  if (base < 0) return;
+  const int high = ::fcntl(base, F_DUPFD_CLOEXEC, static_cast<int>(want - 1));
+  if (high >= 0) ::close(high);
+  ::close(base);
+}
+
 int run(const DownloadOptions& o) {
   if (const std::string err = check_options(o); !err.empty()) {
     spdlog::error("{}", err);

@@ -2,6 +2,11 @@
 #include <catch2/catch.hpp>
 
 #include <CLI/CLI.hpp>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <string>
+#include <sys/resource.h>
 
 #include "downloader/downloader.hpp"
 
@@ -55,4 +60,41 @@ TEST_CASE("download flags parse into DownloadOptions", "[downloader]") {
     CHECK_THROWS_AS(app.parse(std::vector<std::string>{"1001", "--coalesce-ms"}),
                     CLI::ValidationError);
   }
+}
+
+namespace {
+
+// This process's descriptor table size (FDSize in /proc/self/status), or -1.
+long fd_table_size() {
+  std::ifstream status("/proc/self/status");
+  for (std::string line; std::getline(status, line);)
+    if (line.rfind("FDSize:", 0) == 0) return std::stol(line.substr(7));
+  return -1;
+}
+
+std::size_t open_descriptors() {
+  return static_cast<std::size_t>(std::distance(
+      std::filesystem::directory_iterator("/proc/self/fd"), std::filesystem::directory_iterator{}));
+}
+
+} // namespace
+
+TEST_CASE("reserve_descriptors grows the descriptor table and leaves no descriptor open",
+          "[downloader]") {
+  const long before = fd_table_size();
+  REQUIRE(before > 0);
+  rlimit fds{};
+  REQUIRE(::getrlimit(RLIMIT_NOFILE, &fds) == 0);
+  // Ask for more than the table holds: 2 x c + min(c, 64) + 64 descriptors for c transfers.
+  const int concurrency = static_cast<int>(before);
+  const rlim_t want = 2 * static_cast<rlim_t>(concurrency) + 64 + 64;
+  const rlim_t expected = fds.rlim_cur == RLIM_INFINITY ? want : std::min(want, fds.rlim_cur);
+  if (expected <= static_cast<rlim_t>(before)) {
+    WARN("SKIPPED: ulimit -n leaves no room to grow the descriptor table");
+    return;
+  }
+  const std::size_t open_before = open_descriptors();
+  trawl::downloader::reserve_descriptors(concurrency);
+  CHECK(fd_table_size() >= static_cast<long>(expected));
+  CHECK(open_descriptors() == open_before);
 }
