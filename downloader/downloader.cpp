@@ -5,6 +5,7 @@
 #include <array>
 #include <atomic>
 #include <cerrno>
+#include <climits>
 #include <csignal>
 #include <cstring>
 #include <deque>
@@ -47,6 +48,13 @@
 
 namespace trawl::downloader {
 namespace {
+
+// RLIMIT_NOFILE's soft limit, or UINT64_MAX when there is none (or it cannot be read).
+std::uint64_t descriptor_limit() {
+  rlimit fds{};
+  return ::getrlimit(RLIMIT_NOFILE, &fds) == 0 && fds.rlim_cur != RLIM_INFINITY ? fds.rlim_cur
+                                                                                : UINT64_MAX;
+}
 
 using Clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
@@ -312,10 +320,7 @@ private:
   }
 
   void start_temp_pool(int concurrency) {
-    rlimit fds{};
-    const std::uint64_t fd_limit =
-        ::getrlimit(RLIMIT_NOFILE, &fds) == 0 && fds.rlim_cur != RLIM_INFINITY ? fds.rlim_cur
-                                                                               : UINT64_MAX;
+    const std::uint64_t fd_limit = descriptor_limit();
     const std::size_t ready_files = TempPool::capacity_for(concurrency, fd_limit);
     if (ready_files == 0) {
       spdlog::info("descriptors for {} transfers leave none to keep files ready (ulimit -n {}): "
@@ -1295,7 +1300,7 @@ void add_options(CLI::App& cmd, DownloadOptions& o) {
 }
 
 // Grows this process's descriptor table, while it still has one thread, to hold what its
-// transfers will open: a socket and a file each, the files kept ready and ZeroMQ's own. The
+// transfers will open (TempPool::descriptors_for, capped by ulimit -n). The
 // kernel grows the table when a descriptor beyond it is opened (64, then 128 or 256, ...), and
 // in a process of several threads each growth first waits for an RCU grace period (the
 // expand_files() in the traced stacks): at the first 64 transfers' sockets and files, the
@@ -1303,12 +1308,8 @@ void add_options(CLI::App& cmd, DownloadOptions& o) {
 // request left (one classic job, perf sched_switch with prev_state D). With one thread the
 // kernel grows it without waiting. The table never shrinks; the descriptor used is closed.
 void reserve_descriptors(int concurrency) {
-  rlimit fds{};
-  if (::getrlimit(RLIMIT_NOFILE, &fds) != 0) return;
-  rlim_t want =
-      2 * static_cast<rlim_t>(concurrency) + static_cast<rlim_t>(std::min(concurrency, 64)) + 64;
-  if (fds.rlim_cur != RLIM_INFINITY) want = std::min(want, fds.rlim_cur);
-  if (want <= 64) return; // the table a process starts with
+  const std::uint64_t want = TempPool::descriptors_for(concurrency, descriptor_limit());
+  if (want <= 64 || want > INT_MAX) return; // 64: the table a process starts with
   const int base = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
   if (base < 0) return;
   const int high = ::fcntl(base, F_DUPFD_CLOEXEC, static_cast<int>(want - 1));

@@ -77,10 +77,11 @@ bool hashes_bodies(const DownloadOptions& o);
 // --digest none), or "" when nothing is.
 std::string check_options(const DownloadOptions& o);
 
-// Grows this process's descriptor table to hold what `concurrency` transfers open (a socket and
-// a file each, the files kept ready, ZeroMQ's). Call it while the process has one thread: in a
-// process of several, the kernel waits for an RCU grace period at each growth, and the first
-// transfers' sockets and files waited there (see downloader.cpp).
+// Grows this process's descriptor table to hold what `concurrency` transfers open
+// (TempPool::descriptors_for: a socket and a file each, the files kept ready, 64 more). Call it
+// while the process has one thread: in a process of several, the kernel waits for an RCU grace
+// period at each growth, and the first transfers' sockets and files waited there (see
+// downloader.cpp).
 void reserve_descriptors(int concurrency);
 
 // Runs until trawl::stop_requested(). Returns kExitOk after a clean stop, kExitInterrupted when

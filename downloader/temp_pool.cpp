@@ -146,12 +146,25 @@ TempPool::~TempPool() {
   ready_.clear(); // closes and removes every file never taken
 }
 
+namespace {
+constexpr std::uint64_t kMaxReady = 64, kOtherDescriptors = 64;
+
+// A socket and a file per transfer, and kOtherDescriptors for everything else.
+std::uint64_t transfer_descriptors(int concurrency) {
+  return 2 * static_cast<std::uint64_t>(std::max(concurrency, 1)) + kOtherDescriptors;
+}
+} // namespace
+
 std::size_t TempPool::capacity_for(int concurrency, std::uint64_t fd_limit) noexcept {
-  constexpr std::uint64_t kMax = 64, kOther = 64;
   const auto transfers = static_cast<std::uint64_t>(std::max(concurrency, 1));
-  const std::uint64_t used = 2 * transfers + kOther;
+  const std::uint64_t used = transfer_descriptors(concurrency);
   const std::uint64_t room = fd_limit > used ? fd_limit - used : 0;
-  return static_cast<std::size_t>(std::min({kMax, transfers, room}));
+  return static_cast<std::size_t>(std::min({kMaxReady, transfers, room}));
+}
+
+std::uint64_t TempPool::descriptors_for(int concurrency, std::uint64_t fd_limit) noexcept {
+  return std::min(fd_limit,
+                  transfer_descriptors(concurrency) + capacity_for(concurrency, fd_limit));
 }
 
 void TempPool::want(std::size_t n) {

@@ -110,6 +110,9 @@ public:
   // once, at most 64, and fewer, down to 0 (no pool), when the ready files' descriptors would
   // crowd out the transfers' own (a socket and a file each, and 64 for everything else).
   static std::size_t capacity_for(int concurrency, std::uint64_t fd_limit) noexcept;
+  // All the descriptors such a downloader opens, by that same count: its transfers' own, the 64
+  // for everything else and the ready files; at most `fd_limit`.
+  static std::uint64_t descriptors_for(int concurrency, std::uint64_t fd_limit) noexcept;
 
   // Diagnostics and tests: the counts, read together.
   struct Stats {

@@ -9,6 +9,7 @@
 #include <sys/resource.h>
 
 #include "downloader/downloader.hpp"
+#include "downloader/temp_pool.hpp"
 
 TEST_CASE("download flags parse into DownloadOptions", "[downloader]") {
   CLI::App app;
@@ -85,11 +86,11 @@ TEST_CASE("reserve_descriptors grows the descriptor table and leaves no descript
   REQUIRE(before > 0);
   rlimit fds{};
   REQUIRE(::getrlimit(RLIMIT_NOFILE, &fds) == 0);
-  // Ask for more than the table holds: 2 x c + min(c, 64) + 64 descriptors for c transfers.
+  // Ask for more than the table holds: 2 x c + 64 + the ready files for c transfers.
   const int concurrency = static_cast<int>(before);
-  const rlim_t want = 2 * static_cast<rlim_t>(concurrency) + 64 + 64;
-  const rlim_t expected = fds.rlim_cur == RLIM_INFINITY ? want : std::min(want, fds.rlim_cur);
-  if (expected <= static_cast<rlim_t>(before)) {
+  const std::uint64_t expected = trawl::downloader::TempPool::descriptors_for(
+      concurrency, fds.rlim_cur == RLIM_INFINITY ? UINT64_MAX : fds.rlim_cur);
+  if (expected <= static_cast<std::uint64_t>(before)) {
     WARN("SKIPPED: ulimit -n leaves no room to grow the descriptor table");
     return;
   }

@@ -303,6 +303,15 @@ TEST_CASE("temp pool: as many ready files as transfers, at most 64, none when de
   CHECK(TempPool::capacity_for(4, 64) == 0);
 }
 
+TEST_CASE("temp pool: a downloader's whole descriptor budget, capped by the limit",
+          "[downloader][temppool]") {
+  CHECK(TempPool::descriptors_for(64, 1024) == 2 * 64 + 64 + 64);
+  CHECK(TempPool::descriptors_for(8, 1024) == 2 * 8 + 64 + 8);
+  CHECK(TempPool::descriptors_for(450, 1024) == 1024); // 964 + the 60 ready files
+  CHECK(TempPool::descriptors_for(4000, 1024) == 1024);
+  CHECK(TempPool::descriptors_for(1000, UINT64_MAX) == 2 * 1000 + 64 + 64);
+}
+
 namespace {
 
 // Creates three unnamed files holding "a", "b" and "c", calls `between`, then links them as
