@@ -7,6 +7,7 @@
 #include <condition_variable>
 #include <fcntl.h>
 #include <mutex>
+#include <sched.h>
 #include <set>
 #include <thread>
 #include <unistd.h>
@@ -67,6 +68,17 @@ TEST_CASE("file writer: jobs run in the order given, on one other thread, and dr
   CHECK(threads.size() == 1);
   CHECK(threads.count(std::this_thread::get_id()) == 0);
   CHECK(w.stats().jobs == 200);
+}
+
+TEST_CASE("file writer: its thread runs as SCHED_BATCH, so that a job does not preempt the "
+          "submitter",
+          "[downloader][filewriter]") {
+  FileWriter w;
+  int policy = -1;
+  w.submit([&] { policy = sched_getscheduler(0); });
+  w.drain();
+  CHECK(policy == SCHED_BATCH);
+  CHECK(sched_getscheduler(0) == SCHED_OTHER); // the submitter's own policy is left alone
 }
 
 TEST_CASE("file writer: over its byte budget, submit() waits for room, and nothing is dropped",
