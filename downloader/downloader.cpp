@@ -47,14 +47,14 @@
 #endif
 
 namespace trawl::downloader {
-namespace {
 
-// RLIMIT_NOFILE's soft limit, or UINT64_MAX when there is none (or it cannot be read).
 std::uint64_t descriptor_limit() {
   rlimit fds{};
   return ::getrlimit(RLIMIT_NOFILE, &fds) == 0 && fds.rlim_cur != RLIM_INFINITY ? fds.rlim_cur
                                                                                 : UINT64_MAX;
 }
+
+namespace {
 
 using Clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;

@@ -77,6 +77,9 @@ bool hashes_bodies(const DownloadOptions& o);
 // --digest none), or "" when nothing is.
 std::string check_options(const DownloadOptions& o);
 
+// RLIMIT_NOFILE's soft limit (ulimit -n), or UINT64_MAX when there is none or it cannot be read.
+std::uint64_t descriptor_limit();
+
 // Grows this process's descriptor table to hold what `concurrency` transfers open
 // (TempPool::descriptors_for: a socket and a file each, the files kept ready, 64 more). Call it
 // while the process has one thread: in a process of several, the kernel waits for an RCU grace
