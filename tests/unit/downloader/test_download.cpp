@@ -8,6 +8,7 @@
 #include <chrono>
 #include <ctime>
 #include <mutex>
+#include <set>
 #include <thread>
 
 #include <CLI/CLI.hpp>
@@ -439,6 +440,60 @@ TEST_CASE("downloader: results and credit of transfers that end one by one share
   CHECK(readies <= 10);
   CHECK(h.last_ready().held == 0);
   CHECK(h.last_ready().received == n);
+  CHECK(h.stop() == trawl::kExitOk);
+}
+
+// libcurl's connection cache holds 4 idle connections per transfer in progress by default: as a
+// burst of transfers ends one by one, the last ones to end would close warm connections (one per
+// transfer from the 4th-last on), and the next burst would open new ones (a TLS handshake each
+// over the Internet). The node keeps up to -j of them.
+TEST_CASE("downloader: connections outlive a lull between bursts of tasks", "[downloader]") {
+  TempDir tmp;
+  Server server;
+  constexpr int j = 16;
+  server.svr().new_task_queue = [] { return new httplib::ThreadPool(j + 4); };
+  std::mutex mu;
+  std::set<int> ports; // one per connection the node opened
+  std::atomic<int> arrived{0};
+  server.svr().Get(R"(/f/(\d+))", [&](const httplib::Request& req, httplib::Response& res) {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      ports.insert(req.remote_port);
+    }
+    const int i = std::stoi(req.matches[1]);
+    // All of a burst in flight at once (each on its own connection), then answered one by
+    // one, 20 ms apart, so that the transfers end one at a time.
+    const int burst = (i - 1) / j;
+    ++arrived;
+    const auto until = std::chrono::steady_clock::now() + 3s;
+    while (arrived < (burst + 1) * j && std::chrono::steady_clock::now() < until)
+      std::this_thread::sleep_for(1ms);
+    std::this_thread::sleep_for(((i - 1) % j) * 20ms);
+    res.set_content("body " + std::to_string(i), "text/plain");
+  });
+  server.start();
+
+  trawl::downloader::DownloadOptions o;
+  o.out = tmp.path.string();
+  o.concurrency = j;
+  Harness h(o);
+  h.drain_ready(10s);
+  for (int burst = 0; burst < 2; ++burst) {
+    std::vector<Task> tasks;
+    for (int k = 1; k <= j; ++k) {
+      const auto id = static_cast<std::uint64_t>(burst * j + k);
+      tasks.push_back(
+          Task{id, server.url("/f/" + std::to_string(id)), "f" + std::to_string(id), 1});
+    }
+    h.send_raw(trawl::proto::encode(trawl::proto::Tasks{tasks}));
+    auto results = h.collect(j, 10s);
+    REQUIRE(results.size() == static_cast<std::size_t>(j));
+    for (const auto& t : tasks)
+      check_done(results[t.id], t, tmp.path, "body " + std::to_string(t.id));
+  }
+  std::lock_guard<std::mutex> lock(mu);
+  INFO(ports.size() << " connections for 2 bursts of " << j << " transfers");
+  CHECK(ports.size() == static_cast<std::size_t>(j));
   CHECK(h.stop() == trawl::kExitOk);
 }
 
