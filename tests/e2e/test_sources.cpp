@@ -173,6 +173,10 @@ TEST_CASE("sources: Imgur's gallery paged by number, sections, albums expanded",
     CHECK(r.status == 0);
     CHECK(urls_of(r) == singles); // 101 items on 6 pages; the 7th is empty
     CHECK_THAT(r.err, Catch::Contains("7 pages read") && Catch::Contains("3 albums skipped"));
+    // The pages came over one connection (kept alive by the fixture), not one each.
+    const auto stats = nlohmann::json::parse(http_get(fixture.url() + "/stats"));
+    CHECK(stats["requests"] == 7);
+    CHECK(stats["connections"] == 1);
   }
   {
     auto r = fetch_into_vent({"--source", "imgur:top/top/week", "--imgur-api", fixture.url(), "--pages", "10",
@@ -186,6 +190,10 @@ TEST_CASE("sources: Imgur's gallery paged by number, sections, albums expanded",
     const auto stats = nlohmann::json::parse(http_get(fixture.url() + "/stats"));
     CHECK(stats["by_path"]["/3/gallery/top/top/week/0.json"] == 1);
     CHECK(stats["by_path"]["/3/gallery/top/top/week/6.json"] == 1);
+    // Its 7 pages (the albums' images are in them) over one connection of its own (the first
+    // run had one).
+    CHECK(stats["requests"] == 7 + 7);
+    CHECK(stats["connections"] == 2);
   }
   {
     // --pages 2 reads two pages, no more.

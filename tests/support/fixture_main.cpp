@@ -27,6 +27,7 @@
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <set>
 #include <string>
 #include <thread>
 #include <unordered_map>
@@ -142,9 +143,11 @@ private:
 // itself are not counted, so reading the counters does not change them.
 class Stats {
 public:
-  void count(const std::string& path) {
+  // `peer`: the client's address and port, one per connection it opened.
+  void count(const std::string& path, const std::string& peer) {
     std::lock_guard lock(mutex_);
     ++requests_;
+    peers_.insert(peer);
     if (path.rfind("/i/", 0) == 0) ++file_requests_;
     ++by_path_[path];
   }
@@ -160,6 +163,7 @@ public:
     std::lock_guard lock(mutex_);
     nlohmann::json j;
     j["requests"] = requests_;
+    j["connections"] = peers_.size();
     j["file_requests"] = file_requests_;
     j["range_requests"] = range_requests_.load();
     j["partial_responses"] = partial_responses_.load();
@@ -174,6 +178,7 @@ private:
   std::uint64_t file_requests_ = 0;
   std::atomic<std::uint64_t> range_requests_{0}, partial_responses_{0}, body_bytes_{0};
   std::map<std::string, std::uint64_t> by_path_;
+  std::set<std::string> peers_;
 };
 
 // Per virtual host (the Host header the client sent): requests, requests in flight now and at
@@ -562,7 +567,7 @@ void install_routes(httplib::Server& svr, const Options& opt, FileStore& store, 
                     FaultPlan& faults, const std::string& own_url, HostStats& hosts) {
   svr.set_pre_routing_handler([&stats, &hosts](const Request& req, Response&) {
     if (req.path.rfind("/stats", 0) != 0) {
-      stats.count(req.path);
+      stats.count(req.path, req.remote_addr + " " + std::to_string(req.remote_port));
       hosts.arrived(req.get_header_value("Host"));
     }
     return httplib::Server::HandlerResponse::Unhandled;
@@ -724,8 +729,8 @@ int main(int argc, char** argv) {
       "trawl-fixture: a local HTTP server with a generated, Imgur-shaped corpus for "
       "trawl's tests, demo and benchmarks.\n"
       "Routes: /3/gallery/...json (gallery page), /i/NAME (file), /a/ID (album page), "
-      "/list.txt, /manifest.tsv (name, size, sha256), /stats (request, range and body-byte "
-      "counters; per Host: requests, in flight, most in flight, arrival times), "
+      "/list.txt, /manifest.tsv (name, size, sha256), /stats (request, connection, range and "
+      "body-byte counters; per Host: requests, in flight, most in flight, arrival times), "
       "/fault/MODE/i/NAME (a file with a fault: cut-N, stall-N, trickle-MS, status-CODE), "
       "/x/html/NAME (an HTML page with 200), /x/placeholder/NAME (a 35-byte GIF), "
       "/x/same/NAME (the same bytes for every NAME), /x/headers/NAME (the request's "
