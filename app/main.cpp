@@ -2,6 +2,7 @@
 // environment), sets up logging and signals, runs one actor and maps errors to the documented
 // exit codes; all logic lives in the libraries.
 #include <CLI/CLI.hpp>
+#include <cstdlib>
 #include <exception>
 #include <filesystem>
 #include <iostream>
@@ -133,6 +134,9 @@ int run_pipeline(trawl::app::Cli& cli) {
 } // namespace
 
 int main(int argc, char** argv) {
+  // Set by launch/pipeline for this process's start alone (GnuTLS read it as it loaded): what
+  // trawl runs (a --trawl wrapper, the roles it execs) sets GnuTLS up as usual.
+  ::unsetenv("GNUTLS_NO_IMPLICIT_INIT");
   // `trawl pipeline` (the subcommand word among the arguments before --): its set-up for the
   // forks runs while the arguments are parsed. Should the word be a flag's value instead, the
   // set-up only ran for nothing.

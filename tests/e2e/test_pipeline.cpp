@@ -1,5 +1,6 @@
 // End to end: launch/pipeline starts sink, ventilator, two downloaders and the fetcher as real
 // processes; the fixture server on 127.0.0.1 serves a generated gallery. Every byte is checked.
+#include <algorithm>
 #include <catch2/catch.hpp>
 #include <csignal>
 #include <fcntl.h>
@@ -565,6 +566,43 @@ TEST_CASE("pipeline rusage log: a line per process, each reaped by the launcher 
   }
   CHECK(who ==
         std::multiset<std::string>{"download", "download", "fetch", "pipeline", "sink", "vent"});
+}
+
+TEST_CASE("GNUTLS_NO_IMPLICIT_INIT, set by launch/pipeline for trawl's start, is not passed on",
+          "[e2e]") {
+  // A --trawl wrapper (another binary: the roles are exec'd through it too) notes the variable
+  // at each start: set for the launcher, which launch/pipeline starts with it; unset for the
+  // roles, which trawl starts after it dropped it (a program started with it set skips GnuTLS's
+  // own set-up and must make it itself).
+  auto fixture = FixtureServer::start();
+  TempDir dir("trawl-e2e-gnutls-env");
+  const auto expected = write_classic_list(dir, fixture, 2);
+  const std::string wrapper = dir / "wrapper", log = dir / "env.log", out = dir / "out";
+  {
+    std::ofstream w(wrapper);
+    w << "#!/bin/sh\necho \"${GNUTLS_NO_IMPLICIT_INIT-unset}\" >> '" << log << "'\nexec '"
+      << TRAWL_BIN << "' \"$@\"\n";
+  }
+  fs::permissions(wrapper, fs::perms::owner_all);
+  const std::string run_dir = dir / "run";
+  fs::create_directories(run_dir);
+  auto child = Child::spawn({TRAWL_PIPELINE, "--trawl", wrapper, "--run-dir", run_dir, "--progress",
+                             "none", "--source", dir / "list.txt", "--out", out},
+                            {}, dir / "stdout", dir / "stderr");
+  const auto status = child.wait_for(std::chrono::seconds(120));
+  if (!status)
+    FAIL(
+        stop_hung_pipeline(child, "pipeline did not finish within 120 s", run_dir, dir / "stderr"));
+  INFO("stderr:\n" << read_file(dir / "stderr"));
+  CHECK(*status == 0);
+  CHECK(files_in(out) == expected);
+  std::vector<std::string> seen;
+  std::ifstream in(log);
+  for (std::string line; std::getline(in, line);) seen.push_back(line);
+  // The launcher, then the sink, the ventilator, the fetcher and the two downloaders.
+  REQUIRE(seen.size() == 6);
+  CHECK(seen.front() == "1");
+  CHECK(std::count(seen.begin(), seen.end(), "unset") == 5);
 }
 
 TEST_CASE("flags after -- that a downloader would refuse stop the job before anything starts",
