@@ -58,20 +58,9 @@ void set(CURL* e, CURLoption opt, T value) {
     throw SourceError(std::string("curl_easy_setopt failed: ") + curl_easy_strerror(rc));
 }
 
-} // namespace
-
-HttpOptions http_options_from_env(std::uint64_t max_body_bytes) {
-  HttpOptions o;
-  o.max_body_bytes = max_body_bytes;
-  if (const char* id = std::getenv("IMGUR_CLIENT_ID"); id != nullptr) o.client_id = id;
-  return o;
-}
-
-namespace {
-
 // This thread's handle, kept from one request to the next: its connections, DNS answers and TLS
-// sessions with it, so the pages of a paged source and the albums it expands reuse one
-// connection instead of opening one each (a TCP and a TLS handshake per request over the
+// sessions with it, so the pages of a paged source reuse one connection instead of
+// opening one each (a TCP and a TLS handshake per request over the
 // Internet). Options are reset after each request (Reset below) and set again for the next.
 CURL* thread_easy() {
   thread_local std::unique_ptr<CURL, EasyDeleter> easy;
@@ -90,6 +79,13 @@ struct Reset {
 };
 
 } // namespace
+
+HttpOptions http_options_from_env(std::uint64_t max_body_bytes) {
+  HttpOptions o;
+  o.max_body_bytes = max_body_bytes;
+  if (const char* id = std::getenv("IMGUR_CLIENT_ID"); id != nullptr) o.client_id = id;
+  return o;
+}
 
 HttpResponse http_get(const std::string& url, const HttpOptions& opt) {
   global_init();
