@@ -59,9 +59,9 @@ void set(CURL* e, CURLoption opt, T value) {
 }
 
 // This thread's handle, kept from one request to the next: its connections, DNS answers and TLS
-// sessions with it, so the pages of a paged source reuse one connection instead of
-// opening one each (a TCP and a TLS handshake per request over the
-// Internet). Options are reset after each request (Reset below) and set again for the next.
+// sessions with it, so the pages of a paged source reuse one connection instead of opening one
+// each (a TCP and a TLS handshake per request over the Internet). Options are reset after each
+// request (Reset below) and set again for the next.
 CURL* thread_easy() {
   thread_local std::unique_ptr<CURL, EasyDeleter> easy;
   if (!easy) {
