@@ -1,5 +1,8 @@
 // msgpack encoding of the messages in messages.hpp. See docs/PROTOCOL.md for the wire format.
 #include <algorithm>
+#include <array>
+#include <bit>
+#include <cstring>
 #include <limits>
 #include <msgpack.hpp>
 #include <optional>
@@ -89,16 +92,51 @@ void put_result(Packer& pk, const Result& r) {
 template <class... Ts> struct Overload : Ts... { using Ts::operator()...; };
 template <class... Ts> Overload(Ts...) -> Overload<Ts...>;
 
-// Reads one map of the frame: the decoder looks each field up by name.
+// Reads one map of the frame: the decoder looks each field up by name. A key is found by an
+// 8-byte fingerprint (its length and first 7 bytes: the whole key for every key of this protocol),
+// and the search starts after the last key found: the decoders ask for the fields in the order
+// the encoder writes them, so a field is found at the first place tried instead of after all the
+// ones before it. A key given twice would make the result depend on that order: such a frame is
+// refused (unique() is false), which the decoders check before reading a field.
 class Fields {
 public:
-  explicit Fields(const msgpack::object_map& map) : map_(map) {}
-
-  const msgpack::object* find(std::string_view key) const {
+  explicit Fields(const msgpack::object_map& map) : map_(map) {
+    // map.size <= kMaxMapEntries: msgpack::unpack refuses a larger map (see decode()).
+    // A key is compared with the ones before it only when its fingerprint's bit (one of 128) was
+    // set by one of them: most keys are compared with none.
+    std::uint64_t seen[2] = {0, 0};
     for (std::uint32_t i = 0; i < map_.size; ++i) {
       const auto& k = map_.ptr[i].key;
-      if (k.type == msgpack::type::STR && std::string_view(k.via.str.ptr, k.via.str.size) == key)
-        return &map_.ptr[i].val;
+      if (k.type != msgpack::type::STR) {
+        fp_[i] = kNotAString; // never looked up
+        continue;
+      }
+      const std::uint64_t fp = fp_[i] = fingerprint(key_at(i));
+      const unsigned bit = static_cast<unsigned>((fp * 0x9E3779B97F4A7C15u) >> 57); // 0..127
+      std::uint64_t& word = seen[bit >> 6];
+      const std::uint64_t mask = std::uint64_t{1} << (bit & 63);
+      if (word & mask) {
+        for (std::uint32_t j = 0; j < i; ++j)
+          if (fp_[j] == fp && (k.via.str.size <= kFingerprintBytes || key_at(j) == key_at(i))) {
+            fail(key_at(i).substr(0, 32), "given twice");
+            unique_ = false;
+            return;
+          }
+      }
+      word |= mask;
+    }
+  }
+
+  // False when a key is given twice (error() names it).
+  bool unique() const { return unique_; }
+
+  const msgpack::object* find(std::string_view key) {
+    const std::uint64_t want = fingerprint(key);
+    const std::uint32_t n = map_.size;
+    for (std::uint32_t tried = 0, i = next_; tried < n; ++tried, i = i + 1 == n ? 0 : i + 1) {
+      if (fp_[i] != want || (key.size() > kFingerprintBytes && key_at(i) != key)) continue;
+      next_ = i + 1 == n ? 0 : i + 1;
+      return &map_.ptr[i].val;
     }
     return nullptr;
   }
@@ -212,9 +250,42 @@ private:
     return false;
   }
 
+  static constexpr std::size_t kFingerprintBytes = 7;
+  // Never the fingerprint of a key of 7 bytes or fewer (their length byte is at most 7); a longer
+  // key that has it is compared in full, and a key that is not a string never matches.
+  static constexpr std::uint64_t kNotAString = ~std::uint64_t{0};
+
+  static std::uint64_t fingerprint(std::string_view key) {
+    const std::size_t n = std::min(key.size(), kFingerprintBytes);
+    std::uint64_t bytes = 0;
+    if (n == 0) {
+      // (An empty key's data may be a null pointer, which memcpy must not get.)
+    } else if constexpr (std::endian::native == std::endian::little) {
+      std::memcpy(&bytes, key.data(), n); // the low n bytes
+    } else {
+      for (std::size_t i = 0; i < n; ++i)
+        bytes |= std::uint64_t{static_cast<unsigned char>(key[i])} << (8 * i);
+    }
+    return bytes | std::uint64_t{std::min<std::size_t>(key.size(), 255)} << 56;
+  }
+
+  // The key of entry i, which is a string (a map's keys that are not have kNotAString).
+  std::string_view key_at(std::uint32_t i) const {
+    const auto& k = map_.ptr[i].key;
+    return k.type == msgpack::type::STR ? std::string_view(k.via.str.ptr, k.via.str.size)
+                                        : std::string_view();
+  }
+
   const msgpack::object_map& map_;
   std::string error_;
+  std::array<std::uint64_t, kMaxMapEntries> fp_{};
+  std::uint32_t next_ = 0; // where the next find() starts
+  bool unique_ = true;
 };
+
+// The strings of a decoded frame point into the frame instead of copies in msgpack's zone: the
+// objects do not outlive decode(), which copies every field it keeps.
+bool in_frame(msgpack::type::object_type, std::size_t, void*) { return true; }
 
 bool is_hex_digest(std::string_view s) {
   return s.size() == 64 && std::all_of(s.begin(), s.end(), [](char c) {
@@ -271,6 +342,7 @@ std::optional<std::string> batch_items(Fields& f, std::vector<T>& out, Read one)
   for (std::uint32_t i = 0; i < a.size; ++i) {
     if (a.ptr[i].type != msgpack::type::MAP) return "item " + std::to_string(i) + ": not a map";
     Fields item(a.ptr[i].via.map);
+    if (!item.unique()) return "item " + std::to_string(i) + ": " + item.error();
     T m;
     if (auto err = one(item, m)) return "item " + std::to_string(i) + ": " + *err;
     out.push_back(std::move(m));
@@ -514,12 +586,13 @@ std::variant<Message, DecodeError> decode(std::string_view frame) noexcept {
                                       /*bin=*/0, /*ext=*/0, /*depth=*/3);
     std::size_t offset = 0;
     msgpack::object_handle oh =
-        msgpack::unpack(frame.data(), frame.size(), offset, nullptr, nullptr, limit);
+        msgpack::unpack(frame.data(), frame.size(), offset, &in_frame, nullptr, limit);
     if (offset != frame.size()) return DecodeError{"trailing bytes after the message"};
     const msgpack::object& root = oh.get();
     if (root.type != msgpack::type::MAP) return DecodeError{"frame is not a map"};
     if (auto err = check_shape(root.via.map)) return DecodeError{"frame holds " + *err};
     Fields f(root.via.map);
+    if (!f.unique()) return DecodeError{f.error()};
     std::uint64_t version = 0;
     if (!f.uint("v", std::numeric_limits<std::uint32_t>::max(), version))
       return DecodeError{"header: " + f.error()};

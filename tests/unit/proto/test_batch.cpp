@@ -80,9 +80,9 @@ template <class F> std::string batch_frame(std::string_view type, std::uint32_t 
 }
 
 // A valid task item (id, url, name, att), or with field `bad_key` made bad in way `bad_kind`:
-// 1 wrong type, 2 over its bound, 3 empty.
+// 1 wrong type, 2 over its bound, 3 empty, 4 given twice (the same value again, at the end).
 void task_item(Packer& pk, std::uint64_t id, std::string_view bad_key = {}, int bad_kind = 0) {
-  pk.pack_map(4);
+  pk.pack_map(bad_kind == 4 ? 5 : 4);
   put(pk, "id");
   if (bad_key == "id" && bad_kind == 1) put(pk, "seven");
   else pk.pack_uint64(id);
@@ -97,6 +97,10 @@ void task_item(Packer& pk, std::uint64_t id, std::string_view bad_key = {}, int 
   put(pk, "att");
   if (bad_key == "att" && bad_kind == 2) pk.pack_uint64(std::uint64_t{1} << 33);
   else pk.pack_uint32(1);
+  if (bad_kind == 4) {
+    put(pk, bad_key);
+    put(pk, "a");
+  }
 }
 
 } // namespace
@@ -174,7 +178,8 @@ TEST_CASE("one bad item refuses the whole batch", "[proto][batch]") {
   for (const auto& c :
        {Case{"id", 1, "'id': not an unsigned integer"}, Case{"url", 1, "'url': not a string"},
         Case{"url", 2, "'url': too long"}, Case{"name", 2, "'name': too long"},
-        Case{"name", 3, "empty url or name"}, Case{"att", 2, "'att': out of range"}}) {
+        Case{"name", 3, "empty url or name"}, Case{"att", 2, "'att': out of range"},
+        Case{"name", 4, "'name': given twice"}}) {
     // The bad item is the last of three: the first two are valid and still not taken.
     const std::string frame = batch_frame("tasks", 3, [&](Packer& pk, std::uint32_t i) {
       if (i == 2) task_item(pk, i + 1, c.key, c.kind);

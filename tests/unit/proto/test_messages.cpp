@@ -267,6 +267,170 @@ TEST_CASE("unknown keys are ignored for forward compatibility", "[proto]") {
   CHECK(std::get<Link>(std::get<Message>(d)).url == "http://x.test/a");
 }
 
+TEST_CASE("fields are found in any order, next to lookalike keys", "[proto]") {
+  // A result's fields in the reverse of the encoder's order, with the header last.
+  const Result want = sample_result();
+  auto reversed = frame(15, [&](auto& pk) {
+    pk.pack(std::string("att"));
+    pk.pack(want.attempt);
+    pk.pack(std::string("err"));
+    pk.pack(want.detail);
+    pk.pack(std::string("why"));
+    pk.pack(static_cast<int>(want.reason));
+    pk.pack(std::string("node"));
+    pk.pack(want.node);
+    pk.pack(std::string("ttfb"));
+    pk.pack(want.ttfb_ms);
+    pk.pack(std::string("ms"));
+    pk.pack(want.ms);
+    pk.pack(std::string("sha"));
+    pk.pack(want.sha256);
+    pk.pack(std::string("bytes"));
+    pk.pack(want.bytes);
+    pk.pack(std::string("code"));
+    pk.pack(want.http_code);
+    pk.pack(std::string("st"));
+    pk.pack(static_cast<int>(want.status));
+    pk.pack(std::string("path"));
+    pk.pack(want.path);
+    pk.pack(std::string("url"));
+    pk.pack(want.url);
+    pk.pack(std::string("id"));
+    pk.pack(want.id);
+    pk.pack(std::string("t"));
+    pk.pack(std::string("result"));
+    pk.pack(std::string("v"));
+    pk.pack(kProtocolVersion);
+  });
+  auto d = decode(reversed);
+  REQUIRE(std::holds_alternative<Message>(d));
+  CHECK(std::get<Result>(std::get<Message>(d)) == want);
+
+  // Keys of 8 bytes and more that share their length and first 7 bytes with a field's name, or
+  // that are a field's name with a byte more or less, are other keys: ignored, before and after.
+  Job job;
+  job.started_unix_ms = 1700000000000;
+  job.total = 3;
+  job.done = 2;
+  job.failed = 1;
+  job.complete = true;
+  auto lookalikes = frame(13, [&](auto& pk) {
+    pk.pack(std::string("v"));
+    pk.pack(kProtocolVersion);
+    pk.pack(std::string("t"));
+    pk.pack(std::string("job"));
+    pk.pack(std::string("completX")); // "complete" is 8 bytes
+    pk.pack(false);
+    pk.pack(std::string("complet"));
+    pk.pack(7);
+    pk.pack(std::string("start"));
+    pk.pack(job.started_unix_ms);
+    pk.pack(std::string("total"));
+    pk.pack(job.total);
+    pk.pack(std::string("done"));
+    pk.pack(job.done);
+    pk.pack(std::string("failed"));
+    pk.pack(job.failed);
+    pk.pack(std::string("skipped"));
+    pk.pack(job.skipped);
+    pk.pack(std::string("complete"));
+    pk.pack(true);
+    pk.pack(std::string("completes"));
+    pk.pack(std::string("x"));
+    pk.pack(std::string("done\0", 5));
+    pk.pack(99);
+    pk.pack(1); // a key that is not a string
+    pk.pack(std::string("complete"));
+  });
+  d = decode(lookalikes);
+  REQUIRE(std::holds_alternative<Message>(d));
+  CHECK(std::get<Job>(std::get<Message>(d)) == job);
+}
+
+TEST_CASE("decode refuses a frame that gives a key twice", "[proto]") {
+  auto link_with = [](auto&& extra, std::uint32_t n) {
+    return frame(3 + n, [&](auto& pk) {
+      pk.pack(std::string("v"));
+      pk.pack(kProtocolVersion);
+      pk.pack(std::string("t"));
+      pk.pack(std::string("link"));
+      pk.pack(std::string("url"));
+      pk.pack(std::string("http://x.test/a"));
+      extra(pk);
+    });
+  };
+  // Which of two values counts would depend on the decoder: neither does.
+  CHECK_THAT(error_of(link_with(
+                 [](auto& pk) {
+                   pk.pack(std::string("url"));
+                   pk.pack(std::string("http://x.test/b"));
+                 },
+                 1)),
+             Catch::Contains("field 'url': given twice"));
+  CHECK_THAT(error_of(link_with(
+                 [](auto& pk) {
+                   pk.pack(std::string("v"));
+                   pk.pack(kProtocolVersion);
+                 },
+                 1)),
+             Catch::Contains("field 'v': given twice"));
+  // Also an unknown key, and a long one.
+  CHECK_THAT(error_of(link_with(
+                 [](auto& pk) {
+                   for (int i = 0; i < 2; ++i) {
+                     pk.pack(std::string("caption"));
+                     pk.pack(i);
+                   }
+                 },
+                 2)),
+             Catch::Contains("field 'caption': given twice"));
+  CHECK_THAT(error_of(link_with(
+                 [](auto& pk) {
+                   for (int i = 0; i < 2; ++i) {
+                     pk.pack(std::string("a key longer than seven bytes"));
+                     pk.pack(i);
+                   }
+                 },
+                 2)),
+             Catch::Contains("given twice"));
+  // The empty key too; once, it is ignored like any unknown key.
+  CHECK_THAT(error_of(link_with(
+                 [](auto& pk) {
+                   for (int i = 0; i < 2; ++i) {
+                     pk.pack(std::string());
+                     pk.pack(i);
+                   }
+                 },
+                 2)),
+             Catch::Contains("field '': given twice"));
+  CHECK(std::holds_alternative<Message>(decode(link_with(
+      [](auto& pk) {
+        pk.pack(std::string());
+        pk.pack(1);
+      },
+      1))));
+  // Two long keys that differ after their 7th byte are two keys.
+  auto d = decode(link_with(
+      [](auto& pk) {
+        pk.pack(std::string("caption-a"));
+        pk.pack(1);
+        pk.pack(std::string("caption-b"));
+        pk.pack(2);
+      },
+      2));
+  CHECK(std::holds_alternative<Message>(d));
+  // Two keys that are not strings are not looked up: no refusal.
+  d = decode(link_with(
+      [](auto& pk) {
+        pk.pack(5);
+        pk.pack(1);
+        pk.pack(5);
+        pk.pack(2);
+      },
+      2));
+  CHECK(std::holds_alternative<Message>(d));
+}
+
 TEST_CASE("reasons have names and one retry decision", "[proto]") {
   CHECK(reason_name(Reason::http_client) == "http-4xx");
   CHECK(is_retryable(Reason::http_server));
