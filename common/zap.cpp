@@ -8,6 +8,7 @@
 #include <zmq.h>
 
 #include "common/rate_limit.hpp"
+#include "common/sched.hpp"
 
 namespace trawl {
 namespace {
@@ -45,7 +46,7 @@ std::string protocol_error_name(std::uint32_t code) {
 ZapHandler::ZapHandler(zmq::context_t& ctx, const CurveSetup& setup,
                        const std::vector<std::pair<zmq::socket_t*, std::string>>& watched)
     : own_public_(setup.own().public_z85), source_(setup.authorized_source()),
-      rep_(ctx, zmq::socket_type::rep) {
+      rep_(batch_io_threads(ctx), zmq::socket_type::rep) { // may be the context's first socket
   std::error_code ec;
   source_mtime_ = std::filesystem::last_write_time(source_, ec);
   for (auto& k : read_authorized(source_)) keys_.insert(std::move(k));

@@ -4,10 +4,12 @@
 #include <fstream>
 #include <stdexcept>
 
+#include "common/sched.hpp"
+
 namespace trawl {
 
 zmq::socket_t make_socket(zmq::context_t& ctx, zmq::socket_type type, const SocketOptions& opt) {
-  zmq::socket_t s(ctx, type);
+  zmq::socket_t s(batch_io_threads(ctx), type); // the context's first socket starts its threads
   s.set(zmq::sockopt::linger, static_cast<int>(opt.linger.count()));
   s.set(zmq::sockopt::maxmsgsize, static_cast<int64_t>(proto::kMaxFrameBytes));
   s.set(zmq::sockopt::sndhwm, opt.sndhwm);

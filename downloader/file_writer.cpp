@@ -1,9 +1,8 @@
 #include "downloader/file_writer.hpp"
 
-#include <pthread.h>
-#include <sched.h>
 #include <utility>
 
+#include "common/sched.hpp"
 #include "common/signals.hpp"
 
 namespace trawl::downloader {
@@ -80,9 +79,9 @@ void FileWriter::run() {
   // for one write(2) and gave it back: in bench's big scenario (10 x 100 MB, 2 x 64, 15,260
   // chunks) the event loops were preempted 3,644 and 7,858 times in two traced jobs, 656 times
   // in one with SCHED_BATCH. The thread still runs at once on an idle core, and otherwise when
-  // the event loop waits or its time slice ends. Should the policy be refused, jobs run as before.
-  const sched_param normal{};
-  (void)pthread_setschedparam(pthread_self(), SCHED_BATCH, &normal);
+  // the event loop waits or its time slice ends (common/sched.hpp). Should the policy be refused,
+  // jobs run as before.
+  (void)run_as_batch();
   std::unique_lock lock(mutex_);
   for (;;) {
     work_.wait(lock, [&] { return stop_ || !queue_.empty(); });

@@ -14,6 +14,7 @@
 #include <system_error>
 #include <unistd.h>
 
+#include "common/sched.hpp"
 #include "common/signals.hpp"
 
 namespace trawl::downloader {
@@ -213,6 +214,11 @@ bool TempPool::wait_ready(std::size_t n, std::chrono::milliseconds timeout) {
 }
 
 void TempPool::run() {
+  // SCHED_BATCH (common/sched.hpp), as the file thread: a file taken wakes this thread, which
+  // would otherwise preempt the event loop that took it to create the next. small-tmpfs (20,000
+  // files, 2 x 64), with the ZeroMQ I/O threads also SCHED_BATCH, 8 alternating runs: the
+  // downloaders' CPU 1.59 s against 1.70, context switches ~15 % fewer.
+  (void)run_as_batch();
   std::unique_lock lock(mutex_);
   while (!stop_) {
     if (ready_.size() >= wanted_) {

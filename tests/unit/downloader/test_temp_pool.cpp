@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <functional>
 #include <linux/capability.h>
+#include <sched.h>
 #include <set>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -222,6 +223,22 @@ TEST_CASE("temp pool: keeps ready only the files it is told are wanted", "[downl
   REQUIRE(pool.wait_ready(8, 5s));
   std::this_thread::sleep_for(100ms);
   CHECK(pool.stats().ready == 8);
+}
+
+TEST_CASE("temp pool: its thread runs as SCHED_BATCH, the taker's policy is left alone",
+          "[downloader][temppool]") {
+  TempDir tmp;
+  Names names(tmp.path);
+  const int taker = sched_getscheduler(0);
+  std::atomic<int> policy{-1};
+  auto make = names.fn();
+  TempPool pool(1, TempPool::CreateFn([&] {
+                  policy = sched_getscheduler(0); // on the pool's thread
+                  return trawl::downloader::create_temp_file(make());
+                }));
+  REQUIRE(pool.wait_ready(1, 5s));
+  CHECK(policy == SCHED_BATCH);
+  CHECK(sched_getscheduler(0) == taker);
 }
 
 TEST_CASE("temp pool: with a file source, a transfer asks for its file at the first body byte "
