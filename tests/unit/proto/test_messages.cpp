@@ -359,50 +359,21 @@ TEST_CASE("decode refuses a frame that gives a key twice", "[proto]") {
       extra(pk);
     });
   };
-  // Which of two values counts would depend on the decoder: neither does.
-  CHECK_THAT(error_of(link_with(
-                 [](auto& pk) {
-                   pk.pack(std::string("url"));
-                   pk.pack(std::string("http://x.test/b"));
-                 },
-                 1)),
-             Catch::Contains("field 'url': given twice"));
-  CHECK_THAT(error_of(link_with(
-                 [](auto& pk) {
-                   pk.pack(std::string("v"));
-                   pk.pack(kProtocolVersion);
-                 },
-                 1)),
-             Catch::Contains("field 'v': given twice"));
-  // Also an unknown key, and a long one.
-  CHECK_THAT(error_of(link_with(
-                 [](auto& pk) {
-                   for (int i = 0; i < 2; ++i) {
-                     pk.pack(std::string("caption"));
-                     pk.pack(i);
-                   }
-                 },
-                 2)),
-             Catch::Contains("field 'caption': given twice"));
-  CHECK_THAT(error_of(link_with(
-                 [](auto& pk) {
-                   for (int i = 0; i < 2; ++i) {
-                     pk.pack(std::string("a key longer than seven bytes"));
-                     pk.pack(i);
-                   }
-                 },
-                 2)),
-             Catch::Contains("given twice"));
-  // The empty key too; once, it is ignored like any unknown key.
-  CHECK_THAT(error_of(link_with(
-                 [](auto& pk) {
-                   for (int i = 0; i < 2; ++i) {
-                     pk.pack(std::string());
-                     pk.pack(i);
-                   }
-                 },
-                 2)),
-             Catch::Contains("field '': given twice"));
+  // Which of two values counts would depend on the decoder: neither does. Known keys, the
+  // header's, an unknown one, a long one, the empty one.
+  for (const std::string key : {"url", "v", "caption", "a key longer than seven bytes", ""}) {
+    INFO("key '" << key << "'");
+    const auto twice = link_with(
+        [&](auto& pk) {
+          for (int i = 0; i < 2; ++i) {
+            pk.pack(key);
+            pk.pack(i);
+          }
+        },
+        2);
+    CHECK_THAT(error_of(twice), Catch::Contains("field '" + key + "': given twice"));
+  }
+  // The empty key once is ignored like any unknown key.
   CHECK(std::holds_alternative<Message>(decode(link_with(
       [](auto& pk) {
         pk.pack(std::string());
