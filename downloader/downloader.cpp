@@ -110,8 +110,9 @@ constexpr std::size_t kSocketsPerTurn = 16;
 // tmpfs), trawl-2x64: 11.75 and 12.03 s with them finished on the loop (up to 16 KiB), 15.32 and
 // 15.44 s with all of them on the file thread; small-tmpfs (20,000 x 8-64 KB), with up to 64 KiB
 // on the loop: 2.24 and 2.37 s, against 2.58 and 3.69 s. Larger bodies (the latency scenario's
-// 100 KB) are what the file thread is for.
-constexpr std::size_t kInlineFinishMax = 64 * 1024;
+// 100 KB) are what the file thread is for. A body announced this small is also written as it
+// comes, on the loop (Transfer::kWriteAsItComes).
+constexpr std::size_t kInlineFinishMax = Transfer::kWriteAsItComes;
 
 const Clock::time_point g_process_start = Clock::now(); // static init: about when the process began
 

@@ -25,8 +25,9 @@ namespace trawl::downloader {
 class FileWriter {
 public:
   using Job = std::function<void()>;
-  // The capacity of the chunks transfers fill before handing them over (a whole small body is
-  // one chunk: one write(2) instead of one per 16 KiB that libcurl delivers). Each buffer's pages
+  // The capacity of the chunks transfers fill before handing them over (a whole small body of
+  // unknown length is one chunk: one write(2) instead of one per 16 KiB that libcurl delivers;
+  // one announced small is written as it comes, Transfer::kWriteAsItComes). Each buffer's pages
   // are touched once, then reused: a page first touched costs 11-15 us of kernel time on the VMs
   // we measure on (a page fault: 11.7-12.9 us for a fresh page, 11.0-12.3 for a copied one, in a
   // probe of 1,000-2,000 pages), so a downloader's first round of large bodies paid that for

@@ -85,7 +85,7 @@ std::string Transfer::begin(const proto::Task& task, std::uint32_t attempt,
   offset_ = 0;
   total_ = -1;
   if_range_.clear();
-  settled_ = refused_ = resumable_ = false;
+  settled_ = refused_ = resumable_ = direct_ = false;
   local_ = proto::Reason::none;
   local_detail_.clear();
   io_failed_.store(false, std::memory_order_relaxed);
@@ -290,6 +290,8 @@ bool Transfer::settle_response(long status) {
   // the file over, and note whether a later attempt could continue this body.
   if (offset_ > 0 && !start_over()) return false;
   total_ = easy_.info_off(CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, -1);
+  direct_ =
+      writer_ != nullptr && total_ >= 0 && static_cast<std::uint64_t>(total_) <= kWriteAsItComes;
   if_range_ = if_range_validator(header("ETag"), header("Last-Modified"));
   resumable_ = accepts_byte_ranges(header("Accept-Ranges")) && (total_ >= 0 || !if_range_.empty());
   return true;
@@ -324,7 +326,7 @@ std::size_t Transfer::write_body(const char* data, std::size_t n) {
   if (file_pending_ && !open_pending_file()) return 0;
   // A write that failed on the writer's thread stops the transfer at its next bytes.
   if (io_failed_.load(std::memory_order_acquire)) return 0;
-  if (writer_ == nullptr) {
+  if (writer_ == nullptr || direct_) {
     if (!write_chunk(data, n)) return 0;
   } else {
     // Into chunk_ (never beyond kChunk: the buffer is not reallocated); each full chunk goes.

@@ -168,6 +168,66 @@ TEST_CASE("file writer: a transfer's body in chunks on the file thread lands who
   CHECK(part_files(tmp.path).empty());
 }
 
+TEST_CASE("file writer: a body announced small is written as it comes, a larger or unannounced "
+          "one in chunks",
+          "[downloader][filewriter]") {
+  TempDir tmp;
+  Server server;
+  const std::size_t small = Transfer::kWriteAsItComes;
+  const std::string small_body = pattern_body(small, 3);
+  const std::string large_body = pattern_body(small + 1, 4);
+  const std::string unannounced_body = pattern_body(1000, 5);
+  for (const auto& [path, body] : {std::pair{"/small", &small_body}, {"/large", &large_body}})
+    server.svr().Get(path, [body](const httplib::Request&, httplib::Response& res) {
+      res.set_content(*body, "application/octet-stream"); // with a Content-Length
+    });
+  server.svr().Get("/unannounced", [&](const httplib::Request&, httplib::Response& res) {
+    res.set_chunked_content_provider(
+        "application/octet-stream", [&](std::size_t offset, httplib::DataSink& sink) {
+          if (offset >= unannounced_body.size()) {
+            sink.done();
+            return true;
+          }
+          const auto n = std::min<std::size_t>(8192, unannounced_body.size() - offset);
+          return sink.write(unannounced_body.data() + offset, n);
+        });
+  });
+  server.start();
+  trawl::downloader::curl_global_once();
+  struct Case {
+    const char* path;
+    const std::string& body;
+    bool as_it_comes;
+  };
+  for (const Case& c : {Case{"/small", small_body, true}, Case{"/large", large_body, false},
+                        Case{"/unannounced", unannounced_body, false}}) {
+    INFO(c.path);
+    FileWriter w;
+    Transfer t(EVP_sha256());
+    t.set_writer(&w);
+    const std::string part = (tmp.path / ".trawl-t.part").string();
+    REQUIRE(t.begin(Task{1, server.url(c.path), "f.bin", 1}, 1, settings(), part).empty());
+    const CURLcode code = curl_easy_perform(t.easy().get());
+    REQUIRE(code == CURLE_OK);
+    w.drain(); // chunks handed over are in the file now; what is in hand is not
+    if (c.as_it_comes) {
+      CHECK(t.unwritten() == 0);
+      CHECK(t.nothing_handed_over());
+      CHECK(fs::file_size(part) == c.body.size()); // in the file before the ending
+    } else {
+      CHECK(t.unwritten() > 0); // the last chunk, or the whole body, still in hand
+      CHECK(fs::file_size(part) + t.unwritten() == c.body.size());
+    }
+    t.prepare_finish(code);
+    const std::string final_path = (tmp.path / "f.bin").string();
+    const Finished f = t.finish_prepared(final_path, AT_FDCWD, final_path, false);
+    CHECK(f.reason == Reason::none);
+    CHECK(f.sha256 == sha256_hex(c.body));
+    CHECK(read_file(final_path) == c.body);
+    fs::remove(final_path);
+  }
+}
+
 TEST_CASE("file writer: a write that fails on the file thread fails the transfer as disk, with "
           "the error, and leaves no file",
           "[downloader][filewriter]") {
