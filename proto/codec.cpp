@@ -101,7 +101,13 @@ template <class... Ts> Overload(Ts...) -> Overload<Ts...>;
 class Fields {
 public:
   explicit Fields(const msgpack::object_map& map) : map_(map) {
-    // map.size <= kMaxMapEntries: msgpack::unpack refuses a larger map (see decode()).
+    // msgpack::unpack refuses a map of more than kMaxMapEntries (see decode()); should it not,
+    // the map is refused here rather than read past fp_.
+    if (map_.size > fp_.size()) {
+      error_ = "a map of more than " + std::to_string(fp_.size()) + " keys";
+      unique_ = false;
+      return;
+    }
     // A key is compared with the ones before it only when its fingerprint's bit (one of 128) was
     // set by one of them: most keys are compared with none.
     std::uint64_t seen[2] = {0, 0};
@@ -127,7 +133,8 @@ public:
     }
   }
 
-  // False when a key is given twice (error() names it).
+  // False when a key is given twice, or the map has more keys than a frame may (error() says
+  // which).
   bool unique() const { return unique_; }
 
   const msgpack::object* find(std::string_view key) {
