@@ -22,6 +22,15 @@ std::string error_of(std::string_view frame) {
   return std::get<DecodeError>(d).what;
 }
 
+// Packs key/value pairs into a map being built: pairs(pk, "k1", v1, "k2", v2, ...).
+template <class Packer> void pairs(Packer&) {}
+template <class Packer, class V, class... Rest>
+void pairs(Packer& pk, const std::string& key, const V& value, const Rest&... rest) {
+  pk.pack(key);
+  pk.pack(value);
+  pairs(pk, rest...);
+}
+
 // Builds a frame by hand, for shapes encode() never produces.
 template <class F> std::string frame(std::uint32_t entries, F&& body) {
   msgpack::sbuffer buf;
@@ -271,36 +280,10 @@ TEST_CASE("fields are found in any order, next to lookalike keys", "[proto]") {
   // A result's fields in the reverse of the encoder's order, with the header last.
   const Result want = sample_result();
   auto reversed = frame(15, [&](auto& pk) {
-    pk.pack(std::string("att"));
-    pk.pack(want.attempt);
-    pk.pack(std::string("err"));
-    pk.pack(want.detail);
-    pk.pack(std::string("why"));
-    pk.pack(static_cast<int>(want.reason));
-    pk.pack(std::string("node"));
-    pk.pack(want.node);
-    pk.pack(std::string("ttfb"));
-    pk.pack(want.ttfb_ms);
-    pk.pack(std::string("ms"));
-    pk.pack(want.ms);
-    pk.pack(std::string("sha"));
-    pk.pack(want.sha256);
-    pk.pack(std::string("bytes"));
-    pk.pack(want.bytes);
-    pk.pack(std::string("code"));
-    pk.pack(want.http_code);
-    pk.pack(std::string("st"));
-    pk.pack(static_cast<int>(want.status));
-    pk.pack(std::string("path"));
-    pk.pack(want.path);
-    pk.pack(std::string("url"));
-    pk.pack(want.url);
-    pk.pack(std::string("id"));
-    pk.pack(want.id);
-    pk.pack(std::string("t"));
-    pk.pack(std::string("result"));
-    pk.pack(std::string("v"));
-    pk.pack(kProtocolVersion);
+    pairs(pk, "att", want.attempt, "err", want.detail, "why", static_cast<int>(want.reason), "node",
+          want.node, "ttfb", want.ttfb_ms, "ms", want.ms, "sha", want.sha256, "bytes", want.bytes,
+          "code", want.http_code, "st", static_cast<int>(want.status), "path", want.path, "url",
+          want.url, "id", want.id, "t", std::string("result"), "v", kProtocolVersion);
   });
   auto d = decode(reversed);
   REQUIRE(std::holds_alternative<Message>(d));
@@ -308,37 +291,13 @@ TEST_CASE("fields are found in any order, next to lookalike keys", "[proto]") {
 
   // Keys of 8 bytes and more that share their length and first 7 bytes with a field's name, or
   // that are a field's name with a byte more or less, are other keys: ignored, before and after.
-  Job job;
-  job.started_unix_ms = 1700000000000;
-  job.total = 3;
-  job.done = 2;
-  job.failed = 1;
-  job.complete = true;
+  const Job job = trawl::testsupport::job_of(1700000000000, 3, 2, 1, 0, true);
   auto lookalikes = frame(13, [&](auto& pk) {
-    pk.pack(std::string("v"));
-    pk.pack(kProtocolVersion);
-    pk.pack(std::string("t"));
-    pk.pack(std::string("job"));
-    pk.pack(std::string("completX")); // "complete" is 8 bytes
-    pk.pack(false);
-    pk.pack(std::string("complet"));
-    pk.pack(7);
-    pk.pack(std::string("start"));
-    pk.pack(job.started_unix_ms);
-    pk.pack(std::string("total"));
-    pk.pack(job.total);
-    pk.pack(std::string("done"));
-    pk.pack(job.done);
-    pk.pack(std::string("failed"));
-    pk.pack(job.failed);
-    pk.pack(std::string("skipped"));
-    pk.pack(job.skipped);
-    pk.pack(std::string("complete"));
-    pk.pack(true);
-    pk.pack(std::string("completes"));
-    pk.pack(std::string("x"));
-    pk.pack(std::string("done\0", 5));
-    pk.pack(99);
+    pairs(pk, "v", kProtocolVersion, "t", std::string("job"), "completX",
+          false, // "complete" is 8 bytes
+          "complet", 7, "start", job.started_unix_ms, "total", job.total, "done", job.done,
+          "failed", job.failed, "skipped", job.skipped, "complete", true, "completes",
+          std::string("x"), std::string("done\0", 5), 99);
     pk.pack(1); // a key that is not a string
     pk.pack(std::string("complete"));
   });
@@ -350,12 +309,8 @@ TEST_CASE("fields are found in any order, next to lookalike keys", "[proto]") {
 TEST_CASE("decode refuses a frame that gives a key twice", "[proto]") {
   auto link_with = [](auto&& extra, std::uint32_t n) {
     return frame(3 + n, [&](auto& pk) {
-      pk.pack(std::string("v"));
-      pk.pack(kProtocolVersion);
-      pk.pack(std::string("t"));
-      pk.pack(std::string("link"));
-      pk.pack(std::string("url"));
-      pk.pack(std::string("http://x.test/a"));
+      pairs(pk, "v", kProtocolVersion, "t", std::string("link"), "url",
+            std::string("http://x.test/a"));
       extra(pk);
     });
   };
