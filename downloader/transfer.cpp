@@ -70,6 +70,52 @@ Transfer::Transfer(const EVP_MD* sha256) : md_ctx_(EVP_MD_CTX_new(), &EVP_MD_CTX
 
 Transfer::~Transfer() { close_temp(); }
 
+void Transfer::configure(const TransferSettings& s) {
+  configured_.reset(); // until every option below is set
+  easy_.reset();
+  headers_.reset(); // after the reset: the handle no longer points at the list
+  easy_.set_ptr(CURLOPT_PRIVATE, this);
+  easy_.set_ptr(CURLOPT_ERRORBUFFER, errbuf_.data());
+  easy_.set_write_fn(CURLOPT_WRITEFUNCTION, &Transfer::on_body);
+  easy_.set_ptr(CURLOPT_WRITEDATA, this);
+  easy_.set_str(CURLOPT_PROTOCOLS_STR, "http,https");
+  easy_.set_str(CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+  easy_.set_long(CURLOPT_FOLLOWLOCATION, 1L);
+  easy_.set_long(CURLOPT_MAXREDIRS, s.max_redirects);
+  easy_.set_long(CURLOPT_CONNECTTIMEOUT, s.connect_timeout_s);
+  if (s.timeout_s > 0) easy_.set_long(CURLOPT_TIMEOUT, s.timeout_s);
+  // Abort a transfer slower than low_speed_limit bytes/s for low_speed_time seconds: a peer that
+  // never answers, or trickles a byte a second, does not hold a slot for ever. This covers the
+  // wait for the response headers too. 0 seconds turns the check off.
+  if (s.low_speed_time_s > 0 && s.low_speed_limit > 0) {
+    easy_.set_long(CURLOPT_LOW_SPEED_LIMIT, s.low_speed_limit);
+    easy_.set_long(CURLOPT_LOW_SPEED_TIME, s.low_speed_time_s);
+  }
+  // Every connection's socket is ours: --deny-private checks the resolved address of each (so
+  // also across redirects and whatever the DNS answers), and a loopback one gets a receive
+  // buffer of its own (see kLoopbackRecvBuffer).
+  easy_.set_opensocket_fn(&open_gated_socket);
+  easy_.set_ptr(CURLOPT_OPENSOCKETDATA, &gate_);
+  if (s.sockets != nullptr) { // a socket booked as opened is closed through the book
+    easy_.set_closesocket_fn(&close_booked_socket);
+    easy_.set_ptr(CURLOPT_CLOSESOCKETDATA, s.sockets);
+  }
+  easy_.set_long(CURLOPT_NOSIGNAL, 1L);
+  easy_.set_long(CURLOPT_HTTP_VERSION, CURL_HTTP_VERSION_2TLS);
+  // No CURLOPT_ACCEPT_ENCODING: bodies are stored exactly as the server sent them.
+  // libcurl checks a Content-Length against this; write_body() checks the bytes that arrive.
+  easy_.set_off(CURLOPT_MAXFILESIZE_LARGE, static_cast<curl_off_t>(
+                                               std::min<std::uint64_t>(s.max_size, INT64_MAX)));
+  // A receive buffer of kRecvBuffer instead of 16 KiB: one recv() per 64 KiB that has arrived,
+  // not four (the curl tool reads 100 KiB at a time). The write callback still gets at most
+  // 16 KiB per call. Only a hint: should libcurl refuse it, the transfer runs with its default.
+  (void)curl_easy_setopt(easy_.get(), CURLOPT_BUFFERSIZE, kRecvBuffer);
+  easy_.set_str(CURLOPT_USERAGENT, s.user_agent.c_str());
+  configured_ = Configured{s.connect_timeout_s, s.timeout_s,     s.low_speed_time_s,
+                           s.low_speed_limit,   s.max_redirects, s.max_size,
+                           s.user_agent,        s.headers,       s.sockets};
+}
+
 std::string Transfer::begin(const proto::Task& task, std::uint32_t attempt,
                             const TransferSettings& s, std::string temp_path,
                             std::optional<Partial> resume, TempFile ready) {
@@ -101,51 +147,24 @@ std::string Transfer::begin(const proto::Task& task, std::uint32_t attempt,
   errbuf_[0] = '\0';
   begin_reason_ = proto::Reason::io;
 
-  easy_.reset();
-  headers_.reset(); // after the reset: the handle no longer points at the list
-  easy_.set_ptr(CURLOPT_PRIVATE, this);
-  easy_.set_ptr(CURLOPT_ERRORBUFFER, errbuf_.data());
+  const bool same = configured_ && configured_->connect_timeout_s == s.connect_timeout_s &&
+                    configured_->timeout_s == s.timeout_s &&
+                    configured_->low_speed_time_s == s.low_speed_time_s &&
+                    configured_->low_speed_limit == s.low_speed_limit &&
+                    configured_->max_redirects == s.max_redirects &&
+                    configured_->max_size == s.max_size &&
+                    configured_->user_agent == s.user_agent && configured_->headers == s.headers &&
+                    configured_->sockets == s.sockets;
+  if (!same) configure(s);
+  // The task's own options, each set on every transfer: nothing of the previous task's stays.
   easy_.set_str(CURLOPT_URL, task_.url.c_str());
-  easy_.set_write_fn(CURLOPT_WRITEFUNCTION, &Transfer::on_body);
-  easy_.set_ptr(CURLOPT_WRITEDATA, this);
-  easy_.set_str(CURLOPT_PROTOCOLS_STR, "http,https");
-  easy_.set_str(CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
-  easy_.set_long(CURLOPT_FOLLOWLOCATION, 1L);
-  easy_.set_long(CURLOPT_MAXREDIRS, s.max_redirects);
-  easy_.set_long(CURLOPT_CONNECTTIMEOUT, s.connect_timeout_s);
-  if (s.timeout_s > 0) easy_.set_long(CURLOPT_TIMEOUT, s.timeout_s);
-  // Abort a transfer slower than low_speed_limit bytes/s for low_speed_time seconds: a peer that
-  // never answers, or trickles a byte a second, does not hold a slot for ever. This covers the
-  // wait for the response headers too. 0 seconds turns the check off.
-  if (s.low_speed_time_s > 0 && s.low_speed_limit > 0) {
-    easy_.set_long(CURLOPT_LOW_SPEED_LIMIT, s.low_speed_limit);
-    easy_.set_long(CURLOPT_LOW_SPEED_TIME, s.low_speed_time_s);
-  }
-  // Every connection's socket is ours: --deny-private checks the resolved address of each (so
-  // also across redirects and whatever the DNS answers), and a loopback one gets a receive
-  // buffer of its own (see kLoopbackRecvBuffer).
-  easy_.set_opensocket_fn(&open_gated_socket);
-  easy_.set_ptr(CURLOPT_OPENSOCKETDATA, &gate_);
-  if (s.sockets != nullptr) { // a socket booked as opened is closed through the book
-    easy_.set_closesocket_fn(&close_booked_socket);
-    easy_.set_ptr(CURLOPT_CLOSESOCKETDATA, s.sockets);
-  }
-  easy_.set_long(CURLOPT_NOSIGNAL, 1L);
-  easy_.set_long(CURLOPT_HTTP_VERSION, CURL_HTTP_VERSION_2TLS);
   // Over TLS, wait for the first connection's ALPN and multiplex on it rather than open one
   // connection per transfer. Not over plain http (never HTTP/2 with 2TLS): there libcurl 7.88
   // can park a transfer behind a busy HTTP/1.1 connection until that transfer completes.
-  if (starts_with_nocase(task_.url, "https://")) easy_.set_long(CURLOPT_PIPEWAIT, 1L);
-  // No CURLOPT_ACCEPT_ENCODING: bodies are stored exactly as the server sent them.
-  // libcurl checks a Content-Length against this; write_body() checks the bytes that arrive.
-  easy_.set_off(CURLOPT_MAXFILESIZE_LARGE, static_cast<curl_off_t>(
-                                               std::min<std::uint64_t>(s.max_size, INT64_MAX)));
-  // A receive buffer of kRecvBuffer instead of 16 KiB: one recv() per 64 KiB that has arrived,
-  // not four (the curl tool reads 100 KiB at a time). The write callback still gets at most
-  // 16 KiB per call. Only a hint: should libcurl refuse it, the transfer runs with its default.
-  (void)curl_easy_setopt(easy_.get(), CURLOPT_BUFFERSIZE, kRecvBuffer);
-  easy_.set_str(CURLOPT_USERAGENT, s.user_agent.c_str());
-  if (s.headers != nullptr) easy_.set_ptr(CURLOPT_HTTPHEADER, s.headers);
+  easy_.set_long(CURLOPT_PIPEWAIT, starts_with_nocase(task_.url, "https://") ? 1L : 0L);
+  easy_.set_str(CURLOPT_RANGE, nullptr);
+  easy_.set_ptr(CURLOPT_HTTPHEADER, s.headers);
+  headers_.reset(); // after the line above: the handle no longer points at a list of ours
 
   // A partial body that still holds what it says is continued; any other is removed when
   // `resume` goes out of scope, and the attempt starts from the first byte.

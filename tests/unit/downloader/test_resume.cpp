@@ -227,6 +227,58 @@ TEST_CASE("resume: a body cut again and again is assembled from consecutive rang
   CHECK(srv.body_bytes() == body.size());
 }
 
+TEST_CASE("resume: the next task on the same handle asks for its whole body, with the -H lines",
+          "[downloader][resume]") {
+  // One transfer slot, so task 2 runs on the handle whose last request was task 1's range.
+  TempDir tmp;
+  const std::string a = pattern_body(300000, 23);
+  const std::string b = pattern_body(5000, 24);
+  Scripted srv([&](int, const std::string& head, Scripted& s, int fd) {
+    if (head.rfind("GET /b ", 0) == 0) {
+      Scripted::send_head(fd, "200 OK", length_header(b.size()));
+      s.send_body(fd, b);
+      return;
+    }
+    const long long from = range_start(head);
+    if (from < 0) { // the whole of /a, cut after 100,000 bytes
+      Scripted::send_head(fd, "200 OK",
+                          length_header(a.size()) + "Accept-Ranges: bytes\r\nETag: \"v1\"\r\n");
+      s.send_body(fd, std::string_view(a).substr(0, 100000));
+      return;
+    }
+    const auto at = static_cast<std::size_t>(from);
+    Scripted::send_head(fd, "206 Partial Content",
+                        length_header(a.size() - at) + "Content-Range: bytes " +
+                            std::to_string(at) + "-" + std::to_string(a.size() - 1) + "/" +
+                            std::to_string(a.size()) + "\r\nETag: \"v1\"\r\n");
+    s.send_body(fd, std::string_view(a).substr(at));
+  });
+  auto o = options(tmp.path);
+  o.concurrency = 1;
+  o.headers = {"X-Trawl-Test: yes"};
+  Harness h(o);
+  h.send(Task{1, srv.url("/a"), "a.bin", 1});
+  auto first = h.collect(1, 20s);
+  REQUIRE(first.size() == 1);
+  CHECK(first[1].status == Status::done);
+  h.send(Task{2, srv.url("/b"), "b.bin", 1});
+  auto second = h.collect(1, 20s);
+  REQUIRE(second.size() == 1);
+  CHECK(h.stop() == trawl::kExitOk);
+  CHECK(second[2].status == Status::done);
+  CHECK(second[2].http_code == 200);
+  CHECK(read_file(tmp.path / "a.bin") == a);
+  CHECK(read_file(tmp.path / "b.bin") == b);
+  const auto heads = srv.heads();
+  REQUIRE(heads.size() == 3);
+  CHECK(header_of(heads[1], "Range") == "bytes=100000-");
+  CHECK(header_of(heads[1], "If-Range") == "\"v1\"");
+  CHECK(heads[2].rfind("GET /b ", 0) == 0);
+  CHECK(header_of(heads[2], "Range").empty());
+  CHECK(header_of(heads[2], "If-Range").empty());
+  for (const auto& head : heads) CHECK(header_of(head, "X-Trawl-Test") == "yes");
+}
+
 TEST_CASE("resume: with --digest none a cut body is continued too, and its result has no digest",
           "[downloader][resume]") {
   TempDir tmp;
