@@ -209,6 +209,7 @@ private:
   bool open_pending_file();
   bool settle_response(long status); // at the first body byte (or the end): append, restart or refuse
   bool start_over();                 // empties the file and the digest; false on an I/O error
+  void read_validators();            // if_range_ and resumable_ from the response's headers
   std::string header(const char* name) const; // of the last response, "" when absent
   // Resets the handle and sets every option that depends only on `s` (see configured_).
   void configure(const TransferSettings& s);
@@ -239,6 +240,9 @@ private:
   bool direct_ = false;   // this body is written as it comes (kWriteAsItComes), not in chunks
   bool refused_ = false;  // the server would not continue the partial body
   bool resumable_ = false; // the response allows a later attempt to continue this body
+  // A whole body's response is settled; its validators (if_range_, resumable_) are read by
+  // prepare_finish() only if the body ends short.
+  bool validators_pending_ = false;
   std::unique_ptr<curl_slist, decltype(&curl_slist_free_all)> headers_{nullptr, &curl_slist_free_all};
   proto::Reason local_ = proto::Reason::none;
   proto::Reason begin_reason_ = proto::Reason::io;
