@@ -7,6 +7,7 @@
 #include <msgpack.hpp>
 #include <optional>
 
+#include "proto/frame_reader.hpp"
 #include "proto/messages.hpp"
 #include "proto/version.hpp"
 
@@ -289,10 +290,6 @@ private:
   std::uint32_t next_ = 0; // where the next find() starts
   bool unique_ = true;
 };
-
-// The strings of a decoded frame point into the frame instead of copies in msgpack's zone: the
-// objects do not outlive decode(), which copies every field it keeps.
-bool in_frame(msgpack::type::object_type, std::size_t, void*) { return true; }
 
 bool is_hex_digest(std::string_view s) {
   return s.size() == 64 && std::all_of(s.begin(), s.end(), [](char c) {
@@ -588,14 +585,19 @@ std::variant<Message, DecodeError> decode(std::string_view frame) noexcept {
     // Arrays only as long as a ready message's ids, no bin, no ext, a map with two levels of
     // nesting below it (a batch's items: an array of maps): a hostile header cannot ask for more.
     // check_shape() then allows that second level in "items" alone.
-    const msgpack::unpack_limit limit(/*array=*/kMaxReadyIds, /*map=*/kMaxMapEntries,
-                                      /*str=*/kMaxUrlBytes,
-                                      /*bin=*/0, /*ext=*/0, /*depth=*/3);
+    // (msgpack::unpack with these limits accepts and refuses the same frames: FrameReader.)
+    static constexpr ReadLimits kLimits{/*array=*/kMaxReadyIds,
+                                        /*map=*/kMaxMapEntries,
+                                        /*str=*/kMaxUrlBytes,
+                                        /*bin=*/0,
+                                        /*ext=*/0,
+                                        /*depth=*/3};
+    thread_local FrameReader reader;
     std::size_t offset = 0;
-    msgpack::object_handle oh =
-        msgpack::unpack(frame.data(), frame.size(), offset, &in_frame, nullptr, limit);
+    const msgpack::object* parsed = reader.read(frame, kLimits, offset);
+    if (parsed == nullptr) return DecodeError{std::string("malformed msgpack: ") + reader.error()};
     if (offset != frame.size()) return DecodeError{"trailing bytes after the message"};
-    const msgpack::object& root = oh.get();
+    const msgpack::object& root = *parsed;
     if (root.type != msgpack::type::MAP) return DecodeError{"frame is not a map"};
     if (auto err = check_shape(root.via.map)) return DecodeError{"frame holds " + *err};
     Fields f(root.via.map);
