@@ -181,6 +181,7 @@ public:
     settings_.headers = headers_.get();
     settings_.temp_dir = out_;
     settings_.sockets = &sockets_;
+    settings_.no_env_proxy = no_proxy_in_environment();
     if (o.respect_robots)
       robots_.emplace(multi_,
                       RobotsSettings{settings_.user_agent, std::clamp(o.connect_timeout_s, 1L, 10L),

@@ -3,6 +3,7 @@
 #include <cctype>
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <curl/header.h>
 #include <fcntl.h>
@@ -60,6 +61,14 @@ std::string hex(const unsigned char* p, unsigned n) {
 
 } // namespace
 
+bool no_proxy_in_environment() {
+  for (const char* name : {"http_proxy", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"}) {
+    const char* v = std::getenv(name);
+    if (v != nullptr && *v != '\0') return false;
+  }
+  return true;
+}
+
 PartFile::~PartFile() {
   if (!path_.empty()) ::unlink(path_.c_str());
 }
@@ -111,9 +120,13 @@ void Transfer::configure(const TransferSettings& s) {
   // 16 KiB per call. Only a hint: should libcurl refuse it, the transfer runs with its default.
   (void)curl_easy_setopt(easy_.get(), CURLOPT_BUFFERSIZE, kRecvBuffer);
   easy_.set_str(CURLOPT_USERAGENT, s.user_agent.c_str());
-  configured_ = Configured{s.connect_timeout_s, s.timeout_s,     s.low_speed_time_s,
-                           s.low_speed_limit,   s.max_redirects, s.max_size,
-                           s.user_agent,        s.headers,       s.sockets};
+  if (s.no_env_proxy) {
+    easy_.set_str(CURLOPT_PROXY, "");
+    easy_.set_str(CURLOPT_NOPROXY, "");
+  }
+  configured_ = Configured{
+      s.connect_timeout_s, s.timeout_s,  s.low_speed_time_s, s.low_speed_limit, s.max_redirects,
+      s.max_size,          s.user_agent, s.headers,          s.sockets,         s.no_env_proxy};
 }
 
 std::string Transfer::begin(const proto::Task& task, std::uint32_t attempt,
@@ -147,14 +160,14 @@ std::string Transfer::begin(const proto::Task& task, std::uint32_t attempt,
   errbuf_[0] = '\0';
   begin_reason_ = proto::Reason::io;
 
-  const bool same = configured_ && configured_->connect_timeout_s == s.connect_timeout_s &&
-                    configured_->timeout_s == s.timeout_s &&
-                    configured_->low_speed_time_s == s.low_speed_time_s &&
-                    configured_->low_speed_limit == s.low_speed_limit &&
-                    configured_->max_redirects == s.max_redirects &&
-                    configured_->max_size == s.max_size &&
-                    configured_->user_agent == s.user_agent && configured_->headers == s.headers &&
-                    configured_->sockets == s.sockets;
+  const bool same =
+      configured_ && configured_->connect_timeout_s == s.connect_timeout_s &&
+      configured_->timeout_s == s.timeout_s &&
+      configured_->low_speed_time_s == s.low_speed_time_s &&
+      configured_->low_speed_limit == s.low_speed_limit &&
+      configured_->max_redirects == s.max_redirects && configured_->max_size == s.max_size &&
+      configured_->user_agent == s.user_agent && configured_->headers == s.headers &&
+      configured_->sockets == s.sockets && configured_->no_env_proxy == s.no_env_proxy;
   if (!same) configure(s);
   // The task's own options, each set on every transfer: nothing of the previous task's stays.
   easy_.set_str(CURLOPT_URL, task_.url.c_str());

@@ -53,7 +53,16 @@ struct TransferSettings {
   // then keeps a kept-alive connection in its epoll set between transfers. Outlives the multi
   // handle. nullptr: none.
   SocketBook* sockets = nullptr;
+  // No proxy variable in the environment (no_proxy_in_environment()): each handle is told so once
+  // (CURLOPT_PROXY and CURLOPT_NOPROXY empty) instead of libcurl looking for five variables on
+  // every transfer (getenv 1.5 % of a downloader's instructions, callgrind, 20,000 transfers). When
+  // one is set, libcurl reads them as usual.
+  bool no_env_proxy = false;
 };
+
+// True when none of the variables libcurl takes an http(s) proxy from (http_proxy, https_proxy,
+// HTTPS_PROXY, all_proxy, ALL_PROXY) is set to a non-empty value.
+bool no_proxy_in_environment();
 
 // A temporary file removed when the last reference to it goes, unless release()d first: a kept
 // partial body is removed on every path that does not continue it (final failure, stop, exit).
@@ -276,6 +285,7 @@ private:
     std::string user_agent;
     curl_slist* headers;
     SocketBook* sockets;
+    bool no_env_proxy;
   };
   std::optional<Configured> configured_;
   ContentPolicy content_;

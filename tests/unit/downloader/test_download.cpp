@@ -14,6 +14,7 @@
 #include <CLI/CLI.hpp>
 
 #include "common/exit_codes.hpp"
+#include "downloader/transfer.hpp"
 #include "tests/unit/downloader/harness.hpp"
 
 using namespace trawl::dltest;
@@ -706,3 +707,39 @@ TEST_CASE("downloader bench: throughput against a loopback server", "[.downloade
   CHECK(h.stop() == trawl::kExitOk);
 }
 
+TEST_CASE("downloader: an http_proxy in the environment carries the requests", "[downloader]") {
+  // The handles are told "no proxy" once when no proxy variable is set (Transfer::configure): one
+  // that is set must still be used, as libcurl reads it.
+  TempDir tmp;
+  const std::string body = pattern_body(5000, 31);
+  std::mutex mu;
+  std::vector<std::string> heads;
+  RawServer proxy([&](int fd, const std::atomic<bool>& quit) {
+    std::string head;
+    if (!read_request_head(fd, head, quit)) return;
+    {
+      std::lock_guard lock(mu);
+      heads.push_back(head);
+    }
+    send_all(fd, "HTTP/1.1 200 OK\r\nContent-Length: " + std::to_string(body.size()) +
+                     "\r\nConnection: close\r\n\r\n" + body);
+  });
+  struct ProxyEnv {
+    explicit ProxyEnv(const std::string& v) { ::setenv("http_proxy", v.c_str(), 1); }
+    ~ProxyEnv() { ::unsetenv("http_proxy"); }
+  } env("http://127.0.0.1:" + std::to_string(proxy.port()));
+  REQUIRE_FALSE(trawl::downloader::no_proxy_in_environment());
+
+  trawl::downloader::DownloadOptions o;
+  o.out = tmp.path.string();
+  Harness h(o);
+  const Task t{1, "http://files.invalid/one.bin", "one.bin", 1};
+  h.send(t);
+  auto results = h.collect(1, 20s);
+  REQUIRE(results.size() == 1);
+  CHECK(h.stop() == trawl::kExitOk);
+  check_done(results[1], t, tmp.path, body);
+  std::lock_guard lock(mu);
+  REQUIRE(heads.size() == 1);
+  CHECK(heads[0].rfind("GET http://files.invalid/one.bin HTTP/1.1\r\n", 0) == 0);
+}
