@@ -124,9 +124,7 @@ void Transfer::configure(const TransferSettings& s) {
     easy_.set_str(CURLOPT_PROXY, "");
     easy_.set_str(CURLOPT_NOPROXY, "");
   }
-  configured_ = Configured{
-      s.connect_timeout_s, s.timeout_s,  s.low_speed_time_s, s.low_speed_limit, s.max_redirects,
-      s.max_size,          s.user_agent, s.headers,          s.sockets,         s.no_env_proxy};
+  configured_ = Configured::of(s);
 }
 
 std::string Transfer::begin(const proto::Task& task, std::uint32_t attempt,
@@ -160,15 +158,7 @@ std::string Transfer::begin(const proto::Task& task, std::uint32_t attempt,
   errbuf_[0] = '\0';
   begin_reason_ = proto::Reason::io;
 
-  const bool same =
-      configured_ && configured_->connect_timeout_s == s.connect_timeout_s &&
-      configured_->timeout_s == s.timeout_s &&
-      configured_->low_speed_time_s == s.low_speed_time_s &&
-      configured_->low_speed_limit == s.low_speed_limit &&
-      configured_->max_redirects == s.max_redirects && configured_->max_size == s.max_size &&
-      configured_->user_agent == s.user_agent && configured_->headers == s.headers &&
-      configured_->sockets == s.sockets && configured_->no_env_proxy == s.no_env_proxy;
-  if (!same) configure(s);
+  if (!configured_ || !configured_->matches(s)) configure(s);
   // The task's own options, each set on every transfer: nothing of the previous task's stays.
   easy_.set_str(CURLOPT_URL, task_.url.c_str());
   // Over TLS, wait for the first connection's ALPN and multiplex on it rather than open one

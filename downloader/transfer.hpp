@@ -17,6 +17,7 @@
 #include <openssl/evp.h>
 #include <optional>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -220,6 +221,27 @@ private:
   bool start_over();                 // empties the file and the digest; false on an I/O error
   void read_validators();            // if_range_ and resumable_ from the response's headers
   std::string header(const char* name) const; // of the last response, "" when absent
+  // The settings the handle's options were last set from (configure()): begin() sets them again
+  // only when these differ, and otherwise only the options of the task (URL, Range, headers).
+  // libcurl keeps options from one transfer to the next on a handle; curl_easy_reset() and
+  // setting them all again cost ~10,000 instructions per transfer (callgrind).
+  struct Configured {
+    long connect_timeout_s, timeout_s, low_speed_time_s, low_speed_limit, max_redirects;
+    std::uint64_t max_size;
+    std::string user_agent;
+    curl_slist* headers;
+    SocketBook* sockets;
+    bool no_env_proxy;
+    // The fields above, by the same names in Configured and TransferSettings: the one list of
+    // them that of() copies and matches() compares (without copying the user agent).
+    template <class T> static auto fields(const T& x) {
+      return std::tie(x.connect_timeout_s, x.timeout_s, x.low_speed_time_s, x.low_speed_limit,
+                      x.max_redirects, x.max_size, x.user_agent, x.headers, x.sockets,
+                      x.no_env_proxy);
+    }
+    static Configured of(const TransferSettings& s) { return std::make_from_tuple<Configured>(fields(s)); }
+    bool matches(const TransferSettings& s) const { return fields(*this) == fields(s); }
+  };
   // Resets the handle and sets every option that depends only on `s` (see configured_).
   void configure(const TransferSettings& s);
 
@@ -275,18 +297,6 @@ private:
     long retry_after_s = 0;
   } ended_;
   SocketGate gate_; // CURLOPT_OPENSOCKETDATA while settings.address_filter is set
-  // The settings the handle's options were last set from (configure()): begin() sets them again
-  // only when these differ, and otherwise only the options of the task (URL, Range, headers).
-  // libcurl keeps options from one transfer to the next on a handle; curl_easy_reset() and
-  // setting them all again cost ~10,000 instructions per transfer (callgrind).
-  struct Configured {
-    long connect_timeout_s, timeout_s, low_speed_time_s, low_speed_limit, max_redirects;
-    std::uint64_t max_size;
-    std::string user_agent;
-    curl_slist* headers;
-    SocketBook* sockets;
-    bool no_env_proxy;
-  };
   std::optional<Configured> configured_;
   ContentPolicy content_;
   ContentSniffer sniff_;
