@@ -229,15 +229,14 @@ private:
     long connect_timeout_s, timeout_s, low_speed_time_s, low_speed_limit, max_redirects;
     std::uint64_t max_size;
     std::string user_agent;
-    curl_slist* headers;
     SocketBook* sockets;
     bool no_env_proxy;
     // The fields above, by the same names in Configured and TransferSettings: the one list of
-    // them that of() copies and matches() compares (without copying the user agent).
+    // them that of() copies and matches() compares (without copying the user agent). Not the -H
+    // list: begin() sets it on every task.
     template <class T> static auto fields(const T& x) {
       return std::tie(x.connect_timeout_s, x.timeout_s, x.low_speed_time_s, x.low_speed_limit,
-                      x.max_redirects, x.max_size, x.user_agent, x.headers, x.sockets,
-                      x.no_env_proxy);
+                      x.max_redirects, x.max_size, x.user_agent, x.sockets, x.no_env_proxy);
     }
     static Configured of(const TransferSettings& s) { return std::make_from_tuple<Configured>(fields(s)); }
     bool matches(const TransferSettings& s) const { return fields(*this) == fields(s); }
