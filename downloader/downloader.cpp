@@ -264,9 +264,19 @@ public:
       // (or to the cap); but a send on the same socket since (send_ready, report_throttle) may
       // have consumed the edge of a frame that arrived in between: ZMQ_EVENTS says whether one
       // waits, and then the poll does not sleep (it slept up to kPollCap, often with batches).
+      // The same for the first ready (the join), sent before the connection was up: the
+      // connection that completes after it is taken in by a ZMQ_EVENTS query (the edge is gone),
+      // and the poll slept until kPollCap before the next try, so the downloader joined 100 ms
+      // late (a classic job under strace: its ready left at the poll's timeout, nothing read in
+      // between). A first ready is always tried (send_ready), so this cannot spin.
       const bool watch_tasks = !stopping && now >= disk_pause_until_ && can_take();
+      const bool joining = ready_blocked_ && last_held_ == UINT32_MAX;
       int timeout = poll_timeout(now, stopping, stop_deadline);
-      if (watch_tasks && (tasks_.get(zmq::sockopt::events) & ZMQ_POLLIN) != 0) timeout = 0;
+      if (watch_tasks || joining) {
+        const auto ev = tasks_.get(zmq::sockopt::events);
+        if ((watch_tasks && (ev & ZMQ_POLLIN) != 0) || (joining && (ev & ZMQ_POLLOUT) != 0))
+          timeout = 0;
+      }
       events_.watch_tasks(watch_tasks);
       const std::size_t n = events_.wait(timeout, ready_);
       // At most kSocketsPerTurn sockets are read per turn (epoll hands the others over in the
