@@ -270,7 +270,7 @@ public:
       // late (a classic job under strace: its ready left at the poll's timeout, nothing read in
       // between). A first ready is always tried (send_ready), so this cannot spin.
       const bool watch_tasks = !stopping && now >= disk_pause_until_ && can_take();
-      const bool joining = ready_blocked_ && last_held_ == UINT32_MAX;
+      const bool joining = ready_blocked_ && !joined();
       int timeout = poll_timeout(now, stopping, stop_deadline);
       if (watch_tasks || joining) {
         const auto ev = tasks_.get(zmq::sockopt::events);
@@ -394,12 +394,15 @@ private:
         node_, stopping, active_, finishing_, queued_.size(), waiting_.size(), parked(),
         held_ids_.size(), finished_.size(), unsent_.size(), unsent_results_, received_,
         counters_.tasks, counters_.done, counters_.failed, ago(last_ready_),
-        last_held_ == UINT32_MAX ? std::string("-") : std::to_string(last_held_), last_capacity_,
-        last_received_, ready_blocked_,
+        joined() ? std::to_string(last_held_) : std::string("-"), last_capacity_, last_received_,
+        ready_blocked_,
         now < disk_pause_until_
             ? std::chrono::duration_cast<milliseconds>(disk_pause_until_ - now).count()
             : 0);
   }
+
+  // Whether a ready has gone out since the start (the ventilator knows this node).
+  bool joined() const noexcept { return last_held_ != UINT32_MAX; }
 
   std::size_t parked() const noexcept { return robots_ ? robots_->parked() : 0; }
   // Slots in use: transfers running, waiting for a retry, or parked until robots.txt is known.
@@ -445,7 +448,7 @@ private:
     const std::uint32_t capacity = stopping || now < disk_pause_until_
                                        ? 0
                                        : static_cast<std::uint32_t>(opt_.concurrency + prefetch_);
-    const bool first = last_held_ == UINT32_MAX;
+    const bool first = !joined();
     // Slots set free since the last ready. A received task adds to `held` and `received` alike
     // and changes no credit; one that ends at once (an unusable name, a refused URL, a refused
     // frame) adds to `received` only, so it frees a slot as a finished transfer does.
