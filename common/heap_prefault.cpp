@@ -1,0 +1,61 @@
+#include "common/heap_prefault.hpp"
+
+#include <cstdint>
+#include <cstdlib>
+#include <dlfcn.h>
+#include <sys/mman.h>
+#include <system_error>
+#include <unistd.h>
+#include <vector>
+
+namespace trawl {
+namespace {
+
+constexpr std::size_t kBlock = std::size_t{1} << 20;
+
+} // namespace
+
+std::size_t populate_pages(void* p, std::size_t n) noexcept {
+  const auto page = static_cast<std::uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const auto begin = (reinterpret_cast<std::uintptr_t>(p) + page - 1) & ~(page - 1);
+  const auto end = (reinterpret_cast<std::uintptr_t>(p) + n) & ~(page - 1);
+  if (p == nullptr || end <= begin) return 0;
+  if (::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_POPULATE_WRITE) != 0) return 0;
+  return end - begin;
+}
+
+bool allocator_reuses_freed_pages() noexcept {
+  // jemalloc's control interface: present in the process exactly when jemalloc is linked.
+  return ::dlsym(RTLD_DEFAULT, "mallctl") != nullptr;
+}
+
+HeapPrefault::HeapPrefault(std::size_t bytes, bool force) {
+  if (bytes == 0 || (!force && !allocator_reuses_freed_pages())) return;
+  try {
+    thread_ = std::thread([this, bytes] {
+      std::vector<void*> blocks;
+      blocks.reserve((bytes + kBlock - 1) / kBlock);
+      std::size_t done = 0;
+      for (std::size_t have = 0; have < bytes; have += kBlock) {
+        void* b = std::malloc(kBlock);
+        if (b == nullptr) break;
+        blocks.push_back(b);
+        const std::size_t n = populate_pages(b, kBlock);
+        if (n == 0) break; // the kernel refuses: no point in the next ones
+        done += n;
+      }
+      for (void* b : blocks) std::free(b);
+      populated_ = done;
+    });
+  } catch (const std::system_error&) { // no thread: the pages fault in when first used
+  }
+}
+
+HeapPrefault::~HeapPrefault() { wait(); }
+
+std::size_t HeapPrefault::wait() {
+  if (thread_.joinable()) thread_.join();
+  return populated_;
+}
+
+} // namespace trawl
