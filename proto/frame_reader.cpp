@@ -5,19 +5,22 @@
 
 #include <algorithm>
 #include <cstring>
+#include <new>
 
 namespace trawl::proto {
 
 template <class T> T* FrameReader::Slab<T>::take(std::size_t n) {
-  if (chunks_.empty()) chunks_.push_back(std::make_unique<T[]>(kChunk));
+  // make_unique_for_overwrite: the cells' bytes are left as they are, untouched.
+  if (chunks_.empty()) chunks_.push_back(std::make_unique_for_overwrite<Cell[]>(kChunk));
   if (used_ + n > kChunk) {
     ++chunk_;
     used_ = 0;
-    if (chunk_ == chunks_.size()) chunks_.push_back(std::make_unique<T[]>(kChunk));
+    if (chunk_ == chunks_.size()) chunks_.push_back(std::make_unique_for_overwrite<Cell[]>(kChunk));
   }
-  T* run = chunks_[chunk_].get() + used_;
+  Cell* cells = chunks_[chunk_].get() + used_;
   used_ += n;
-  return run;
+  for (std::size_t i = 0; i < n; ++i) ::new (static_cast<void*>(cells + i)) T();
+  return std::launder(reinterpret_cast<T*>(cells)); // n >= 1: callers never take none
 }
 
 template <class T> void FrameReader::Slab<T>::reset() noexcept {
