@@ -38,9 +38,9 @@ private:
   // Contiguous runs of T (an array's elements, a map's entries), valid until reset(). A run never
   // spans two chunks: the limits keep every run under kChunk. A chunk is raw storage whose
   // elements are constructed as they are taken: constructing all 4,096 up front (msgpack::object
-  // has a constructor) wrote every page of both slabs, 48 pages, at each process's first frame,
-  // where a frame of a few fields needs one (a page first touched costs 11-18 us on the VMs we
-  // measure on: see common/heap_prefault.hpp).
+  // has a constructor) wrote every page of both slabs, 72 pages (4,096 entries of 48 bytes, 4,096
+  // nodes of 24), at each process's first frame, where a frame of a few fields needs one or two
+  // (a page first touched costs 11-18 us on the VMs we measure on: see common/heap_prefault.hpp).
   template <class T> class Slab {
     static_assert(std::is_trivially_destructible_v<T>, "chunks are freed without destructors");
 
