@@ -29,24 +29,26 @@ bool allocator_reuses_freed_pages() noexcept {
   return ::dlsym(RTLD_DEFAULT, "mallctl") != nullptr;
 }
 
-HeapPrefault::HeapPrefault(std::size_t bytes, bool force) {
-  if (bytes == 0 || (!force && !allocator_reuses_freed_pages())) return;
+std::size_t populate_heap(std::size_t bytes) {
+  std::vector<void*> blocks;
+  blocks.reserve((bytes + kBlock - 1) / kBlock);
+  std::size_t done = 0;
+  for (std::size_t have = 0; have < bytes; have += kBlock) {
+    void* b = std::malloc(kBlock);
+    if (b == nullptr) break;
+    blocks.push_back(b);
+    const std::size_t n = populate_pages(b, kBlock);
+    if (n == 0) break; // the kernel refuses: no point in the next ones
+    done += n;
+  }
+  for (void* b : blocks) std::free(b);
+  return done;
+}
+
+HeapPrefault::HeapPrefault(std::size_t bytes) {
+  if (bytes == 0 || !allocator_reuses_freed_pages()) return;
   try {
-    thread_ = std::thread([this, bytes] {
-      std::vector<void*> blocks;
-      blocks.reserve((bytes + kBlock - 1) / kBlock);
-      std::size_t done = 0;
-      for (std::size_t have = 0; have < bytes; have += kBlock) {
-        void* b = std::malloc(kBlock);
-        if (b == nullptr) break;
-        blocks.push_back(b);
-        const std::size_t n = populate_pages(b, kBlock);
-        if (n == 0) break; // the kernel refuses: no point in the next ones
-        done += n;
-      }
-      for (void* b : blocks) std::free(b);
-      populated_ = done;
-    });
+    thread_ = std::thread([this, bytes] { populated_ = populate_heap(bytes); });
   } catch (const std::system_error&) { // no thread: the pages fault in when first used
   }
 }

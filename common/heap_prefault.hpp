@@ -24,13 +24,16 @@ std::size_t populate_pages(void* p, std::size_t n) noexcept;
 // to the system at once, so populating one ahead would be wasted.
 bool allocator_reuses_freed_pages() noexcept;
 
-// A thread that allocates `bytes` in blocks of 1 MiB (far below jemalloc's threshold for blocks
-// that get an arena of their own), populates each, then frees them all. Nothing when `bytes` is
-// 0, when the allocator would not reuse the pages (unless `force`), or when no thread can start.
-// The destructor waits for it (a few milliseconds).
+// Allocates `bytes` in blocks of 1 MiB (far below jemalloc's threshold for blocks that get an
+// arena of their own), populates each, then frees them all. Returns the bytes it made present
+// (0 when the kernel refuses the advice).
+std::size_t populate_heap(std::size_t bytes);
+
+// populate_heap(bytes) on a thread of its own. Nothing when `bytes` is 0, when the allocator would
+// not reuse the pages, or when no thread can start. The destructor waits for it (a few ms).
 class HeapPrefault {
 public:
-  explicit HeapPrefault(std::size_t bytes, bool force = false);
+  explicit HeapPrefault(std::size_t bytes);
   ~HeapPrefault();
   HeapPrefault(const HeapPrefault&) = delete;
   HeapPrefault& operator=(const HeapPrefault&) = delete;
