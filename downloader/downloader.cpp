@@ -110,11 +110,12 @@ constexpr std::size_t kSocketsPerTurn = 16;
 // sends its request (the next turn, once epoll says the socket is writable). At the start of a
 // job that was 64 connects in a row, ~10 ms in a traced latency job (each connect to a local
 // server also woke it on our core), before the first request left. 8 at a time, the first
-// requests leave after 8 connects and the others follow turn by turn. Measured with one
-// downloader of 64 against nginx, alternating runs (medians): latency 3,347.5 ms against 3,353.0
-// (10 pairs), classic 528.0 against 530.0 (10; first request 69 ms after launch against 76),
-// two downloaders classic 328.0 against 330.5 (10); small on tmpfs 1.43 s against 1.47 (8; no
-// cap after the first 64, so the job's steady state is as before). 4 a turn: latency 3,358.5.
+// requests leave after 8 connects and the others follow turn by turn. One downloader of 64
+// against nginx, alternating runs, medians: the first request 74.5 ms after launch against 81.5,
+// the classic job 534.5 ms against 538.5 (20 pairs; another 10: 519.0 against 514.5), latency
+// 3,372.5 against 3,375.5 (8); two downloaders, classic 348.0 against 349.5 (10); small on tmpfs
+// 1.43 s against 1.47 (8): the first request moves, the job's end by less than the runs' spread.
+// After the first `concurrency` there is no cap (those tasks mostly reuse connections).
 constexpr std::size_t kStartsPerTurnAtFirst = 8;
 
 // Bodies up to this size that are still whole in their transfer's chunk are hashed, written and
