@@ -101,6 +101,30 @@ TEST_CASE("gallery: bad items are skipped, good ones kept", "[fetcher]") {
   CHECK(src.albums() == 1);
 }
 
+TEST_CASE("gallery: members it does not read, links nested in them too, change nothing",
+          "[fetcher]") {
+  // The parser keeps only the members the source reads: links inside the others (an account, a
+  // list of tags, an image's own fields) are not the item's, with or without that filter.
+  const std::string doc = R"({"success": true, "status": 200, "extra": {"link": "http://no/0.jpg"},
+    "data": [
+      {"id": "a", "account": {"link": "http://no/1.jpg"}, "link": "http://a/1.jpg",
+       "tags": [{"link": "http://no/2.jpg", "name": "t"}], "size": 1234, "is_album": false},
+      {"is_album": true, "link": "https://imgur.com/a/x", "cover": {"link": "http://no/3.jpg"},
+       "images": [{"id": "i", "link": "http://a/2.jpg", "size": 5, "meta": {"link": "http://no/4.jpg"}},
+                  {"link": "http://a/3.jpg", "images": [{"link": "http://no/5.jpg"}]}]},
+      {"views": [1, 2, {"link": "http://no/6.jpg"}], "link": "http://a/4.jpg"}
+    ]})";
+  GallerySource flat(doc);
+  CHECK(drain(flat) == std::vector<std::string>{"http://a/1.jpg", "http://a/4.jpg"});
+  CHECK(flat.albums() == 1);
+  CHECK(flat.items() == 3);
+  GallerySource expanded(doc, GalleryOptions{.expand_albums = true});
+  CHECK(drain(expanded) == std::vector<std::string>{"http://a/1.jpg", "http://a/2.jpg",
+                                                    "http://a/3.jpg", "http://a/4.jpg"});
+  CHECK(expanded.where() == "data[2]");
+  CHECK(expanded.skipped() == 0);
+}
+
 TEST_CASE("gallery: an album without images is skipped when expanding", "[fetcher]") {
   GallerySource src(R"({"data":[{"is_album":true,"link":"https://imgur.com/a/x"},
                                 {"is_album":true,"images":[{"link":"http://a/1.jpg"},{"id":"x"}]},
