@@ -107,15 +107,16 @@ constexpr std::size_t kSocketsPerTurn = 16;
 
 // New transfers started per turn until the first `concurrency` have started. Each new transfer
 // opens a connection, and libcurl connects every transfer started in a turn before any of them
-// sends its request (the next turn, once epoll says the socket is writable). At the start of a
+// sends its request (in a later turn, once epoll says the socket is writable). At the start of a
 // job that was 64 connects in a row, ~10 ms in a traced latency job (each connect to a local
-// server also woke it on our core), before the first request left. 8 at a time, the first
-// requests leave after 8 connects and the others follow turn by turn. One downloader of 64
-// against nginx, alternating runs, medians: the first request 74.5 ms after launch against 81.5,
-// the classic job 534.5 ms against 538.5 (20 pairs; another 10: 519.0 against 514.5), latency
-// 3,372.5 against 3,375.5 (8); two downloaders, classic 348.0 against 349.5 (10); small on tmpfs
-// 1.43 s against 1.47 (8): the first request moves, the job's end by less than the runs' spread.
-// After the first `concurrency` there is no cap (those tasks mostly reuse connections).
+// server also woke it on our core), before the first request left. 8 a turn, the first request
+// leaves after 16 connects (two turns' batches; syscalls traced in a latency job) and the others
+// follow turn by turn. One downloader of 64 against nginx, alternating runs, medians: the first
+// request 74.5 ms after launch against 81.5, the classic job 534.5 ms against 538.5 (20 pairs;
+// another 10: 519.0 against 514.5), latency 3,372.5 against 3,375.5 (8); two downloaders, classic
+// 348.0 against 349.5 (10); small on tmpfs 1.43 s against 1.47 (8): the first request moves, the
+// job's end by less than the runs' spread. After the first `concurrency` there is no cap (those
+// tasks mostly reuse connections).
 constexpr std::size_t kStartsPerTurnAtFirst = 8;
 
 // Bodies up to this size that are still whole in their transfer's chunk are hashed, written and
@@ -286,7 +287,7 @@ public:
       const bool watch_tasks = !stopping && now >= disk_pause_until_ && can_take();
       const bool joining = ready_blocked_ && !joined();
       int timeout = poll_timeout(now, stopping, stop_deadline);
-      if (watch_tasks && !queued_.empty()) timeout = 0; // held back by kStartsPerTurnAtFirst
+      if (watch_tasks && held_back()) timeout = 0;
       if (watch_tasks || joining) {
         const auto ev = tasks_.get(zmq::sockopt::events);
         if ((watch_tasks && (ev & ZMQ_POLLIN) != 0) || (joining && (ev & ZMQ_POLLOUT) != 0))
@@ -348,7 +349,7 @@ private:
   void notify_under_way() {
     if (notified_ || opt_.notify_pid <= 0) return;
     // Turns count once every first transfer has started (kStartsPerTurnAtFirst).
-    if (active_ > 0 && (queued_.empty() || !can_take())) ++turns_under_way_;
+    if (active_ > 0 && !held_back()) ++turns_under_way_;
     if (turns_under_way_ < 2 && unsent_.empty()) return;
     notified_ = true;
     notify_parent(opt_.notify_pid, started_signal());
@@ -423,6 +424,12 @@ private:
   std::size_t parked() const noexcept { return robots_ ? robots_->parked() : 0; }
   // Slots in use: transfers running, waiting for a retry, or parked until robots.txt is known.
   std::size_t busy() const noexcept { return active_ + waiting_.size() + parked(); }
+
+  // Tasks taken out of queued_ since the start: every task received goes through it
+  // (abandon_waiting empties it only when stopping).
+  std::uint64_t taken() const noexcept { return counters_.tasks - queued_.size(); }
+  // Tasks wait in queued_ with a slot free for them: kStartsPerTurnAtFirst held them back.
+  bool held_back() const noexcept { return !queued_.empty() && can_take(); }
 
   bool can_take() const noexcept {
     // While the disk is suspected full, one transfer at a time finds out whether it has room
@@ -544,14 +551,13 @@ private:
   // sleep while some wait in queued_).
   void take_tasks() {
     std::size_t started = 0;
-    const bool ramp = admitted_ < static_cast<std::uint64_t>(opt_.concurrency);
+    const bool ramp = taken() < static_cast<std::uint64_t>(opt_.concurrency);
     while (can_take() && (!ramp || started < kStartsPerTurnAtFirst)) {
       if (!queued_.empty()) {
         proto::Task task = std::move(queued_.front());
         queued_.pop_front();
         admit(std::move(task));
         ++started;
-        ++admitted_;
         continue;
       }
       std::optional<zmq::message_t> msg;
@@ -1137,7 +1143,6 @@ private:
   // slots, so that it goes (and runs what it has queued) before them.
   std::optional<FileWriter> writer_;
   std::array<MultiEvents::Ready, kSocketsPerTurn> ready_{}; // one wait()'s ready descriptors
-  std::uint64_t admitted_ = 0; // tasks taken from queued_ since the start (see take_tasks)
 };
 
 } // namespace

@@ -195,7 +195,8 @@ std::optional<std::string> ListSource::next() {
 namespace {
 
 // The members check_shape, next and take_single read; the parser drops every other one as it goes
-// (with its value), so an Imgur item (34 members) becomes a node or three instead of a map of 34.
+// (with its value), so an item of bench/run's Imgur-shaped page (34 members) becomes a node or
+// three instead of a map of 34.
 // A number out of a double's range still fails the parse wherever it is.
 bool read_member(const std::string& key) noexcept {
   return key == "data" || key == "link" || key == "is_album" || key == "images" ||
