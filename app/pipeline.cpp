@@ -247,13 +247,20 @@ private:
   }
 
   // The sink has every result: the downloaders have nothing left to do and stop now, while the
-  // sink writes its files and the ventilator its ledger (not after the sink has exited: ~3 ms
-  // sooner at the end of every job).
+  // sink writes its files (not after the sink has exited: ~3 ms sooner at the end of every job).
+  // Their SIGTERM, and the ventilator's (complete: its ledger is committed and its figures
+  // reached the sink), says the job is complete, so they end without the orderly teardown
+  // (common/signals.hpp, job_complete_stop); a binary that does not know it takes an ordinary
+  // SIGTERM.
   void on_job_done(pid_t from) {
     const Proc* sink = by_name("sink");
     if (job_done_ || interrupted_ || sink == nullptr || sink->pid != from) return;
     job_done_ = true;
-    signal_all(names_of({"download"}), SIGTERM);
+    for (const auto& n : names_of({"download", "vent"}))
+      if (Proc* p = by_name(n); p != nullptr && p->alive && !p->termed) {
+        if (!send_job_complete_stop(p->pid)) ::kill(p->pid, SIGTERM);
+        p->termed = true;
+      }
   }
 
   // A downloader's first transfers are under way (or a result of its waits), or the ventilator

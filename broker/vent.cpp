@@ -16,6 +16,7 @@
 #include "broker/scheduler.hpp"
 #include "common/clock.hpp"
 #include "common/exit_codes.hpp"
+#include "common/log.hpp"
 #include "common/rate_limit.hpp"
 #include "common/signals.hpp"
 #include "common/zap.hpp"
@@ -159,6 +160,8 @@ constexpr std::chrono::milliseconds kExpireEvery{20};
 constexpr std::chrono::milliseconds kRescanAfter{2000};
 // --expect-downloaders: how long after the first downloader joined the others' share waits.
 constexpr std::chrono::milliseconds kJoinWindow{250};
+// How long a complete job's ventilator waits for the launcher's word (await_job_complete_stop).
+constexpr std::chrono::milliseconds kAwaitEnd{2000};
 
 // The scheduler reads a host's pending links from the ledger.
 class LedgerSource : public PendingSource {
@@ -221,17 +224,7 @@ public:
     while (!stop_requested()) {
       const auto now = Clock::now();
       if (take_status_request()) log_status(now);
-      if (complete()) {
-        ledger_.commit();
-        spdlog::info("job complete: {} done ({} skipped, done before), {} failed; ledger {}",
-                     counts_.done, skipped_, counts_.failed, ledger_.path());
-        // The sink ends on the first figures that say complete. The turn that took the last
-        // acknowledgement normally sent them already; a second copy would go to a sink that may
-        // be exiting, with nothing new in it.
-        if (!complete_sent_) send_job();
-        flush_sink(std::chrono::seconds(2));
-        return kExitOk;
-      }
+      if (complete()) return finish_complete();
       const bool busy = can_dispatch(now);
       auto wait = std::chrono::milliseconds(50);
       if (now < held_until_)
@@ -276,10 +269,26 @@ public:
       while (!to_sink_.empty() && try_send(sink_, to_sink_.front())) to_sink_.pop_front();
     }
     drain_acks(); // results the sink forwarded before it stopped are kept
+    // The launcher's job-complete stop can come before a turn saw the job complete: the sink
+    // ends on the figures a turn sends (send_job), before the check at the top of the next.
+    if (complete()) return finish_complete();
     ledger_.commit();
     spdlog::warn("stopped: {} done, {} failed, {} pending, {} leased; ledger {} (run again to resume)",
                  counts_.done, counts_.failed, counts_.pending, counts_.leased, ledger_.path());
     return kExitInterrupted;
+  }
+
+  // After a complete job, under `trawl pipeline` (--notify-pid): waits, up to kAwaitEnd, for the
+  // launcher's stop, which says whether the job-complete figures reached the sink (the sink's
+  // word to the launcher: common/signals.hpp). True when they did: nothing is left to deliver
+  // and the ledger is committed, so the process may end without its teardown, where closing
+  // ZeroMQ took 5-8 ms while the other processes ended on the same cores.
+  bool await_job_complete_stop() const {
+    if (opt_.notify_pid <= 0) return false;
+    const auto until = Clock::now() + kAwaitEnd;
+    while (!stop_requested() && Clock::now() < until)
+      std::this_thread::sleep_for(std::chrono::milliseconds(1)); // the signal cuts it short
+    return job_complete_stop();
   }
 
 private:
@@ -839,6 +848,18 @@ private:
     }
   }
 
+  int finish_complete() {
+    ledger_.commit();
+    spdlog::info("job complete: {} done ({} skipped, done before), {} failed; ledger {}",
+                 counts_.done, skipped_, counts_.failed, ledger_.path());
+    // The sink ends on the first figures that say complete. The turn that took the last
+    // acknowledgement normally sent them already; a second copy would go to a sink that may
+    // be exiting, with nothing new in it.
+    if (!complete_sent_) send_job();
+    flush_sink(std::chrono::seconds(2));
+    return kExitOk;
+  }
+
   void flush_sink(std::chrono::milliseconds budget) {
     const auto deadline = Clock::now() + budget;
     while (!to_sink_.empty() && Clock::now() < deadline) {
@@ -916,7 +937,9 @@ private:
 
 int run(const VentOptions& o) {
   Vent vent(o);
-  return vent.run();
+  const int code = vent.run();
+  if (code == kExitOk && kEndAtOnce && vent.await_job_complete_stop()) exit_process(code);
+  return code;
 }
 
 } // namespace trawl::broker

@@ -1,6 +1,7 @@
 #include "common/signals.hpp"
 
 #include <pthread.h>
+#include <signal.h>
 
 #include <atomic>
 #include <csignal>
@@ -16,7 +17,14 @@ static_assert(std::atomic<int>::is_always_lock_free);
 std::atomic<bool> g_status{false};
 static_assert(std::atomic<bool>::is_always_lock_free);
 
-extern "C" void on_stop_signal(int) {
+std::atomic<bool> g_job_complete{false};
+static_assert(std::atomic<bool>::is_always_lock_free);
+
+extern "C" void on_stop_signal(int, siginfo_t* info, void*) {
+  // Set before the stop count, so a loop that sees the stop sees how it came.
+  if (g_stops.load() == 0 && info != nullptr && info->si_code == SI_QUEUE &&
+      info->si_value.sival_int == kJobCompleteStop && info->si_pid == ::getppid())
+    g_job_complete.store(true);
   if (g_stops.fetch_add(1) >= 1) _exit(130);
 }
 
@@ -50,9 +58,11 @@ void start_status_thread() {
 
 void install_stop_handlers() {
   struct sigaction sa {};
-  sa.sa_handler = on_stop_signal;
+  sa.sa_sigaction = on_stop_signal;
   sigemptyset(&sa.sa_mask);
-  sa.sa_flags = 0; // no SA_RESTART: blocking calls return EINTR so loops notice at once
+  // No SA_RESTART: blocking calls return EINTR so loops notice at once. SA_SIGINFO: who sent it
+  // and with what (job_complete_stop).
+  sa.sa_flags = SA_SIGINFO;
   sigaction(SIGINT, &sa, nullptr);
   sigaction(SIGTERM, &sa, nullptr);
   std::signal(SIGPIPE, SIG_IGN);
@@ -70,7 +80,18 @@ bool stop_requested() noexcept { return g_stops.load(std::memory_order_relaxed) 
 
 void request_stop() noexcept { g_stops.fetch_add(1); }
 
-void reset_stop_for_tests() noexcept { g_stops.store(0); }
+void reset_stop_for_tests() noexcept {
+  g_stops.store(0);
+  g_job_complete.store(false);
+}
+
+bool job_complete_stop() noexcept { return g_job_complete.load(); }
+
+bool send_job_complete_stop(int pid) noexcept {
+  union sigval value {};
+  value.sival_int = kJobCompleteStop;
+  return ::sigqueue(pid, SIGTERM, value) == 0;
+}
 
 bool take_status_request() noexcept {
   // A load first: the loops call this every turn, and an exchange would write the line each time.

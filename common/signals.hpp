@@ -18,6 +18,28 @@ void install_stop_handlers();
 // True once a stop was asked for (by a signal or by request_stop()).
 bool stop_requested() noexcept;
 
+// `trawl pipeline` stops its downloaders with a SIGTERM that says the job is complete (the sink
+// has a result for every task): sent with sigqueue() carrying kJobCompleteStop, by the parent.
+// Nothing the process still holds is wanted then, so it may end without its orderly teardown
+// (closing every connection, joining its threads, ZeroMQ's linger): see downloader::run. Any
+// other SIGTERM or SIGINT, from anyone, is an ordinary stop.
+inline constexpr int kJobCompleteStop = 0x74726c31;
+
+// True once a stop came as above (its first signal: a second one aborts anyway).
+bool job_complete_stop() noexcept;
+
+// Sends that SIGTERM to `pid` (our child). False, with errno, when sigqueue() fails.
+bool send_job_complete_stop(int pid) noexcept;
+
+// Whether a role that has nothing left to deliver may end at once (exit_process) rather than
+// tear down: not in sanitizer builds, whose exit_process runs the static destructors
+// (std::exit) while the role's threads still live.
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+inline constexpr bool kEndAtOnce = false;
+#else
+inline constexpr bool kEndAtOnce = true;
+#endif
+
 // For tests and for actors that finish on their own.
 void request_stop() noexcept;
 

@@ -27,6 +27,7 @@
 #include "common/exit_codes.hpp"
 #include "common/heap_prefault.hpp"
 #include "common/host.hpp"
+#include "common/log.hpp"
 #include "common/names.hpp"
 #include "common/rate_limit.hpp"
 #include "common/signals.hpp"
@@ -338,6 +339,9 @@ public:
   }
 
   const Counters& counters() const noexcept { return counters_; }
+
+  // The files kept ready and never taken: closed, and removed when named (the pool's end).
+  void drop_ready_files() { temp_pool_.reset(); }
 
 private:
   // --notify-pid hears that the first transfers are under way: at the end of the second turn
@@ -1422,12 +1426,32 @@ int run(const DownloadOptions& o) {
       return kExitUsage;
     }
 
+    const auto summary = [&o](const Counters& c) {
+      spdlog::info(
+          "downloader summary: {} tasks, {} done, {} failed ({} aborted), {} bytes, {} "
+          "retries, {} resumed, {} bad frames{}{}; messages: {} task frames in, {} "
+          "ready and {} result frames out",
+          c.tasks, c.done, c.failed, c.aborted, c.bytes, c.retries, c.resumed, c.bad_frames,
+          c.deduped > 0 ? ", " + std::to_string(c.deduped) + " stored as hard links" : "",
+          o.respect_robots ? ", " + std::to_string(c.robots) + " refused by robots.txt" : "",
+          c.task_frames, c.readies, c.result_frames);
+      return c.aborted > 0 ? kExitInterrupted : kExitOk;
+    };
     Counters c;
     {
       Worker w(o, *out, tasks, results);
       spdlog::info("downloading into {} with {} transfers from {}", *out, o.concurrency,
                    fmt::join(o.connect, ", "));
       w.loop();
+      // The job is complete (the launcher's word, common/signals.hpp): every result is with
+      // the sink, so nothing here is wanted and the process ends now, once the files kept
+      // ready are gone (named ones would stay in the output). Its connections and threads go
+      // with it: the orderly way closed 64 connections, joined 5 threads and waited on
+      // ZeroMQ's linger while the sink, the ventilator and the launcher waited for a core.
+      if (kEndAtOnce && o.no_exit_sweep && job_complete_stop()) {
+        w.drop_ready_files();
+        exit_process(summary(w.counters()));
+      }
       const auto left = w.flush(kFlushBudget);
       results.set(zmq::sockopt::linger, static_cast<int>(left.count()));
       c = w.counters();
@@ -1436,15 +1460,7 @@ int run(const DownloadOptions& o) {
     tasks.close();
     ctx.close();
     if (!o.no_exit_sweep) sweep_stale_parts(*out);
-
-    spdlog::info("downloader summary: {} tasks, {} done, {} failed ({} aborted), {} bytes, {} "
-                 "retries, {} resumed, {} bad frames{}{}; messages: {} task frames in, {} ready "
-                 "and {} result frames out",
-                 c.tasks, c.done, c.failed, c.aborted, c.bytes, c.retries, c.resumed, c.bad_frames,
-                 c.deduped > 0 ? ", " + std::to_string(c.deduped) + " stored as hard links" : "",
-                 o.respect_robots ? ", " + std::to_string(c.robots) + " refused by robots.txt" : "",
-                 c.task_frames, c.readies, c.result_frames);
-    return c.aborted > 0 ? kExitInterrupted : kExitOk;
+    return summary(c);
   } catch (const std::exception& e) {
     spdlog::error("downloader: {}", e.what());
     return kExitFatal;
