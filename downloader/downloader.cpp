@@ -127,8 +127,9 @@ constexpr std::size_t kStartsPerTurnAtFirst = 8;
 // 15.44 s with all of them on the file thread; small-tmpfs (20,000 x 8-64 KB), with up to 64 KiB
 // on the loop: 2.24 and 2.37 s, against 2.58 and 3.69 s. Larger bodies (the latency scenario's
 // 100 KB) are what the file thread is for. A body announced this small is also written as it
-// comes, on the loop (Transfer::kWriteAsItComes).
-constexpr std::size_t kInlineFinishMax = Transfer::kWriteAsItComes;
+// comes, on the loop, and so are larger ones up to Transfer::kWriteAsItComes (2 MiB), whose
+// ending still goes to the file thread.
+constexpr std::size_t kInlineFinishMax = 64 * 1024;
 
 const Clock::time_point g_process_start = Clock::now(); // static init: about when the process began
 
@@ -753,8 +754,8 @@ private:
       --active_;
       t->prepare_finish(code); // what libcurl knows, read here, where the handle lives
       // A small body (or none) is finished here: handing it over costs more than its writing
-      // (see kInlineFinishMax).
-      if (writer_ && !(t->nothing_handed_over() && t->unwritten() <= kInlineFinishMax))
+      // (see kInlineFinishMax). All of it is in hand, or was written as it came.
+      if (writer_ && !(t->nothing_handed_over() && t->attempt_bytes() <= kInlineFinishMax))
         finish_on_writer(*t, stopping);
       else complete(*t, finish_into_tree(*t, another_attempt(*t, stopping)), stopping);
     }

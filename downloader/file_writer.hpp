@@ -27,10 +27,10 @@ public:
   using Job = std::function<void()>;
   // The capacity of the chunks transfers fill before handing them over (a whole small body of
   // unknown length is one chunk: one write(2) instead of one per 16 KiB that libcurl delivers;
-  // one announced small is written as it comes, Transfer::kWriteAsItComes). Each buffer's pages
-  // are touched once, then reused: a page first touched costs 11-15 us of kernel time on the VMs
-  // we measure on (a page fault: 11.7-12.9 us for a fresh page, 11.0-12.3 for a copied one, in a
-  // probe of 1,000-2,000 pages), so a downloader's first round of large bodies paid that for
+  // one announced up to 2 MiB is written as it comes, Transfer::kWriteAsItComes). Each buffer's
+  // pages are touched once, then reused: a page first touched costs 11-15 us of kernel time on the
+  // VMs we measure on (a page fault: 11.7-12.9 us for a fresh page, 11.0-12.3 for a copied one, in
+  // a probe of 1,000-2,000 pages), so a downloader's first round of large bodies paid that for
   // every 4 KiB of every buffer. 64 KiB rather than 256: classic 1 x 64 (91
   // bodies of 30 KB-1.5 MB), three sets of 6 alternating runs, median wall time 555-572 ms
   // against 582-599, and the downloader's page faults 3,270-3,313 against 5,275-5,542 (two runs

@@ -115,13 +115,20 @@ struct Finished {
 class Transfer {
 public:
   // A body announced (Content-Length) at most this long is written from libcurl's buffer as it
-  // arrives, on the thread that runs the transfer, even with a writer: the downloader finishes
-  // such a body on that thread anyway (kInlineFinishMax), so collecting it into a chunk first only
-  // copied it once more. small-tmpfs (20,000 x 8-64 KB, 2 x 64): memcpy 1.1 % of the system's
-  // samples against 3.7 % (perf, one job each); the downloaders' CPU 1.57 s against 1.63 and
-  // 1.85 against 1.90 (two sets of 10 alternating jobs), the whole job's 1.69 s against 1.93 and
-  // 1.86 against 1.79 (sets of 8 and 10, the latter with one 1.9 s job among this one's).
-  static constexpr std::size_t kWriteAsItComes = 64 * 1024;
+  // arrives, on the thread that runs the transfer, even with a writer: collecting it into chunks
+  // for the file thread first copied it once more. Up to 64 KiB (the downloader finishes such a
+  // body on that thread anyway, kInlineFinishMax), small-tmpfs (20,000 x 8-64 KB, 2 x 64):
+  // memcpy 1.1 % of the system's samples against 3.7 % (perf, one job each); the downloaders'
+  // CPU 1.57 s against 1.63 and 1.85 against 1.90 (two sets of 10 alternating jobs). Up to 2 MiB
+  // (a larger body's ending still goes to the file thread): in the burst that ends a classic job
+  // the copy into chunks (memmove) was as much of the event loops' samples as the receive copy
+  // (16 ms each, 2 x 64, perf at 10 kHz), on cores already saturated; classic 2 x 64 (91 bodies
+  // of 30 KB-1.5 MB), 16 alternating runs: 315.5 ms against 322.0; 1 x 64, 12: 505.0 against
+  // 510.0; latency (2,000 x 100 KB) 1 x 64, 10: 3,368 against 3,368; 960 of the classic bodies
+  // without delay (bytes/s bound), 1 x 64, 12: 439.5 against 440.0. Not beyond: a long stream is
+  // where the file thread's copy beside the receive pays (big, 10 x 100 MB, 1 x 64, all written
+  // as they came: 0.96-0.99 s against 0.66-0.74 s in chunks).
+  static constexpr std::size_t kWriteAsItComes = 2 * 1024 * 1024;
 
   // `sha256` must outlive the slot; nullptr (the default, see hashes_bodies): bodies are not
   // hashed. Throws
@@ -184,6 +191,8 @@ public:
   // was written as it came, or there is none): finishing it on this thread then races with
   // nothing.
   bool nothing_handed_over() const noexcept { return direct_ || chunk_.size() == bytes_ - offset_; }
+  // Body bytes of this attempt (written as they came, or in hand, or handed over).
+  std::uint64_t attempt_bytes() const noexcept { return bytes_ - offset_; }
 
   // Ends the attempt without an outcome (stop): removes the temporary file. With a writer, only
   // once none of the attempt's chunks is still queued (FileWriter::drain()).
