@@ -18,11 +18,12 @@ void install_stop_handlers();
 // True once a stop was asked for (by a signal or by request_stop()).
 bool stop_requested() noexcept;
 
-// `trawl pipeline` stops its downloaders with a SIGTERM that says the job is complete (the sink
-// has a result for every task): sent with sigqueue() carrying kJobCompleteStop, by the parent.
-// Nothing the process still holds is wanted then, so it may end without its orderly teardown
-// (closing every connection, joining its threads, ZeroMQ's linger): see downloader::run. Any
-// other SIGTERM or SIGINT, from anyone, is an ordinary stop.
+// `trawl pipeline` stops its downloaders and its ventilator with a SIGTERM that says the job is
+// complete (the sink has a result for every task, and the ventilator's complete figures): sent
+// with sigqueue() carrying kJobCompleteStop, by the parent. Nothing the process still holds is
+// wanted then, so it may end without its orderly teardown (closing every connection, joining its
+// threads, ZeroMQ's linger): see downloader::run and broker::run. Any other SIGTERM or SIGINT,
+// from anyone, is an ordinary stop.
 inline constexpr int kJobCompleteStop = 0x74726c31;
 
 // True once a stop came as above (its first signal: a second one aborts anyway).
