@@ -249,9 +249,12 @@ public:
       if (take_status_request()) log_status(now, stopping);
       if (!stopping && stop_requested()) {
         stopping = true;
-        stop_deadline = now + opt_.grace;
+        // A complete job wants nothing still in flight (a task dispatched again, whose first
+        // result the sink already has): no grace for it.
+        const milliseconds grace = job_complete_stop() ? milliseconds{0} : opt_.grace;
+        stop_deadline = now + grace;
         spdlog::info("stopping: {} transfers in flight, waiting up to {} ms", active_,
-                     opt_.grace.count());
+                     grace.count());
         abandon_waiting();
       }
       flush_unsent(stopping);
