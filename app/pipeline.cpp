@@ -256,11 +256,7 @@ private:
     const Proc* sink = by_name("sink");
     if (job_done_ || interrupted_ || sink == nullptr || sink->pid != from) return;
     job_done_ = true;
-    for (const auto& n : names_of({"download", "vent"}))
-      if (Proc* p = by_name(n); p != nullptr && p->alive && !p->termed) {
-        if (!send_job_complete_stop(p->pid)) ::kill(p->pid, SIGTERM);
-        p->termed = true;
-      }
+    signal_all(names_of({"download", "vent"}), SIGTERM, true);
   }
 
   // A downloader's first transfers are under way (or a result of its waits), or the ventilator
@@ -285,10 +281,12 @@ private:
     }
   }
 
-  void signal_all(const std::vector<std::string>& names, int sig) {
+  // `job_complete`: a SIGTERM that says so (send_job_complete_stop), a plain one should that fail.
+  void signal_all(const std::vector<std::string>& names, int sig, bool job_complete = false) {
     for (const auto& n : names)
       if (Proc* p = by_name(n); p != nullptr && p->alive && !(sig == SIGTERM && p->termed)) {
-        ::kill(p->pid, sig);
+        if (!(sig == SIGTERM && job_complete && send_job_complete_stop(p->pid)))
+          ::kill(p->pid, sig);
         if (sig == SIGTERM) p->termed = true;
       }
   }

@@ -3,6 +3,7 @@
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
+#include <ctime>
 #include <deque>
 #include <map>
 #include <optional>
@@ -286,8 +287,10 @@ public:
   bool await_job_complete_stop() const {
     if (opt_.notify_pid <= 0) return false;
     const auto until = Clock::now() + kAwaitEnd;
-    while (!stop_requested() && Clock::now() < until)
-      std::this_thread::sleep_for(std::chrono::milliseconds(1)); // the signal cuts it short
+    // nanosleep returns early on the signal (std::this_thread::sleep_for would sleep on); the
+    // 1 ms bound covers a signal that came between the test and the sleep.
+    const timespec step{0, 1'000'000};
+    while (!stop_requested() && Clock::now() < until) ::nanosleep(&step, nullptr);
     return job_complete_stop();
   }
 

@@ -28,11 +28,8 @@ void exit_process(int code) {
   std::cerr.flush();
   spdlog::shutdown(); // flushes every logger
   std::fflush(nullptr);
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+  if constexpr (kEndAtOnce) ::_exit(code);
   std::exit(code);
-#else
-  ::_exit(code);
-#endif
 }
 
 } // namespace trawl

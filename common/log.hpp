@@ -17,4 +17,13 @@ void setup_logging(const std::string& actor, int verbosity);
 // sanitizer build exits normally, so that LeakSanitizer still checks at exit.
 [[noreturn]] void exit_process(int code);
 
+// Whether exit_process ends the process at once (_exit), so that a role with nothing left to
+// deliver may call it in the middle of its work, its threads still running, instead of tearing
+// down: not in a sanitizer build, whose exit_process runs the static destructors (std::exit).
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+inline constexpr bool kEndAtOnce = false;
+#else
+inline constexpr bool kEndAtOnce = true;
+#endif
+
 } // namespace trawl

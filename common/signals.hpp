@@ -32,15 +32,6 @@ bool job_complete_stop() noexcept;
 // Sends that SIGTERM to `pid` (our child). False, with errno, when sigqueue() fails.
 bool send_job_complete_stop(int pid) noexcept;
 
-// Whether a role that has nothing left to deliver may end at once (exit_process) rather than
-// tear down: not in sanitizer builds, whose exit_process runs the static destructors
-// (std::exit) while the role's threads still live.
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-inline constexpr bool kEndAtOnce = false;
-#else
-inline constexpr bool kEndAtOnce = true;
-#endif
-
 // For tests and for actors that finish on their own.
 void request_stop() noexcept;
 
