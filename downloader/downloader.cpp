@@ -714,8 +714,10 @@ private:
   // here (named: a path the error can show).
   TempFile body_file(std::string& tried) {
     --awaiting_file_;
-    if (temp_pool_)
-      if (TempFile f = temp_pool_->take()) return f;
+    if (temp_pool_) {
+      files_wanted_ = awaiting_file_ + queued_.size(); // as want_files() counts them
+      if (TempFile f = temp_pool_->take(files_wanted_)) return f;
+    }
     tried = temp_part_name(out_);
     return create_temp_file(tried);
   }

@@ -225,6 +225,32 @@ TEST_CASE("temp pool: keeps ready only the files it is told are wanted", "[downl
   CHECK(pool.stats().ready == 8);
 }
 
+TEST_CASE("temp pool: a file taken with the taker's new count is not made again",
+          "[downloader][temppool]") {
+  TempDir tmp;
+  Names names(tmp.path);
+  TempPool pool(8, names.fn(), std::chrono::seconds(1), 0);
+  pool.want(4);
+  REQUIRE(pool.wait_ready(4, 5s));
+  // Four transfers take their files, each saying how many are still wanted once it has its own.
+  std::vector<TempFile> taken;
+  for (std::size_t left = 4; left-- > 0;) {
+    taken.push_back(pool.take(left));
+    REQUIRE(taken.back());
+  }
+  std::this_thread::sleep_for(200ms); // time for the thread to make any it would
+  CHECK(pool.stats().created == 4);
+  CHECK(pool.stats().ready == 0);
+  CHECK(part_files(tmp.path).size() == 4); // the four taken, nothing more
+
+  // A take without a count leaves the level as it was: the file taken is made again.
+  pool.want(2);
+  REQUIRE(pool.wait_ready(2, 5s));
+  (void)pool.take();
+  REQUIRE(pool.wait_ready(2, 5s));
+  CHECK(pool.stats().created == 7);
+}
+
 TEST_CASE("temp pool: its thread runs as SCHED_BATCH, the taker's policy is left alone",
           "[downloader][temppool]") {
   TempDir tmp;
