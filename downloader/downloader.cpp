@@ -715,7 +715,7 @@ private:
   TempFile body_file(std::string& tried) {
     --awaiting_file_;
     if (temp_pool_) {
-      files_wanted_ = awaiting_file_ + queued_.size(); // as want_files() counts them
+      files_wanted_ = files_needed(); // this one counted off: not made again (TempPool::take)
       if (TempFile f = temp_pool_->take(files_wanted_)) return f;
     }
     tried = temp_part_name(out_);
@@ -731,9 +731,10 @@ private:
   // tasks in hand will ask for: none before the job's first requests leave (the CPU goes to
   // starting the job's processes), and none made at the end of a job for tasks that will not
   // come, while the last bodies are being written.
+  std::size_t files_needed() const noexcept { return awaiting_file_ + queued_.size(); }
   void want_files() {
     if (!temp_pool_) return;
-    const std::size_t n = awaiting_file_ + queued_.size();
+    const std::size_t n = files_needed();
     if (n == files_wanted_) return;
     files_wanted_ = n;
     temp_pool_->want(n);
