@@ -184,11 +184,7 @@ void TempPool::want(std::size_t n) {
 // woke it twice a file).
 bool TempPool::low() const { return wanted_ > 0 && ready_.size() * 4 <= wanted_ * 3; }
 
-TempFile TempPool::take() { return take_with(std::nullopt); }
-
-TempFile TempPool::take(std::size_t still_wanted) { return take_with(still_wanted); }
-
-TempFile TempPool::take_with(std::optional<std::size_t> still_wanted) {
+TempFile TempPool::take(std::optional<std::size_t> still_wanted) {
   TempFile f;
   {
     std::lock_guard lock(mutex_);

@@ -101,12 +101,11 @@ public:
   TempPool(const TempPool&) = delete;
   TempPool& operator=(const TempPool&) = delete;
 
-  // A ready file, or an empty TempFile when none is: never waits for one to be created.
-  TempFile take();
-  // The same, with want(still_wanted) first, under the same lock: the caller's files wanted once
+  // A ready file, or an empty TempFile when none is: never waits for one to be created. With
+  // `still_wanted`, want(still_wanted) first, under the same lock: the caller's files wanted once
   // it has this one. Without it the thread, woken by the take, would make the file taken again
-  // before the caller lowered its count (a classic job, 2 x 64: 122 files made for 93 bodies).
-  TempFile take(std::size_t still_wanted);
+  // before the caller lowered its count (a classic job, 2 x 64: 122 files made for 94 bodies).
+  TempFile take(std::optional<std::size_t> still_wanted = std::nullopt);
   // How many files to keep ready from now on (at most the capacity): the files the caller will
   // ask for soon. Fewer than are ready removes none; the thread only stops creating.
   void want(std::size_t n);
@@ -135,7 +134,6 @@ public:
 private:
   void run();
   bool low() const; // under mutex_
-  TempFile take_with(std::optional<std::size_t> still_wanted);
 
   const std::size_t capacity_;
   const CreateFn create_;
