@@ -169,14 +169,18 @@ std::uint64_t TempPool::descriptors_for(int concurrency, std::uint64_t fd_limit)
 }
 
 void TempPool::want(std::size_t n) {
-  n = std::min(n, capacity_);
   {
     std::lock_guard lock(mutex_);
-    const bool grew = n > wanted_;
-    wanted_ = n;
-    if (!grew || !low()) return;
+    if (!set_wanted(n)) return;
   }
   wake_.notify_one();
+}
+
+bool TempPool::set_wanted(std::size_t n) {
+  n = std::min(n, capacity_);
+  const bool grew = n > wanted_;
+  wanted_ = n;
+  return grew && low();
 }
 
 // Files are wanted and three quarters of them or fewer are ready: the thread is woken then, to
@@ -188,15 +192,16 @@ TempFile TempPool::take(std::optional<std::size_t> still_wanted) {
   TempFile f;
   {
     std::lock_guard lock(mutex_);
-    if (still_wanted) wanted_ = std::min(*still_wanted, capacity_);
+    bool wake = still_wanted && set_wanted(*still_wanted);
     if (ready_.empty()) {
       ++counts_.missed;
-      return f;
+    } else {
+      f = std::move(ready_.front());
+      ready_.pop_front();
+      ++counts_.taken;
+      wake = wake || low();
     }
-    f = std::move(ready_.front());
-    ready_.pop_front();
-    ++counts_.taken;
-    if (!low()) return f;
+    if (!wake) return f;
   }
   wake_.notify_one(); // no system call while the thread is busy creating
   return f;

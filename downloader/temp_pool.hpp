@@ -102,9 +102,10 @@ public:
   TempPool& operator=(const TempPool&) = delete;
 
   // A ready file, or an empty TempFile when none is: never waits for one to be created. With
-  // `still_wanted`, want(still_wanted) first, under the same lock: the caller's files wanted once
-  // it has this one. Without it the thread, woken by the take, would make the file taken again
-  // before the caller lowered its count (a classic job, 2 x 64: 122 files made for 94 bodies).
+  // `still_wanted`, want(still_wanted) first, under the same lock (and waking the thread as want()
+  // does): the caller's files wanted once it has this one. Without it the thread, woken by the
+  // take, would make the file taken again before the caller lowered its count (a classic job, 2 x
+  // 64: 122 files made for 94 bodies).
   TempFile take(std::optional<std::size_t> still_wanted = std::nullopt);
   // How many files to keep ready from now on (at most the capacity): the files the caller will
   // ask for soon. Fewer than are ready removes none; the thread only stops creating.
@@ -134,6 +135,9 @@ public:
 private:
   void run();
   bool low() const; // under mutex_
+  // Under mutex_: wanted_ = n (at most the capacity); whether the thread must be woken for it
+  // (the count grew and the pool is low), the one rule of want() and take(n).
+  bool set_wanted(std::size_t n);
 
   const std::size_t capacity_;
   const CreateFn create_;

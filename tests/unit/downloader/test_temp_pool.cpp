@@ -251,6 +251,25 @@ TEST_CASE("temp pool: a file taken with the taker's new count is not made again"
   CHECK(pool.stats().created == 7);
 }
 
+TEST_CASE("temp pool: a take whose count grows wakes the thread as want() does",
+          "[downloader][temppool]") {
+  TempDir tmp;
+  Names names(tmp.path);
+  TempPool pool(8, names.fn(), std::chrono::seconds(1), 0);
+  // An empty pool whose thread sleeps: one file made, nothing wanted any more, the file taken.
+  pool.want(1);
+  REQUIRE(pool.wait_ready(1, 5s));
+  pool.want(0);
+  REQUIRE(pool.take());
+  std::this_thread::sleep_for(100ms); // time for the thread to go back to its wait
+  CHECK(pool.stats().ready == 0);
+
+  CHECK_FALSE(pool.take(3)); // none ready; three wanted from now on, and the thread told
+  REQUIRE(pool.wait_ready(3, 5s));
+  CHECK(pool.stats().created == 4);
+  CHECK(pool.stats().missed == 1);
+}
+
 TEST_CASE("temp pool: its thread runs as SCHED_BATCH, the taker's policy is left alone",
           "[downloader][temppool]") {
   TempDir tmp;
