@@ -1,7 +1,7 @@
 // Temporary files created ahead of need by a background thread. Creating a file is the costliest
 // system call the downloader makes: 0.4-1.4 ms of kernel time on the ext4 of our VMs, which has
 // no journal and then passes over every inode freed in the last minutes at each allocation (a
-// quiet one takes 10-30 us: bench/README.md, Caveats), and the event loop is one thread, so 64
+// quiet one takes 13-24 us: bench/README.md, Caveats), and the event loop is one thread, so 64
 // transfers starting at once, or 500 files a second, used to hold every other transfer up. The
 // pool keeps up to `capacity` empty files ready (as many as the owner says it will want: want());
 // the event loop takes one without waiting for it (take()), or gets none when the pool is empty
