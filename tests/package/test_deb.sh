@@ -61,6 +61,16 @@ fi
 # The unpacked files, run with this host's libraries.
 root="$tmp/root"
 dpkg-deb -x "$deb" "$root"
+# The stand-ins for libcurl's unused libraries (cmake/stand-ins.cmake), when the build has them:
+# packaged in /usr/lib/trawl and loaded from there (trawl's RUNPATH is $ORIGIN/../lib/trawl).
+LD_TRACE_LOADED_OBJECTS=1 "$root/usr/bin/trawl" >"$tmp/loaded" 2>&1 || bad "tracing trawl's libraries failed"
+for f in "$build"/stand-ins/lib*.so.*; do
+  [ -e "$f" ] || continue
+  so=$(basename "$f")
+  grep -qxF "/usr/lib/trawl/$so" "$tmp/contents" || bad "the stand-in $so is not in the package"
+  grep -qE "^\s*$so => $root/usr/bin/\.\./lib/trawl/$so " "$tmp/loaded" ||
+    bad "the unpacked trawl does not load $so from its lib/trawl: $(grep "$so" "$tmp/loaded")"
+done
 got=$("$root/usr/bin/trawl" --version)
 [[ "$got" =~ ^trawl\ ${version//./\\.}\ \(protocol\ [0-9]+\)$ ]] || bad "trawl --version said '$got'"
 for sub in fetch vent download sink; do

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# The stand-ins for libcurl's unused libraries (cmake/stand-ins.cmake), as the built trawl uses
+# them: the dynamic linker loads each stand-in from its directory and none of the libraries the
+# real ones bring (GnuTLS, Kerberos, SASL); every symbol libcurl and libzmq import resolves when
+# all are bound at start (LD_BIND_NOW, as launch/pipeline runs trawl); a GSS-API function fails
+# as a library without credentials does; any other function, which trawl never reaches, says
+# which it is and aborts instead of returning.
+# Usage: stand_ins.sh TRAWL STAND_IN_DIR PROBE SONAME...
+set -uo pipefail
+trawl=${1:?} dir=${2:?} probe=${3:?}
+shift 3
+fail=0
+bad() { echo "FAIL: $*"; fail=1; }
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+# What the dynamic linker loads for trawl (ldd's own mechanism; trawl itself does not run).
+LD_TRACE_LOADED_OBJECTS=1 "$trawl" >"$tmp/loaded" 2>&1 || bad "tracing trawl's libraries failed"
+for soname in "$@"; do
+  grep -qE "^\s*$soname => $dir/$soname " "$tmp/loaded" ||
+    bad "$soname is not loaded from $dir: $(grep "$soname" "$tmp/loaded")"
+done
+for real in libgnutls.so.30 libkrb5.so.3 libsasl2.so.2 libp11-kit.so.0; do
+  grep -q "$real" "$tmp/loaded" && bad "$real is still loaded"
+done
+echo "trawl loads $(grep -c '=>' "$tmp/loaded") libraries"
+
+# Every binding made at start: an import a stand-in lacks is a fatal "symbol lookup error".
+out=$(LD_BIND_NOW=1 "$trawl" --version 2>&1) || bad "LD_BIND_NOW=1 trawl --version: $out"
+[[ $out =~ ^trawl\  ]] || bad "LD_BIND_NOW=1 trawl --version said '$out'"
+
+for soname in "$@"; do
+  lib=$dir/$soname
+  # One function of each stand-in (the first it defines), and every GSS-API one.
+  mapfile -t funcs < <(nm -D --defined-only "$lib" | awk '$2 == "T" { sub(/@.*/, "", $3); print $3 }')
+  [ ${#funcs[@]} -gt 0 ] || { bad "$soname defines no function"; continue; }
+  for f in "${funcs[@]}"; do
+    if [[ $f == gss_* ]]; then
+      got=$("$probe" "$lib" "$f" 2>&1)
+      # GSS_S_FAILURE (13 << 16), minor status 0.
+      [ "$got" = "major=0xd0000 minor=0" ] || bad "$soname $f: '$got'"
+    fi
+  done
+  f=${funcs[0]}
+  [[ $f == gss_* ]] && continue
+  "$probe" "$lib" "$f" >"$tmp/out" 2>"$tmp/err"
+  rc=$?
+  [ $rc -eq 134 ] || bad "$soname $f: exit $rc, not SIGABRT ($(cat "$tmp/out" "$tmp/err"))"
+  grep -qF "trawl: $f called, but $soname is trawl's stand-in" "$tmp/err" ||
+    bad "$soname $f: stderr '$(cat "$tmp/err")'"
+done
+[ $fail -eq 0 ] && echo "ok: $# stand-ins"
+exit $fail
