@@ -8,9 +8,11 @@
 #
 # What a stand-in's functions do: GSS-API functions (libgssapi_krb5) report GSS_S_FAILURE, as a
 # Kerberos library without credentials would, and set *minor_status to 0: libcurl then fails the
-# authentication that asked for them with its own error. Every other function is one that trawl
-# cannot reach (LDAP and RTMP: trawl allows http and https only); if one were called, it says
-# which on standard error and aborts, rather than return a value its caller would misread.
+# authentication that asked for them with its own error. libssh2's global set-up and clean-up,
+# which libcurl calls from curl_global_init and curl_global_cleanup, succeed and do nothing, and
+# its version is "0 (trawl's stand-in)". Every other function is one that trawl cannot reach
+# (LDAP, RTMP, SCP and SFTP: trawl allows http and https only); if one were called, it says which
+# on standard error and aborts, rather than return a value its caller would misread.
 set -euo pipefail
 nm_tool=$1 soname=$2 real=$3 out_c=$4 out_map=$5
 shift 5
@@ -53,7 +55,16 @@ while read -r name version; do
   read -r type size _ _ <<< "$line"
   case $type in
     T | t | W | i)
-      if [ $gss -eq 1 ] && [[ $name == gss_* ]]; then
+      if [ "$name" = libssh2_init ]; then # curl_global_init calls it: success
+        echo "int libssh2_init(int flags) { (void)flags; return 0; }"
+      elif [ "$name" = libssh2_exit ]; then # curl_global_cleanup calls it
+        echo "void libssh2_exit(void) {}"
+      elif [ "$name" = libssh2_version ]; then # curl_version_info asks it
+        echo "const char *libssh2_version(int required) {"
+        echo "  (void)required;"
+        echo "  return \"0 (trawl's stand-in)\";"
+        echo "}"
+      elif [ $gss -eq 1 ] && [[ $name == gss_* ]]; then
         echo "unsigned int $name(unsigned int *minor_status) {"
         echo "  if (minor_status) *minor_status = 0;"
         echo "  return 13u << 16; /* GSS_S_FAILURE */"

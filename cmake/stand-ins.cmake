@@ -1,33 +1,43 @@
-# stand-ins.cmake: small libraries of trawl's own that take the place of four of libcurl's and
-# libzmq's dependencies which trawl never uses, so that the dynamic linker does not load them and
-# the 14 libraries they bring (GnuTLS and 6 of its own, Kerberos and 5, SASL).
+# stand-ins.cmake: small libraries of trawl's own that take the place of five of libcurl's and
+# libzmq's dependencies which trawl never uses, so that neither they nor the 14 libraries they
+# bring (GnuTLS and 6 of its own, Kerberos and 5, SASL) are loaded.
 #
-# Debian's libcurl is linked with LDAP (libldap, liblber), RTMP (librtmp) and GSS-API
-# (libgssapi_krb5, also needed by libzmq for its GSSAPI mechanism); loading them brings GnuTLS,
-# p11-kit, nettle, GMP, Kerberos... 18 of the 49 libraries a trawl process had, 30 % of their
-# relocations. trawl allows http and https only (CURLOPT_PROTOCOLS_STR), asks for no Negotiate
-# authentication and sets no ZeroMQ GSSAPI option, so their code never runs. Each stand-in has the
+# Debian's libcurl is linked with LDAP (libldap, liblber), RTMP (librtmp), SSH (libssh2) and
+# GSS-API (libgssapi_krb5, also needed by libzmq for its GSSAPI mechanism); loading them brings
+# GnuTLS, p11-kit, nettle, GMP, Kerberos... trawl allows http and https only
+# (CURLOPT_PROTOCOLS_STR), asks for no Negotiate authentication and sets no ZeroMQ GSSAPI option,
+# so their code never runs, except libssh2's global set-up and clean-up. Each stand-in has the
 # real library's soname and defines exactly the symbols that libcurl and libzmq import from it
-# (cmake/stand-in.sh reads them with nm at configure time: same names, versions and data sizes).
-# The trawl binary names the stand-ins in its own DT_NEEDED with a RUNPATH to their directory, so
-# the dynamic linker loads them first; when libcurl then asks for the same soname it is already
-# loaded. Where the stand-ins are not found, the real libraries are loaded as before.
-# Measured: `trawl --version` 18-19 ms against 24-25 (perf stat -r 40, 3 alternating sets),
-# 630 page faults against 820. See docs/ARCHITECTURE.md (The launcher).
+# (cmake/stand-in.sh reads them with nm at configure time: same names, versions and data sizes;
+# it also says what the functions do).
 #
-# TRAWL_STAND_INS=OFF links the real libraries. Never in a sanitizer build (its runtime must
-# come first among the libraries; see app/CMakeLists.txt).
-option(TRAWL_STAND_INS "Link trawl's stand-ins for libcurl's unused LDAP, RTMP and GSS-API libraries" ON)
+# Two uses. With the static archives (cmake/static-deps.cmake, the default), the static library
+# trawl_stand_ins_static resolves those symbols inside the trawl binary. With the shared libraries
+# (-DTRAWL_STATIC_DEPS=OFF), trawl names the shared stand-ins in its own DT_NEEDED with a RUNPATH
+# to their directory, so the dynamic linker loads them first; when libcurl then asks for the same
+# soname it is already loaded (where they are not found, the real libraries load as before). That
+# took `trawl --version` from 23.0 to 18.4 ms (perf stat -r 40, 2 alternating sets), 625 page
+# faults against 781, and the dynamic linker's relocations from 59,756 to 41,950.
+# The shared stand-ins are built in both modes: tests/unit/stand_ins calls them.
+#
+# TRAWL_STAND_INS=OFF links the real libraries (and so the shared ones: static-deps.cmake needs
+# the stand-ins). Never in a sanitizer build (its runtime must come first among the libraries;
+# see app/CMakeLists.txt).
+option(TRAWL_STAND_INS "Link trawl's stand-ins for libcurl's unused LDAP, RTMP, SSH and GSS-API libraries" ON)
 
-set(TRAWL_STAND_IN_SONAMES librtmp.so.1 libldap-2.5.so.0 liblber-2.5.so.0 libgssapi_krb5.so.2)
+set(TRAWL_STAND_IN_SONAMES librtmp.so.1 libldap-2.5.so.0 liblber-2.5.so.0 libgssapi_krb5.so.2
+    libssh2.so.1)
 set(TRAWL_STAND_IN_DIR ${CMAKE_BINARY_DIR}/stand-ins)
 
-# trawl_stand_ins(OUT_VAR): makes a shared-library target per stand-in whose real library is
-# installed, and sets OUT_VAR to the list of those targets (empty when TRAWL_STAND_INS is off).
-function(trawl_stand_ins out_var)
+# trawl_stand_ins(): when TRAWL_STAND_INS is on (never in a sanitizer build), makes a shared
+# library target per stand-in whose real library is installed, each with the real soname, in
+# build/stand-ins (their list in the global property TRAWL_STAND_IN_TARGETS), and one static
+# library of them all, trawl_stand_ins_static, for a trawl linked with static archives
+# (cmake/static-deps.cmake).
+function(trawl_stand_ins)
   set(targets "")
+  set(sources "")
   if(NOT TRAWL_STAND_INS OR TRAWL_SANITIZING)
-    set(${out_var} "" PARENT_SCOPE)
     return()
   endif()
   find_library(TRAWL_LIBZMQ_FILE zmq)
@@ -40,7 +50,6 @@ function(trawl_stand_ins out_var)
     endif()
   endforeach()
   if(NOT consumers)
-    set(${out_var} "" PARENT_SCOPE)
     return()
   endif()
   file(MAKE_DIRECTORY ${TRAWL_STAND_IN_DIR}/src)
@@ -68,10 +77,13 @@ function(trawl_stand_ins out_var)
       OUTPUT_NAME ${name} SOVERSION ${soversion} LIBRARY_OUTPUT_DIRECTORY ${TRAWL_STAND_IN_DIR}
       C_VISIBILITY_PRESET default LINK_DEPENDS ${map})
     target_link_options(${target} PRIVATE "LINKER:--version-script=${map}")
-    install(TARGETS ${target} LIBRARY DESTINATION lib/trawl NAMELINK_SKIP)
     list(APPEND targets ${target})
+    list(APPEND sources ${src})
     message(STATUS "stand-in for ${soname}: ${count} symbols")
   endforeach()
+  if(sources)
+    add_library(trawl_stand_ins_static STATIC ${sources})
+  endif()
   set_property(GLOBAL PROPERTY TRAWL_STAND_IN_TARGETS ${targets})
-  set(${out_var} ${targets} PARENT_SCOPE)
 endfunction()
+trawl_stand_ins()

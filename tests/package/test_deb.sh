@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Builds the Debian package from a built tree and checks it: file name, contents (binary,
 # trawl-pipeline, systemd unit, man pages, completion, examples; no dev-only launch/demo), control
-# fields (Depends from dpkg-shlibdeps names libzmq5, libcurl4, ...), that apt on this Debian host
-# can satisfy it, and that the unpacked files work: `trawl --version`, the example configs pass
-# `trawl config check`, and trawl-pipeline downloads a small job from the fixture server.
+# fields (Depends, from dpkg-shlibdeps, names the package of every library the binary needs),
+# that apt on this Debian host can satisfy it, and that the unpacked files work: `trawl
+# --version`, the example configs pass `trawl config check`, and trawl-pipeline downloads a small
+# job from the fixture server.
 # A clean-root install (debootstrap) needs a Debian mirror, which CI does not reach in a minute or
 # two; see docs/OPERATIONS.md, "Installing".
 # Usage: test_deb.sh BUILD_DIR
@@ -44,7 +45,29 @@ grep -qE '/(include|tests?)/' "$tmp/contents" && bad "headers or tests in the pa
 # Control fields.
 depends=$(dpkg-deb -f "$deb" Depends)
 echo "Depends: $depends"
-for lib in libc6 libstdc++6 libzmq5 libcurl4; do
+# Every shared library the binary names (DT_NEEDED) comes from a package that Depends names, or
+# from the package itself (the stand-ins, when trawl uses them as shared libraries).
+dpkg-deb --fsys-tarfile "$deb" | tar -xO ./usr/bin/trawl >"$tmp/trawl.bin"
+mapfile -t needed < <(readelf -d "$tmp/trawl.bin" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p')
+[ ${#needed[@]} -gt 3 ] || bad "the packaged binary names ${#needed[@]} libraries: ${needed[*]}"
+for so in "${needed[@]}"; do
+  grep -qE "^/usr/lib/trawl/$so\$" "$tmp/contents" && continue
+  path=$(ldconfig -p | awk -v so="$so" '$1 == so && /x86-64/ { print $NF; exit }')
+  [ -n "$path" ] || { bad "$so (named by trawl) is not installed here"; continue; }
+  # dpkg knows a file by the path its package installed: the symlink's, or (merged /usr) the
+  # target's under /usr/lib, or the same under /lib.
+  pkg=""
+  for p in "$path" "$(readlink -f "$path")" "${path#/usr}"; do
+    pkg=$(dpkg -S "$p" 2>/dev/null | head -1 | cut -d: -f1) || true
+    [ -n "$pkg" ] && break
+  done
+  [ -n "$pkg" ] || { bad "no package has $path ($so)"; continue; }
+  # The package, or a name it provides (libspdlog1.10 provides libspdlog1.10-fmt9).
+  names=$(printf '%s\n' "$pkg"; dpkg-query -W -f='${Provides}' "$pkg" | sed 's/, /\n/g' | awk '{print $1}')
+  sed 's/, /\n/g' <<<"$depends" | awk '{print $1}' | grep -qxF -f <(printf '%s\n' "$names") ||
+    bad "Depends names neither $pkg (which has $so) nor a name it provides"
+done
+for lib in libc6 libstdc++6; do
   sed 's/, /\n/g' <<<"$depends" | awk '{print $1}' | grep -qxF "$lib" || bad "Depends does not name $lib"
 done
 [ "$(dpkg-deb -f "$deb" Section)" = net ] || bad "Section is not net"
@@ -61,15 +84,20 @@ fi
 # The unpacked files, run with this host's libraries.
 root="$tmp/root"
 dpkg-deb -x "$deb" "$root"
-# The stand-ins for libcurl's unused libraries (cmake/stand-ins.cmake), when the build has them:
-# packaged in /usr/lib/trawl and loaded from there (trawl's RUNPATH is $ORIGIN/../lib/trawl).
+# The stand-ins for libraries trawl never uses (cmake/stand-ins.cmake), when trawl uses them as
+# shared libraries (names them in DT_NEEDED): packaged in /usr/lib/trawl and loaded from there
+# (trawl's RUNPATH is $ORIGIN/../lib/trawl). Linked into the binary, none is in the package.
 LD_TRACE_LOADED_OBJECTS=1 "$root/usr/bin/trawl" >"$tmp/loaded" 2>&1 || bad "tracing trawl's libraries failed"
 for f in "$build"/stand-ins/lib*.so.*; do
   [ -e "$f" ] || continue
   so=$(basename "$f")
-  grep -qxF "/usr/lib/trawl/$so" "$tmp/contents" || bad "the stand-in $so is not in the package"
-  grep -qE "^\s*$so => $root/usr/bin/\.\./lib/trawl/$so " "$tmp/loaded" ||
-    bad "the unpacked trawl does not load $so from its lib/trawl: $(grep "$so" "$tmp/loaded")"
+  if printf '%s\n' "${needed[@]}" | grep -qxF "$so"; then
+    grep -qxF "/usr/lib/trawl/$so" "$tmp/contents" || bad "the stand-in $so is not in the package"
+    grep -qE "^\s*$so => $root/usr/bin/\.\./lib/trawl/$so " "$tmp/loaded" ||
+      bad "the unpacked trawl does not load $so from its lib/trawl: $(grep "$so" "$tmp/loaded")"
+  else
+    grep -q "/usr/lib/trawl/$so" "$tmp/contents" && bad "$so is packaged, but trawl does not use it"
+  fi
 done
 got=$("$root/usr/bin/trawl" --version)
 [[ "$got" =~ ^trawl\ ${version//./\\.}\ \(protocol\ [0-9]+\)$ ]] || bad "trawl --version said '$got'"

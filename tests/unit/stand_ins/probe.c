@@ -1,7 +1,8 @@
 /* stand_in_probe LIBRARY SYMBOL: opens LIBRARY (a stand-in, cmake/stand-ins.cmake) and calls its
  * function SYMBOL as its callers would. A GSS-API function (gss_*) is called as
- * `OM_uint32 f(OM_uint32 *minor_status, ...)` and its major and minor status are printed; any
- * other function is called with no arguments and should not return (the stand-in aborts). Used
+ * `OM_uint32 f(OM_uint32 *minor_status, ...)` and its major and minor status are printed;
+ * libssh2_init as `int libssh2_init(int flags)` (exit 0 when it returns 0); any other function is
+ * called with no arguments and should not return (the stand-in aborts). Used
  * by tests/unit/stand_ins/stand_ins.sh. Exit 2: the library or the symbol is missing. */
 #include <dlfcn.h>
 #include <stdio.h>
@@ -29,6 +30,13 @@ int main(int argc, char** argv) {
     unsigned int major = gss(&minor, NULL, NULL, NULL);
     printf("major=0x%x minor=%u\n", major, minor);
     return 0;
+  }
+  if (strcmp(argv[2], "libssh2_init") == 0) { /* int libssh2_init(int flags): 0 is success */
+    int (*init)(int);
+    memcpy(&init, &sym, sizeof init);
+    int rc = init(0);
+    printf("libssh2_init: %d\n", rc);
+    return rc == 0 ? 0 : 1;
   }
   void (*fn)(void);
   memcpy(&fn, &sym, sizeof fn);

@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
-# The stand-ins for libcurl's unused libraries (cmake/stand-ins.cmake), as the built trawl uses
-# them: the dynamic linker loads each stand-in from its directory and none of the libraries the
-# real ones bring (GnuTLS, Kerberos, SASL); every symbol libcurl and libzmq import resolves when
-# all are bound at start (LD_BIND_NOW, as launch/pipeline runs trawl); a GSS-API function fails
-# as a library without credentials does; any other function, which trawl never reaches, says
-# which it is and aborts instead of returning.
-# Usage: stand_ins.sh TRAWL STAND_IN_DIR PROBE SONAME...
+# trawl's stand-ins for libraries it never uses (cmake/stand-ins.cmake), as the built trawl uses
+# them: linked into trawl with the static archives (MODE static, cmake/static-deps.cmake), or as
+# shared libraries loaded from their directory (MODE shared). Either way none of the libraries
+# the real ones bring (GnuTLS, Kerberos, SASL) is loaded, and in static mode neither libcurl,
+# OpenSSL, ZeroMQ nor SQLite as shared libraries; every symbol resolves when all are bound at
+# start (LD_BIND_NOW, as launch/pipeline runs trawl). Then each stand-in built as a shared library
+# is called: a GSS-API function fails as a library without credentials does; libssh2_init (which
+# curl_global_init calls) succeeds; any other function, which trawl never reaches, says which it
+# is and aborts instead of returning.
+# Usage: stand_ins.sh static|shared TRAWL STAND_IN_DIR PROBE SONAME...
 set -uo pipefail
-trawl=${1:?} dir=${2:?} probe=${3:?}
-shift 3
+mode=${1:?} trawl=${2:?} dir=${3:?} probe=${4:?}
+shift 4
 fail=0
 bad() { echo "FAIL: $*"; fail=1; }
 tmp=$(mktemp -d)
@@ -16,14 +19,21 @@ trap 'rm -rf "$tmp"' EXIT
 
 # What the dynamic linker loads for trawl (ldd's own mechanism; trawl itself does not run).
 LD_TRACE_LOADED_OBJECTS=1 "$trawl" >"$tmp/loaded" 2>&1 || bad "tracing trawl's libraries failed"
-for soname in "$@"; do
-  grep -qE "^\s*$soname => $dir/$soname " "$tmp/loaded" ||
-    bad "$soname is not loaded from $dir: $(grep "$soname" "$tmp/loaded")"
+not_loaded=(libgnutls.so.30 libkrb5.so.3 libsasl2.so.2 libp11-kit.so.0)
+case $mode in
+  shared)
+    for soname in "$@"; do
+      grep -qE "^\s*$soname => $dir/$soname " "$tmp/loaded" ||
+        bad "$soname is not loaded from $dir: $(grep "$soname" "$tmp/loaded")"
+    done ;;
+  static)
+    not_loaded+=("$@" libcurl.so.4 libssl.so.3 libcrypto.so.3 libzmq.so.5 libsqlite3.so.0) ;;
+  *) bad "mode '$mode' is neither static nor shared" ;;
+esac
+for real in "${not_loaded[@]}"; do
+  grep -q "$real" "$tmp/loaded" && bad "$real is loaded"
 done
-for real in libgnutls.so.30 libkrb5.so.3 libsasl2.so.2 libp11-kit.so.0; do
-  grep -q "$real" "$tmp/loaded" && bad "$real is still loaded"
-done
-echo "trawl loads $(grep -c '=>' "$tmp/loaded") libraries"
+echo "trawl loads $(grep -c '=>' "$tmp/loaded") libraries ($mode)"
 
 # Every binding made at start: an import a stand-in lacks is a fatal "symbol lookup error".
 out=$(LD_BIND_NOW=1 "$trawl" --version 2>&1) || bad "LD_BIND_NOW=1 trawl --version: $out"
@@ -41,8 +51,13 @@ for soname in "$@"; do
       [ "$got" = "major=0xd0000 minor=0" ] || bad "$soname $f: '$got'"
     fi
   done
-  f=${funcs[0]}
-  [[ $f == gss_* ]] && continue
+  if [[ $soname == libssh2.so.* ]]; then
+    "$probe" "$lib" libssh2_init >"$tmp/out" 2>&1 || bad "$soname libssh2_init: $(cat "$tmp/out")"
+    f=libssh2_agent_init
+  else
+    f=${funcs[0]}
+    [[ $f == gss_* ]] && continue
+  fi
   "$probe" "$lib" "$f" >"$tmp/out" 2>"$tmp/err"
   rc=$?
   [ $rc -eq 134 ] || bad "$soname $f: exit $rc, not SIGABRT ($(cat "$tmp/out" "$tmp/err"))"

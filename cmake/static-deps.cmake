@@ -1,0 +1,93 @@
+# static-deps.cmake: the trawl binary links libcurl, OpenSSL, ZeroMQ (with libsodium, OpenPGM,
+# libbsd), SQLite, RE2, gumbo, zlib, brotli and libidn2 from the static archives their Debian
+# -dev packages ship, and trawl's stand-ins (cmake/stand-ins.cmake) for the libraries libcurl and
+# libzmq name but trawl never uses. The libraries Debian ships only as shared objects (libnghttp2,
+# libpsl, libzstd, libunistring, libnorm, spdlog, fmt, jemalloc, libstdc++, libc) stay shared.
+#
+# Why: a process's start on these machines is mostly the dynamic linker's (mapping each library,
+# then its relocations and symbol bindings, each first write to a page a fault of ~11 us;
+# docs/ARCHITECTURE.md, The launcher), and a job's clock starts with it. Linked from the archives,
+# trawl loads 16 libraries instead of 35 (49 without the stand-ins) and the dynamic linker binds
+# 3,982 symbols instead of 13,156 (LD_DEBUG=statistics); `trawl --version` reached main 8.6 ms
+# after its exec against 13.2 (uprobe on main, medians of 20 alternating runs).
+# The cost: a security update of one of those Debian packages reaches trawl only when trawl is
+# rebuilt against it. -DTRAWL_STATIC_DEPS=OFF links the shared libraries instead (with the
+# stand-ins as shared libraries). Only the trawl binary is linked this way; the tests' own
+# executables link the shared libraries. Never in a sanitizer build.
+#
+# How: each dependency is an INTERFACE target, trawl_dep_<name>, that the trawl_* libraries link
+# instead of the imported one. Its link items depend on the TRAWL_STATIC_DEPS property of the
+# executable being linked (set on trawl alone): the archives there, the imported target elsewhere.
+option(TRAWL_STATIC_DEPS "Link libcurl, OpenSSL, ZeroMQ, SQLite and others into trawl from their static archives" ON)
+
+set(TRAWL_STATIC_DEPS_ACTIVE OFF)
+set(trawl_static_archives curl ssl crypto zmq sodium pgm bsd md sqlite3 re2 gumbo z brotlidec
+    brotlicommon)
+set(trawl_static_shared nghttp2.so.14 idn2.so.0 psl.so.5 zstd.so.1 unistring.so.2 norm.so.1)
+if(TRAWL_STATIC_DEPS AND NOT TRAWL_SANITIZING AND TARGET trawl_stand_ins_static)
+  set(missing "")
+  foreach(a IN LISTS trawl_static_archives)
+    string(MAKE_C_IDENTIFIER "TRAWL_ARCHIVE_${a}" var)
+    find_file(${var} lib${a}.a PATHS ${CMAKE_CXX_IMPLICIT_LINK_DIRECTORIES} NO_DEFAULT_PATH)
+    if(NOT ${var})
+      list(APPEND missing lib${a}.a)
+    endif()
+  endforeach()
+  foreach(so IN LISTS trawl_static_shared)
+    string(MAKE_C_IDENTIFIER "TRAWL_SHARED_${so}" var)
+    find_file(${var} lib${so} PATHS ${CMAKE_CXX_IMPLICIT_LINK_DIRECTORIES} NO_DEFAULT_PATH)
+    if(NOT ${var})
+      list(APPEND missing lib${so})
+    endif()
+  endforeach()
+  if(missing)
+    message(FATAL_ERROR "TRAWL_STATIC_DEPS: not found: ${missing} (scripts/install-deps installs "
+                        "the Debian packages that have them; -DTRAWL_STATIC_DEPS=OFF links the "
+                        "shared libraries instead)")
+  else()
+    set(TRAWL_STATIC_DEPS_ACTIVE ON)
+    message(STATUS "trawl links libcurl, OpenSSL, ZeroMQ, SQLite and others from static archives")
+  endif()
+endif()
+
+# trawl_dep(NAME SHARED item... STATIC item...): the INTERFACE target trawl_dep_NAME. A STATIC
+# item is an archive name as listed above ("curl" for libcurl.a), a shared library of the list
+# above ("nghttp2.so.14"), or any link item (a target, -lm).
+function(trawl_dep name)
+  cmake_parse_arguments(PARSE_ARGV 1 arg "" "" "SHARED;STATIC")
+  add_library(trawl_dep_${name} INTERFACE)
+  if(NOT TRAWL_STATIC_DEPS_ACTIVE)
+    target_link_libraries(trawl_dep_${name} INTERFACE ${arg_SHARED})
+    return()
+  endif()
+  set(static_head "$<BOOL:$<TARGET_PROPERTY:TRAWL_STATIC_DEPS>>")
+  foreach(item IN LISTS arg_SHARED)
+    target_link_libraries(trawl_dep_${name} INTERFACE "$<$<NOT:${static_head}>:${item}>")
+    # What compiles against it (the trawl_* libraries themselves) still sees its headers.
+    if(TARGET ${item})
+      target_include_directories(trawl_dep_${name} SYSTEM INTERFACE
+                                 $<TARGET_PROPERTY:${item},INTERFACE_INCLUDE_DIRECTORIES>)
+    endif()
+  endforeach()
+  foreach(item IN LISTS arg_STATIC)
+    string(MAKE_C_IDENTIFIER "TRAWL_ARCHIVE_${item}" archive)
+    string(MAKE_C_IDENTIFIER "TRAWL_SHARED_${item}" shared)
+    if(DEFINED ${archive})
+      set(item ${${archive}})
+    elseif(DEFINED ${shared})
+      set(item ${${shared}})
+    endif()
+    target_link_libraries(trawl_dep_${name} INTERFACE "$<${static_head}:${item}>")
+  endforeach()
+endfunction()
+
+trawl_dep(crypto SHARED OpenSSL::Crypto STATIC crypto ${CMAKE_DL_LIBS} Threads::Threads)
+trawl_dep(zlib SHARED ZLIB::ZLIB STATIC z)
+trawl_dep(curl SHARED CURL::libcurl
+          STATIC curl trawl_stand_ins_static nghttp2.so.14 idn2.so.0 unistring.so.2 psl.so.5 ssl
+                 trawl_dep_crypto zstd.so.1 brotlidec brotlicommon trawl_dep_zlib Threads::Threads)
+trawl_dep(zmq SHARED cppzmq
+          STATIC zmq sodium pgm norm.so.1 bsd md trawl_stand_ins_static rt Threads::Threads m)
+trawl_dep(sqlite SHARED SQLite::SQLite3 STATIC sqlite3 m ${CMAKE_DL_LIBS} Threads::Threads)
+trawl_dep(re2 SHARED PkgConfig::RE2 STATIC re2 Threads::Threads)
+trawl_dep(gumbo SHARED PkgConfig::GUMBO STATIC gumbo)
