@@ -52,7 +52,7 @@ mapfile -t needed < <(readelf -d "$tmp/trawl.bin" | sed -n 's/.*(NEEDED).*\[\(.*
 [ ${#needed[@]} -gt 3 ] || bad "the packaged binary names ${#needed[@]} libraries: ${needed[*]}"
 for so in "${needed[@]}"; do
   grep -qE "^/usr/lib/trawl/$so\$" "$tmp/contents" && continue
-  path=$(ldconfig -p | awk -v so="$so" '$1 == so && /x86-64/ { print $NF; exit }')
+  path=$(ldconfig -p | awk -v so="$so" '$1 == so && /x86-64/ && !found { print $NF; found = 1 }')
   [ -n "$path" ] || { bad "$so (named by trawl) is not installed here"; continue; }
   # dpkg knows a file by the path its package installed: the symlink's, or (merged /usr) the
   # target's under /usr/lib, or the same under /lib.
