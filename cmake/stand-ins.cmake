@@ -1,15 +1,16 @@
-# stand-ins.cmake: small libraries of trawl's own that take the place of five of libcurl's and
+# stand-ins.cmake: small libraries of trawl's own that take the place of six of libcurl's and
 # libzmq's dependencies which trawl never uses, so that neither they nor the 14 libraries they
 # bring (GnuTLS and 6 of its own, Kerberos and 5, SASL) are loaded.
 #
 # Debian's libcurl is linked with LDAP (libldap, liblber), RTMP (librtmp), SSH (libssh2) and
-# GSS-API (libgssapi_krb5, also needed by libzmq for its GSSAPI mechanism); loading them brings
-# GnuTLS, p11-kit, nettle, GMP, Kerberos... trawl allows http and https only
-# (CURLOPT_PROTOCOLS_STR), asks for no Negotiate authentication and sets no ZeroMQ GSSAPI option,
-# so their code never runs, except libssh2's global set-up and clean-up. Each stand-in has the
-# real library's soname and defines exactly the symbols that libcurl and libzmq import from it
-# (cmake/stand-in.sh reads them with nm at configure time: same names, versions and data sizes;
-# it also says what the functions do).
+# GSS-API (libgssapi_krb5, also needed by libzmq for its GSSAPI mechanism), and libzmq with NORM
+# (libnorm, a multicast transport); loading them brings GnuTLS, p11-kit, nettle, GMP, Kerberos...
+# trawl allows http and https only (CURLOPT_PROTOCOLS_STR), asks for no Negotiate
+# authentication, sets no ZeroMQ GSSAPI option and refuses any endpoint but tcp, ipc and inproc
+# (common/zmq_util.cpp), so their code never runs, except libssh2's global set-up and clean-up.
+# Each stand-in has the real library's soname and defines exactly the symbols that libcurl and
+# libzmq import from it (cmake/stand-in.sh reads them with nm at configure time: same names,
+# versions and data sizes; it also says what the functions do).
 #
 # Two uses. With the static archives (cmake/static-deps.cmake, the default), the static library
 # trawl_stand_ins_static resolves those symbols inside the trawl binary. With the shared libraries
@@ -26,7 +27,7 @@
 option(TRAWL_STAND_INS "Link trawl's stand-ins for libcurl's unused LDAP, RTMP, SSH and GSS-API libraries" ON)
 
 set(TRAWL_STAND_IN_SONAMES librtmp.so.1 libldap-2.5.so.0 liblber-2.5.so.0 libgssapi_krb5.so.2
-    libssh2.so.1)
+    libssh2.so.1 libnorm.so.1)
 set(TRAWL_STAND_IN_DIR ${CMAKE_BINARY_DIR}/stand-ins)
 
 # trawl_stand_ins(): when TRAWL_STAND_INS is on (never in a sanitizer build), makes a shared

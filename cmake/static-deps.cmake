@@ -1,19 +1,25 @@
 # static-deps.cmake: the trawl binary links libcurl, OpenSSL, ZeroMQ (with libsodium, OpenPGM,
-# libbsd), SQLite, RE2, gumbo, zlib, brotli and libidn2 from the static archives their Debian
-# -dev packages ship, and trawl's stand-ins (cmake/stand-ins.cmake) for the libraries libcurl and
-# libzmq name but trawl never uses. The libraries Debian ships only as shared objects (libnghttp2,
-# libpsl, libzstd, libunistring, libnorm, spdlog, fmt, jemalloc, libstdc++, libc) stay shared.
+# libbsd), SQLite, RE2, gumbo, zlib, brotli and jemalloc from the static archives their Debian
+# -dev packages ship, libstdc++ and libgcc statically (-static-libstdc++), spdlog and fmt compiled
+# in (their header-only modes: Debian ships no archive of them), and trawl's stand-ins
+# (cmake/stand-ins.cmake) for the libraries libcurl and libzmq name but trawl never uses. What
+# Debian ships only as shared C libraries stays shared: libnghttp2, libidn2, libpsl, libzstd,
+# libunistring, with libc and libm. No C++ library is loaded.
 #
 # Why: a process's start on these machines is mostly the dynamic linker's (mapping each library,
 # then its relocations and symbol bindings, each first write to a page a fault of ~11 us;
-# docs/ARCHITECTURE.md, The launcher), and a job's clock starts with it. Linked from the archives,
-# trawl loads 16 libraries instead of 35 (49 without the stand-ins) and the dynamic linker binds
-# 3,982 symbols instead of 13,156 (LD_DEBUG=statistics); `trawl --version` reached main 8.6 ms
-# after its exec against 13.2 (uprobe on main, medians of 20 alternating runs).
+# docs/ARCHITECTURE.md, The launcher), and a job's clock starts with it: trawl pipeline forks
+# every role from itself, so nothing runs before the launcher's first fork. Linked this way,
+# trawl loads 9 libraries instead of 35 (49 without the stand-ins). In classic jobs (uprobes,
+# medians of 8 alternating jobs each) the launcher reached main 7.2 ms after its exec and forked
+# first at 7.4, against 16.9 and 17.2 with the shared libraries and stand-ins; 10.8 and 11.0 with
+# the archives but libstdc++, spdlog, fmt, jemalloc and libnorm still shared.
+#
 # The cost: a security update of one of those Debian packages reaches trawl only when trawl is
-# rebuilt against it. -DTRAWL_STATIC_DEPS=OFF links the shared libraries instead (with the
-# stand-ins as shared libraries). Only the trawl binary is linked this way; the tests' own
-# executables link the shared libraries. Never in a sanitizer build.
+# rebuilt against it (docs/OPERATIONS.md). -DTRAWL_STATIC_DEPS=OFF links the shared libraries
+# instead (with the stand-ins as shared libraries). Only the trawl binary is linked from the
+# archives; the tests' own executables link the shared libraries, but spdlog is header-only in
+# all of them (one mode per build). Never in a sanitizer build.
 #
 # How: each dependency is an INTERFACE target, trawl_dep_<name>, that the trawl_* libraries link
 # instead of the imported one. Its link items depend on the TRAWL_STATIC_DEPS property of the
@@ -23,7 +29,10 @@ option(TRAWL_STATIC_DEPS "Link libcurl, OpenSSL, ZeroMQ, SQLite and others into 
 set(TRAWL_STATIC_DEPS_ACTIVE OFF)
 set(trawl_static_archives curl ssl crypto zmq sodium pgm bsd md sqlite3 re2 gumbo z brotlidec
     brotlicommon)
-set(trawl_static_shared nghttp2.so.14 idn2.so.0 psl.so.5 zstd.so.1 unistring.so.2 norm.so.1)
+if(TRAWL_JEMALLOC)
+  list(APPEND trawl_static_archives jemalloc_pic)
+endif()
+set(trawl_static_shared nghttp2.so.14 idn2.so.0 psl.so.5 zstd.so.1 unistring.so.2)
 if(TRAWL_STATIC_DEPS AND NOT TRAWL_SANITIZING AND TARGET trawl_stand_ins_static)
   set(missing "")
   foreach(a IN LISTS trawl_static_archives)
@@ -87,7 +96,18 @@ trawl_dep(curl SHARED CURL::libcurl
           STATIC curl trawl_stand_ins_static nghttp2.so.14 idn2.so.0 unistring.so.2 psl.so.5 ssl
                  trawl_dep_crypto zstd.so.1 brotlidec brotlicommon trawl_dep_zlib Threads::Threads)
 trawl_dep(zmq SHARED cppzmq
-          STATIC zmq sodium pgm norm.so.1 bsd md trawl_stand_ins_static rt Threads::Threads m)
+          STATIC zmq sodium pgm bsd md trawl_stand_ins_static rt Threads::Threads m)
 trawl_dep(sqlite SHARED SQLite::SQLite3 STATIC sqlite3 m ${CMAKE_DL_LIBS} Threads::Threads)
 trawl_dep(re2 SHARED PkgConfig::RE2 STATIC re2 Threads::Threads)
 trawl_dep(gumbo SHARED PkgConfig::GUMBO STATIC gumbo)
+
+# spdlog and fmt, which Debian ships as shared libraries only, compiled into each object that
+# logs (their header-only modes) when trawl links the archives: with them, libstdc++ and libgcc
+# are linked statically too (app/CMakeLists.txt), and no C++ library is loaded at all.
+add_library(trawl_dep_spdlog INTERFACE)
+if(TRAWL_STATIC_DEPS_ACTIVE)
+  target_compile_definitions(trawl_dep_spdlog INTERFACE SPDLOG_FMT_EXTERNAL FMT_HEADER_ONLY=1)
+  target_link_libraries(trawl_dep_spdlog INTERFACE Threads::Threads)
+else()
+  target_link_libraries(trawl_dep_spdlog INTERFACE spdlog::spdlog)
+endif()

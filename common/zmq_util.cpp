@@ -23,9 +23,25 @@ zmq::socket_t make_socket(zmq::context_t& ctx, zmq::socket_type type, const Sock
   return s;
 }
 
+namespace {
+
+// trawl's transports: tcp between hosts, ipc on one host, inproc inside a process. ZeroMQ's
+// multicast ones (pgm, epgm, norm) and the rest are refused here with a clear message: they
+// carry nothing trawl sends (PUSH/PULL), and the trawl binary links stand-ins for libnorm and
+// libgssapi_krb5 (cmake/stand-ins.cmake).
+void check_transport(const std::string& ep, const char* what) {
+  for (const char* scheme : {"tcp://", "ipc://", "inproc://"})
+    if (ep.starts_with(scheme)) return;
+  throw std::runtime_error(std::string("cannot ") + what + " " + ep +
+                           ": trawl's endpoints are tcp://HOST:PORT, ipc://PATH or inproc://NAME");
+}
+
+} // namespace
+
 std::vector<std::string> bind_all(zmq::socket_t& s, const std::vector<std::string>& endpoints) {
   std::vector<std::string> bound;
   for (const auto& ep : endpoints) {
+    check_transport(ep, "bind");
     try {
       s.bind(ep);
     } catch (const zmq::error_t& e) {
@@ -38,6 +54,7 @@ std::vector<std::string> bind_all(zmq::socket_t& s, const std::vector<std::strin
 
 void connect_all(zmq::socket_t& s, const std::vector<std::string>& endpoints) {
   for (const auto& ep : endpoints) {
+    check_transport(ep, "connect to");
     try {
       // A local peer (ipc) is tried again every 20 ms at most: trawl pipeline starts its sink
       // after the others (app/pipeline.cpp). With the backoff growing to 1 s, a one-link job

@@ -3,11 +3,11 @@
 # them: linked into trawl with the static archives (MODE static, cmake/static-deps.cmake), or as
 # shared libraries loaded from their directory (MODE shared). Either way none of the libraries
 # the real ones bring (GnuTLS, Kerberos, SASL) is loaded, and in static mode neither libcurl,
-# OpenSSL, ZeroMQ nor SQLite as shared libraries; every symbol resolves when all are bound at
-# start (LD_BIND_NOW, as launch/pipeline runs trawl). Then each stand-in built as a shared library
-# is called: a GSS-API function fails as a library without credentials does; libssh2_init (which
-# curl_global_init calls) succeeds; any other function, which trawl never reaches, says which it
-# is and aborts instead of returning.
+# OpenSSL, ZeroMQ, SQLite, libstdc++, spdlog nor fmt as shared libraries; every symbol resolves
+# when all are bound at start (LD_BIND_NOW, as launch/pipeline runs trawl). Then each stand-in
+# built as a shared library is called: a GSS-API function fails as a library without
+# credentials does; libssh2_init (which curl_global_init calls) succeeds; any other function,
+# which trawl never reaches, says which it is and aborts instead of returning.
 # Usage: stand_ins.sh static|shared TRAWL STAND_IN_DIR PROBE SONAME...
 set -uo pipefail
 mode=${1:?} trawl=${2:?} dir=${3:?} probe=${4:?}
@@ -27,7 +27,8 @@ case $mode in
         bad "$soname is not loaded from $dir: $(grep "$soname" "$tmp/loaded")"
     done ;;
   static)
-    not_loaded+=("$@" libcurl.so.4 libssl.so.3 libcrypto.so.3 libzmq.so.5 libsqlite3.so.0) ;;
+    not_loaded+=("$@" libcurl.so.4 libssl.so.3 libcrypto.so.3 libzmq.so.5 libsqlite3.so.0
+                 libstdc++.so.6 libspdlog.so.1.10 libfmt.so.9) ;;
   *) bad "mode '$mode' is neither static nor shared" ;;
 esac
 for real in "${not_loaded[@]}"; do
