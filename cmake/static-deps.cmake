@@ -11,9 +11,10 @@
 # docs/ARCHITECTURE.md, The launcher), and a job's clock starts with it: trawl pipeline forks
 # every role from itself, so nothing runs before the launcher's first fork. Linked this way,
 # trawl loads 9 libraries instead of 35 (49 without the stand-ins). In classic jobs (uprobes,
-# medians of 8 alternating jobs each) the launcher reached main 7.2 ms after its exec and forked
-# first at 7.4, against 16.9 and 17.2 with the shared libraries and stand-ins; 10.8 and 11.0 with
-# the archives but libstdc++, spdlog, fmt, jemalloc and libnorm still shared.
+# medians of 8 alternating jobs each) the launcher reached main 7.2 ms after its exec, against
+# 16.9 with the shared libraries and stand-ins and 10.8 with the archives but libstdc++, spdlog,
+# fmt, jemalloc and libnorm still shared; its first fork of a role came 12.7 ms after its exec,
+# against 26.6 and 18.1 (33.7 with neither stand-ins nor archives; 10 alternating jobs each).
 #
 # The cost: a security update of one of those Debian packages reaches trawl only when trawl is
 # rebuilt against it (docs/OPERATIONS.md). -DTRAWL_STATIC_DEPS=OFF links the shared libraries
