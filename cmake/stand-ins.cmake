@@ -55,9 +55,8 @@ function(trawl_stand_ins)
   endif()
   file(MAKE_DIRECTORY ${TRAWL_STAND_IN_DIR}/src)
   foreach(soname IN LISTS TRAWL_STAND_IN_SONAMES)
-    string(MAKE_C_IDENTIFIER "TRAWL_REAL_${soname}" var)
-    find_file(${var} ${soname} PATHS ${CMAKE_CXX_IMPLICIT_LINK_DIRECTORIES} NO_DEFAULT_PATH)
-    if(NOT ${var} OR NOT soname MATCHES "^lib(.+)\\.so\\.([0-9]+)$")
+    trawl_system_file(real ${soname})
+    if(NOT real OR NOT soname MATCHES "^lib(.+)\\.so\\.([0-9]+)$")
       continue()
     endif()
     set(name ${CMAKE_MATCH_1})
@@ -65,7 +64,7 @@ function(trawl_stand_ins)
     set(src ${TRAWL_STAND_IN_DIR}/src/${soname}.c)
     set(map ${TRAWL_STAND_IN_DIR}/src/${soname}.map)
     execute_process(
-      COMMAND bash ${PROJECT_SOURCE_DIR}/cmake/stand-in.sh ${CMAKE_NM} ${soname} ${${var}} ${src} ${map}
+      COMMAND bash ${PROJECT_SOURCE_DIR}/cmake/stand-in.sh ${CMAKE_NM} ${soname} ${real} ${src} ${map}
               ${consumers}
       RESULT_VARIABLE rc OUTPUT_VARIABLE count ERROR_VARIABLE err OUTPUT_STRIP_TRAILING_WHITESPACE)
     if(NOT rc EQUAL 0)

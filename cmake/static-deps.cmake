@@ -28,26 +28,20 @@
 option(TRAWL_STATIC_DEPS "Link libcurl, OpenSSL, ZeroMQ, SQLite and others into trawl from their static archives" ON)
 
 set(TRAWL_STATIC_DEPS_ACTIVE OFF)
-set(trawl_static_archives curl ssl crypto zmq sodium pgm bsd md sqlite3 re2 gumbo z brotlidec
-    brotlicommon)
+# The files the trawl_dep_* targets below name: archives, and the shared C libraries Debian ships
+# without one.
+set(trawl_static_files libcurl.a libssl.a libcrypto.a libzmq.a libsodium.a libpgm.a libbsd.a libmd.a
+    libsqlite3.a libre2.a libgumbo.a libz.a libbrotlidec.a libbrotlicommon.a libnghttp2.so.14
+    libidn2.so.0 libpsl.so.5 libzstd.so.1 libunistring.so.2)
 if(TRAWL_JEMALLOC)
-  list(APPEND trawl_static_archives jemalloc_pic)
+  list(APPEND trawl_static_files libjemalloc_pic.a)
 endif()
-set(trawl_static_shared nghttp2.so.14 idn2.so.0 psl.so.5 zstd.so.1 unistring.so.2)
 if(TRAWL_STATIC_DEPS AND NOT TRAWL_SANITIZING AND TARGET trawl_stand_ins_static)
   set(missing "")
-  foreach(a IN LISTS trawl_static_archives)
-    string(MAKE_C_IDENTIFIER "TRAWL_ARCHIVE_${a}" var)
-    find_file(${var} lib${a}.a PATHS ${CMAKE_CXX_IMPLICIT_LINK_DIRECTORIES} NO_DEFAULT_PATH)
-    if(NOT ${var})
-      list(APPEND missing lib${a}.a)
-    endif()
-  endforeach()
-  foreach(so IN LISTS trawl_static_shared)
-    string(MAKE_C_IDENTIFIER "TRAWL_SHARED_${so}" var)
-    find_file(${var} lib${so} PATHS ${CMAKE_CXX_IMPLICIT_LINK_DIRECTORIES} NO_DEFAULT_PATH)
-    if(NOT ${var})
-      list(APPEND missing lib${so})
+  foreach(file IN LISTS trawl_static_files)
+    trawl_system_file(path ${file})
+    if(NOT path)
+      list(APPEND missing ${file})
     endif()
   endforeach()
   if(missing)
@@ -61,8 +55,8 @@ if(TRAWL_STATIC_DEPS AND NOT TRAWL_SANITIZING AND TARGET trawl_stand_ins_static)
 endif()
 
 # trawl_dep(NAME SHARED item... STATIC item...): the INTERFACE target trawl_dep_NAME. A STATIC
-# item is an archive name as listed above ("curl" for libcurl.a), a shared library of the list
-# above ("nghttp2.so.14"), or any link item (a target, -lm).
+# item is a file of trawl_static_files (libcurl.a, libnghttp2.so.14), or any link item (a target,
+# m for -lm).
 function(trawl_dep name)
   cmake_parse_arguments(PARSE_ARGV 1 arg "" "" "SHARED;STATIC")
   add_library(trawl_dep_${name} INTERFACE)
@@ -80,27 +74,25 @@ function(trawl_dep name)
     endif()
   endforeach()
   foreach(item IN LISTS arg_STATIC)
-    string(MAKE_C_IDENTIFIER "TRAWL_ARCHIVE_${item}" archive)
-    string(MAKE_C_IDENTIFIER "TRAWL_SHARED_${item}" shared)
-    if(DEFINED ${archive})
-      set(item ${${archive}})
-    elseif(DEFINED ${shared})
-      set(item ${${shared}})
+    if(item IN_LIST trawl_static_files)
+      trawl_system_file(item ${item})
     endif()
     target_link_libraries(trawl_dep_${name} INTERFACE "$<${static_head}:${item}>")
   endforeach()
 endfunction()
 
-trawl_dep(crypto SHARED OpenSSL::Crypto STATIC crypto ${CMAKE_DL_LIBS} Threads::Threads)
-trawl_dep(zlib SHARED ZLIB::ZLIB STATIC z)
+trawl_dep(crypto SHARED OpenSSL::Crypto STATIC libcrypto.a ${CMAKE_DL_LIBS} Threads::Threads)
+trawl_dep(zlib SHARED ZLIB::ZLIB STATIC libz.a)
 trawl_dep(curl SHARED CURL::libcurl
-          STATIC curl trawl_stand_ins_static nghttp2.so.14 idn2.so.0 unistring.so.2 psl.so.5 ssl
-                 trawl_dep_crypto zstd.so.1 brotlidec brotlicommon trawl_dep_zlib Threads::Threads)
+          STATIC libcurl.a trawl_stand_ins_static libnghttp2.so.14 libidn2.so.0 libunistring.so.2
+                 libpsl.so.5 libssl.a trawl_dep_crypto libzstd.so.1 libbrotlidec.a libbrotlicommon.a
+                 trawl_dep_zlib Threads::Threads)
 trawl_dep(zmq SHARED cppzmq
-          STATIC zmq sodium pgm bsd md trawl_stand_ins_static rt Threads::Threads m)
-trawl_dep(sqlite SHARED SQLite::SQLite3 STATIC sqlite3 m ${CMAKE_DL_LIBS} Threads::Threads)
-trawl_dep(re2 SHARED PkgConfig::RE2 STATIC re2 Threads::Threads)
-trawl_dep(gumbo SHARED PkgConfig::GUMBO STATIC gumbo)
+          STATIC libzmq.a libsodium.a libpgm.a libbsd.a libmd.a trawl_stand_ins_static rt
+                 Threads::Threads m)
+trawl_dep(sqlite SHARED SQLite::SQLite3 STATIC libsqlite3.a m ${CMAKE_DL_LIBS} Threads::Threads)
+trawl_dep(re2 SHARED PkgConfig::RE2 STATIC libre2.a Threads::Threads)
+trawl_dep(gumbo SHARED PkgConfig::GUMBO STATIC libgumbo.a)
 
 # spdlog and fmt, which Debian ships as shared libraries only, compiled into each object that
 # logs (their header-only modes) when trawl links the archives: with them, libstdc++ and libgcc
