@@ -14,11 +14,12 @@
 #
 # Two uses. With the static archives (cmake/static-deps.cmake, the default), the static library
 # trawl_stand_ins_static resolves those symbols inside the trawl binary. With the shared libraries
-# (-DTRAWL_STATIC_DEPS=OFF), trawl names the shared stand-ins in its own DT_NEEDED with a RUNPATH
-# to their directory, so the dynamic linker loads them first; when libcurl then asks for the same
+# (-DTRAWL_STATIC_DEPS=OFF), trawl names the shared stand-ins in its own DT_NEEDED with a RUNPATH to
+# their directory, so the dynamic linker loads them first; when libcurl then asks for the same
 # soname it is already loaded (where they are not found, the real libraries load as before). That
-# took `trawl --version` from 23.0 to 18.4 ms (perf stat -r 40, 2 alternating sets), 625 page
-# faults against 781, and the dynamic linker's relocations from 59,756 to 41,950.
+# took `trawl --version` from 29.0 and 28.9 ms to 22.8 and 22.3 (perf stat -r 40, 2 alternating
+# sets, LD_BIND_NOW), 625 page faults against 781, and the dynamic linker's relocations from 59,756
+# to 41,950.
 # The shared stand-ins are built in both modes: tests/unit/stand_ins calls them.
 #
 # TRAWL_STAND_INS=OFF links the real libraries (and so the shared ones: static-deps.cmake needs
