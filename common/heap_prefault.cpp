@@ -2,11 +2,16 @@
 
 #include <cstdint>
 #include <cstdlib>
-#include <dlfcn.h>
 #include <sys/mman.h>
 #include <system_error>
 #include <unistd.h>
 #include <vector>
+
+// jemalloc's control interface, referenced weakly: its address is null unless jemalloc is in the
+// process, whether linked into the executable (the trawl binary links its archive, and the
+// executable's own symbols are not in the table that dlsym(RTLD_DEFAULT) searches) or loaded as a
+// shared library.
+extern "C" int mallctl(const char*, void*, std::size_t*, void*, std::size_t) __attribute__((weak));
 
 namespace trawl {
 namespace {
@@ -24,10 +29,7 @@ std::size_t populate_pages(void* p, std::size_t n) noexcept {
   return end - begin;
 }
 
-bool allocator_reuses_freed_pages() noexcept {
-  // jemalloc's control interface: present in the process exactly when jemalloc is linked.
-  return ::dlsym(RTLD_DEFAULT, "mallctl") != nullptr;
-}
+bool allocator_reuses_freed_pages() noexcept { return &mallctl != nullptr; }
 
 std::size_t populate_heap(std::size_t bytes) {
   std::vector<void*> blocks;

@@ -1406,7 +1406,7 @@ int run(const DownloadOptions& o) {
 
   // Beside the set-up below and the wait for the first tasks; done well before the first
   // responses arrive (a few ms).
-  const HeapPrefault prefault(prefault_bytes(o.concurrency));
+  HeapPrefault prefault(prefault_bytes(o.concurrency));
   try {
     curl_global_once();
     zmq::context_t ctx(1);
@@ -1433,15 +1433,15 @@ int run(const DownloadOptions& o) {
       return kExitUsage;
     }
 
-    const auto summary = [&o](const Counters& c) {
+    const auto summary = [&o, &prefault](const Counters& c) {
       spdlog::info(
           "downloader summary: {} tasks, {} done, {} failed ({} aborted), {} bytes, {} "
           "retries, {} resumed, {} bad frames{}{}; messages: {} task frames in, {} "
-          "ready and {} result frames out",
+          "ready and {} result frames out; heap populated ahead: {} KiB",
           c.tasks, c.done, c.failed, c.aborted, c.bytes, c.retries, c.resumed, c.bad_frames,
           c.deduped > 0 ? ", " + std::to_string(c.deduped) + " stored as hard links" : "",
           o.respect_robots ? ", " + std::to_string(c.robots) + " refused by robots.txt" : "",
-          c.task_frames, c.readies, c.result_frames);
+          c.task_frames, c.readies, c.result_frames, prefault.wait() / 1024);
       return c.aborted > 0 ? kExitInterrupted : kExitOk;
     };
     Counters c;

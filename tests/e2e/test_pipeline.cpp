@@ -131,6 +131,23 @@ TEST_CASE("classic job: 91 jpgs of a gallery with gifs and albums, 200 ms per re
   REQUIRE(first_task != std::string::npos);
   REQUIRE(sink_up != std::string::npos);
   CHECK(sink_up > first_task);
+  // Each downloader had heap pages populated ahead of its first responses
+  // (common/heap_prefault.hpp), which needs the allocator to be found in the binary as linked.
+  std::size_t summaries = 0;
+  for (std::size_t at = r.err.find("downloader summary:"); at != std::string::npos;
+       at = r.err.find("downloader summary:", at + 1)) {
+    ++summaries;
+    const auto line = r.err.substr(at, r.err.find('\n', at) - at);
+    const auto kib = line.find("heap populated ahead: ");
+    REQUIRE(kib != std::string::npos);
+    const auto populated = std::stoul(line.substr(kib + 22));
+#ifdef TRAWL_BIN_JEMALLOC
+    CHECK(populated > 0);
+#else
+    CHECK(populated == 0); // glibc's malloc would not reuse the pages: nothing is populated
+#endif
+  }
+  CHECK(summaries == 2);
 }
 
 TEST_CASE("one link, two downloaders: the idle one does not hold the sink back", "[e2e]") {
