@@ -2,15 +2,17 @@
 # libbsd), SQLite, RE2, gumbo, zlib, brotli and jemalloc from the static archives their Debian
 # -dev packages ship, libstdc++ and libgcc statically (-static-libstdc++), spdlog and fmt compiled
 # in (their header-only modes: Debian ships no archive of them), and trawl's stand-ins
-# (cmake/stand-ins.cmake) for the libraries libcurl and libzmq name but trawl never uses. What
-# Debian ships only as shared C libraries stays shared: libnghttp2, libidn2, libpsl, libzstd,
-# libunistring, with libc and libm. No C++ library is loaded.
+# (cmake/stand-ins.cmake) for the libraries libcurl and libzmq name but trawl never uses, and
+# libcurl's own dependencies (libnghttp2, libidn2, libpsl, libzstd, libunistring) from theirs.
+# Only libc and libm are loaded.
 #
 # Why: a process's start on these machines is mostly the dynamic linker's (mapping each library,
 # then its relocations and symbol bindings, each first write to a page a fault of ~11 us;
 # docs/ARCHITECTURE.md, The launcher), and a job's clock starts with it: trawl pipeline forks
 # every role from itself, so nothing runs before the launcher's first fork. Linked this way,
-# trawl loads 9 libraries instead of 35 (49 without the stand-ins). In classic jobs (uprobes,
+# trawl loads 9 libraries instead of 35 (49 without the stand-ins); 4 since session 37 (libc and
+# libm, with the dynamic linker and the vdso), its -dev archives of libcurl's five C dependencies
+# linked too (docs/ARCHITECTURE.md, The launcher). In classic jobs (uprobes,
 # medians of 8 alternating jobs each) the launcher reached main 7.2 ms after its exec, against
 # 16.9 with the shared libraries and stand-ins and 10.8 with the archives but libstdc++, spdlog,
 # fmt, jemalloc and libnorm still shared; its first fork of a role came 12.7 ms after its exec,
@@ -28,11 +30,10 @@
 option(TRAWL_STATIC_DEPS "Link libcurl, OpenSSL, ZeroMQ, SQLite and others into trawl from their static archives" ON)
 
 set(TRAWL_STATIC_DEPS_ACTIVE OFF)
-# The files the trawl_dep_* targets below name: archives, and the shared C libraries Debian ships
-# without one.
+# The archives the trawl_dep_* targets below name.
 set(trawl_static_files libcurl.a libssl.a libcrypto.a libzmq.a libsodium.a libpgm.a libbsd.a libmd.a
-    libsqlite3.a libre2.a libgumbo.a libz.a libbrotlidec.a libbrotlicommon.a libnghttp2.so.14
-    libidn2.so.0 libpsl.so.5 libzstd.so.1 libunistring.so.2)
+    libsqlite3.a libre2.a libgumbo.a libz.a libbrotlidec.a libbrotlicommon.a libnghttp2.a
+    libidn2.a libpsl.a libzstd.a libunistring.a)
 if(TRAWL_JEMALLOC)
   list(APPEND trawl_static_files libjemalloc_pic.a)
 endif()
@@ -55,7 +56,7 @@ if(TRAWL_STATIC_DEPS AND NOT TRAWL_SANITIZING AND TARGET trawl_stand_ins_static)
 endif()
 
 # trawl_dep(NAME SHARED item... STATIC item...): the INTERFACE target trawl_dep_NAME. A STATIC
-# item is a file of trawl_static_files (libcurl.a, libnghttp2.so.14), or any link item (a target,
+# item is a file of trawl_static_files (libcurl.a), or any link item (a target,
 # m for -lm).
 function(trawl_dep name)
   cmake_parse_arguments(PARSE_ARGV 1 arg "" "" "SHARED;STATIC")
@@ -84,8 +85,8 @@ endfunction()
 trawl_dep(crypto SHARED OpenSSL::Crypto STATIC libcrypto.a ${CMAKE_DL_LIBS} Threads::Threads)
 trawl_dep(zlib SHARED ZLIB::ZLIB STATIC libz.a)
 trawl_dep(curl SHARED CURL::libcurl
-          STATIC libcurl.a trawl_stand_ins_static libnghttp2.so.14 libidn2.so.0 libunistring.so.2
-                 libpsl.so.5 libssl.a trawl_dep_crypto libzstd.so.1 libbrotlidec.a libbrotlicommon.a
+          STATIC libcurl.a trawl_stand_ins_static libnghttp2.a libpsl.a libidn2.a libunistring.a
+                 libssl.a trawl_dep_crypto libzstd.a libbrotlidec.a libbrotlicommon.a
                  trawl_dep_zlib Threads::Threads)
 trawl_dep(zmq SHARED cppzmq
           STATIC libzmq.a libsodium.a libpgm.a libbsd.a libmd.a trawl_stand_ins_static rt
