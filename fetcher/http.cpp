@@ -1,5 +1,7 @@
 #include "fetcher/http.hpp"
 
+#include <algorithm>
+
 #include <cstdlib>
 #include <curl/curl.h>
 #include <memory>
@@ -25,8 +27,13 @@ struct SlistDeleter {
 struct Transfer {
   std::string* body;
   std::uint64_t max_bytes;
+  CURL* easy;
   bool over_cap = false;
 };
+
+// The most a body's announced length reserves at once (a hint: the pages are touched only as the
+// bytes arrive, and a body longer than announced still grows as before).
+constexpr std::uint64_t kMaxReserve = std::uint64_t{64} << 20;
 
 extern "C" size_t on_body(char* data, size_t size, size_t nmemb, void* user) {
   auto* t = static_cast<Transfer*>(user);
@@ -34,6 +41,18 @@ extern "C" size_t on_body(char* data, size_t size, size_t nmemb, void* user) {
   if (t->body->size() + n > t->max_bytes) {
     t->over_cap = true;
     return 0; // makes curl fail the transfer with CURLE_WRITE_ERROR
+  }
+  // Room for the announced length at the first bytes: the body arrives in libcurl's pieces of
+  // 16 KiB, and each doubling of the string copied all of it into fresh pages (a page fault each,
+  // ~12 us on the VMs we measure on). A gallery of 83 KB: 97 faults in the fetcher's copies
+  // (memmove) against 68 with the room reserved (one traced classic job each); a 5 MB page was
+  // copied ~9 times, ~10 MB of fresh pages, instead of written once.
+  if (t->body->empty()) {
+    curl_off_t announced = -1;
+    if (curl_easy_getinfo(t->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &announced) == CURLE_OK &&
+        announced > 0)
+      t->body->reserve(static_cast<std::size_t>(std::min<std::uint64_t>(
+          {static_cast<std::uint64_t>(announced), kMaxReserve, t->max_bytes})));
   }
   t->body->append(data, n);
   return n;
@@ -92,7 +111,7 @@ HttpResponse http_get(const std::string& url, const HttpOptions& opt) {
   CURL* e = thread_easy();
 
   HttpResponse resp;
-  Transfer transfer{&resp.body, opt.max_body_bytes};
+  Transfer transfer{&resp.body, opt.max_body_bytes, e};
   char errbuf[CURL_ERROR_SIZE] = {};
   std::unique_ptr<curl_slist, SlistDeleter> headers;
   const Reset reset{e}; // destroyed first: before the list, the buffers and the response
