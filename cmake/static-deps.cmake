@@ -10,10 +10,10 @@
 # then its relocations and symbol bindings, each first write to a page a fault of ~11 us;
 # docs/ARCHITECTURE.md, The launcher), and a job's clock starts with it: trawl pipeline forks
 # every role from itself, so nothing runs before the launcher's first fork. Linked this way,
-# trawl loads 9 libraries instead of 35 (49 without the stand-ins); 4 since session 37 (libc and
-# libm, with the dynamic linker and the vdso), its -dev archives of libcurl's five C dependencies
-# linked too (docs/ARCHITECTURE.md, The launcher). In classic jobs (uprobes,
-# medians of 8 alternating jobs each) the launcher reached main 7.2 ms after its exec, against
+# trawl loaded 9 libraries instead of 35 (49 without the stand-ins) in session 36, and 4 (the
+# dynamic linker, the vdso, libc and libm) since session 37 linked libcurl's five C dependencies
+# from their archives too (docs/ARCHITECTURE.md, The launcher). In session 36's classic jobs
+# (uprobes, medians of 8 alternating jobs each) the launcher reached main 7.2 ms after its exec, against
 # 16.9 with the shared libraries and stand-ins and 10.8 with the archives but libstdc++, spdlog,
 # fmt, jemalloc and libnorm still shared; its first fork of a role came 12.7 ms after its exec,
 # against 26.6 and 18.1 (33.7 with neither stand-ins nor archives; 10 alternating jobs each).

@@ -11,6 +11,7 @@
 #include <pthread.h>
 #include <set>
 #include <sstream>
+#include <string_view>
 #include <sys/stat.h>
 #include <thread>
 #include <unistd.h>
@@ -133,14 +134,16 @@ TEST_CASE("classic job: 91 jpgs of a gallery with gifs and albums, 200 ms per re
   CHECK(sink_up > first_task);
   // Each downloader had heap pages populated ahead of its first responses
   // (common/heap_prefault.hpp), which needs the allocator to be found in the binary as linked.
+  constexpr std::string_view kSummary = "downloader summary:",
+                             kPopulated = "heap populated ahead: ";
   std::size_t summaries = 0;
-  for (std::size_t at = r.err.find("downloader summary:"); at != std::string::npos;
-       at = r.err.find("downloader summary:", at + 1)) {
+  for (std::size_t at = r.err.find(kSummary); at != std::string::npos;
+       at = r.err.find(kSummary, at + 1)) {
     ++summaries;
     const auto line = r.err.substr(at, r.err.find('\n', at) - at);
-    const auto kib = line.find("heap populated ahead: ");
+    const auto kib = line.find(kPopulated);
     REQUIRE(kib != std::string::npos);
-    const auto populated = std::stoul(line.substr(kib + 22));
+    const auto populated = std::stoul(line.substr(kib + kPopulated.size()));
 #ifdef TRAWL_BIN_JEMALLOC
     CHECK(populated > 0);
 #else
