@@ -302,11 +302,7 @@ TEST_CASE("a ventilator restarted while a downloader holds tasks adopts them ins
   // The 4 running at the node are adopted; the 4 sent to it as its prefetch had not been taken
   // from its socket and may have gone with the old connection: at most those are sent again (all
   // 8 would be, their ack timeout of 2 s being shorter than the transfers, without adoption).
-  std::size_t again = 0;
-  for (auto at = vent2.find("dispatched again"); at != std::string::npos;
-       at = vent2.find("dispatched again", at + 1))
-    ++again;
-  CHECK(again <= 4);
+  CHECK(count_of(vent2, "dispatched again") <= 4);
   CHECK_THAT(vent2, Catch::Contains("job complete"));
 }
 

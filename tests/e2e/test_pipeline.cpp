@@ -154,11 +154,7 @@ TEST_CASE("classic job: 91 jpgs of a gallery with gifs and albums, 200 ms per re
   // The launcher stopped both downloaders with the job-complete word once the sink had every
   // result (no grace, no teardown: common/signals.hpp), not with an ordinary stop, which waits
   // up to --grace-ms for transfers in flight.
-  constexpr std::string_view kStopping = "stopping: 0 transfers in flight, waiting up to 0 ms";
-  std::size_t complete_stops = 0;
-  for (auto at = r.err.find(kStopping); at != std::string::npos; at = r.err.find(kStopping, at + 1))
-    ++complete_stops;
-  CHECK(complete_stops == 2);
+  CHECK(count_of(r.err, "stopping: 0 transfers in flight, waiting up to 0 ms") == 2);
 }
 
 TEST_CASE("one link, two downloaders: the idle one does not hold the sink back", "[e2e]") {

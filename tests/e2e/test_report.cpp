@@ -89,12 +89,6 @@ std::string svg_of(const std::string& dom, const std::string& id) {
   return dom.substr(start, end == std::string::npos ? std::string::npos : end - start);
 }
 
-std::size_t count_of(const std::string& s, const std::string& what) {
-  std::size_t n = 0;
-  for (auto at = s.find(what); at != std::string::npos; at = s.find(what, at + 1)) ++n;
-  return n;
-}
-
 // A sink started by hand on loopback tcp with `extra` flags, fed through a PUSH socket of the
 // test's own with the frames a ventilator and the downloaders would send.
 class HandSink {

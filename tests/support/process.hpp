@@ -7,9 +7,11 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <cstddef>
 #include <map>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -111,6 +113,9 @@ private:
 
 // The whole content of a file; throws std::runtime_error when it cannot be read.
 std::string read_file(const std::string& path);
+
+// How many times `what` occurs in `text` (overlapping occurrences count: a log's marker lines).
+std::size_t count_of(std::string_view text, std::string_view what);
 
 // True when a process with this PID exists (a zombie not yet reaped counts as alive).
 bool pid_alive(pid_t pid);
