@@ -36,6 +36,7 @@
 #include "common/host.hpp"
 #include "common/log.hpp"
 #include "common/signals.hpp"
+#include "downloader/recv_prefault.hpp"
 #include "downloader/temp_pool.hpp"
 
 namespace trawl::app {
@@ -402,12 +403,13 @@ private:
 };
 
 // What each forked process would otherwise do again for itself, done once before the forks:
-// libcurl's global set-up (the fetcher and every downloader) and the name-service set-up behind
-// libzmq's getprotobyname("pgm") in zmq_ctx_new (nsswitch.conf, then a library looked for in
-// some 40 places). Uprobes on a classic job (2 runs each): zmq_ctx_new took 8.2-9.4 ms in the 5
-// processes, 2.0-3.2 ms after; curl_global_init 0.4-0.6 ms, 0.3 after.
+// libcurl's global set-up (the fetcher and every downloader; with the allocation functions that
+// let a downloader note its receive buffers, downloader/recv_prefault.hpp) and the name-service
+// set-up behind libzmq's getprotobyname("pgm") in zmq_ctx_new (nsswitch.conf, then a library
+// looked for in some 40 places). Uprobes on a classic job (2 runs each): zmq_ctx_new took 8.2-9.4
+// ms in the 5 processes, 2.0-3.2 ms after; curl_global_init 0.4-0.6 ms, 0.3 after.
 void warm_up_for_forks() {
-  curl_global_init(CURL_GLOBAL_DEFAULT); // reference-counted: the roles' own calls are no-ops
+  trawl::downloader::curl_global_init_noting(); // the roles' own calls only count
   ::getprotobyname("pgm");
 }
 

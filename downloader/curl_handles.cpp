@@ -1,5 +1,7 @@
 #include "downloader/curl_handles.hpp"
 
+#include "downloader/recv_prefault.hpp"
+
 #include <mutex>
 #include <utility>
 
@@ -8,7 +10,7 @@ namespace trawl::downloader {
 void curl_global_once() {
   static std::once_flag once;
   static CURLcode rc = CURLE_OK;
-  std::call_once(once, [] { rc = curl_global_init(CURL_GLOBAL_DEFAULT); });
+  std::call_once(once, [] { rc = curl_global_init_noting(); });
   if (rc != CURLE_OK)
     throw CurlError(std::string("curl_global_init: ") + curl_easy_strerror(rc));
 }

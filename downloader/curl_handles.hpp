@@ -16,7 +16,9 @@ public:
   explicit CurlError(const std::string& what) : std::runtime_error(what) {}
 };
 
-// curl_global_init(CURL_GLOBAL_DEFAULT), once per process; safe to call from several threads.
+// curl_global_init(CURL_GLOBAL_DEFAULT), with the allocation functions that note receive buffers
+// (curl_global_init_noting, downloader/recv_prefault.hpp), once per process; safe to call from
+// several threads.
 // Throws CurlError when libcurl cannot initialise.
 void curl_global_once();
 

@@ -11,6 +11,7 @@
 #include <deque>
 #include <fcntl.h>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <openssl/evp.h>
@@ -22,10 +23,10 @@
 #include <sys/resource.h>
 #include <system_error>
 #include <unistd.h>
+#include <utility>
 #include <zmq.hpp>
 
 #include "common/exit_codes.hpp"
-#include "common/heap_prefault.hpp"
 #include "common/host.hpp"
 #include "common/log.hpp"
 #include "common/names.hpp"
@@ -38,6 +39,7 @@
 #include "downloader/multi_events.hpp"
 #include "downloader/outcome.hpp"
 #include "downloader/output_tree.hpp"
+#include "downloader/recv_prefault.hpp"
 #include "downloader/request_headers.hpp"
 #include "downloader/robots_cache.hpp"
 #include "downloader/temp_pool.hpp"
@@ -175,10 +177,11 @@ int ms_until(Clock::time_point now, Clock::time_point t) {
 // The event loop: one curl multi handle and the two sockets, served from one thread.
 class Worker {
 public:
+  // `under_way` is called once, when the first transfers are under way (notify_under_way).
   Worker(const DownloadOptions& o, std::string out_dir, zmq::socket_t& tasks,
-         zmq::socket_t& results)
+         zmq::socket_t& results, std::function<void()> under_way)
       : opt_(o), out_(std::move(out_dir)), tasks_(tasks), results_(results),
-        node_(o.node.empty() ? default_node() : o.node),
+        under_way_(std::move(under_way)), node_(o.node.empty() ? default_node() : o.node),
         sha256_(hashes_bodies(o) ? EVP_MD_fetch(nullptr, "SHA256", nullptr) : nullptr,
                 &EVP_MD_free),
         rng_(std::random_device{}()), headers_(o.headers),
@@ -354,11 +357,14 @@ private:
   // the sink then: its start-up no longer takes the cores from ours (the classic gallery's 96
   // links as a list, 1 x 64, 30 alternating runs: the first request 82.4 ms after launch against
   // 89.8 with the sink started with the others, the job 554 ms against 564).
+  // under_way_ is called at the first turn that ends with every first transfer started: their
+  // receive buffers exist (downloader/recv_prefault.hpp).
   void notify_under_way() {
-    if (notified_ || opt_.notify_pid <= 0) return;
+    if (notified_) return;
     // Turns count once every first transfer has started (kStartsPerTurnAtFirst).
     if (active_ > 0 && !held_back()) ++turns_under_way_;
-    if (turns_under_way_ < 2 && unsent_.empty()) return;
+    if (turns_under_way_ == 1 && under_way_) std::exchange(under_way_, nullptr)();
+    if (opt_.notify_pid <= 0 || (turns_under_way_ < 2 && unsent_.empty())) return;
     notified_ = true;
     notify_parent(opt_.notify_pid, started_signal());
   }
@@ -1100,6 +1106,7 @@ private:
   const std::string out_;
   zmq::socket_t& tasks_;
   zmq::socket_t& results_;
+  std::function<void()> under_way_; // called once (notify_under_way)
   const std::string node_;
   TransferSettings settings_;
   std::unique_ptr<EVP_MD, decltype(&EVP_MD_free)> sha256_;
@@ -1378,23 +1385,6 @@ void reserve_descriptors(int concurrency) {
   ::close(base);
 }
 
-// The heap a transfer touches for the first time when its first response arrives, populated
-// ahead by a thread as the downloader starts (see common/heap_prefault.hpp): libcurl's receive
-// buffer (kRecvBuffer + 1 bytes, an 80 KiB block) and room for the chunks of large bodies. A
-// classic job (1 x 64, 91 bodies of 30 KB-1.5 MB), 10 alternating runs: median wall time
-// 535.5 ms against 546.0 without; 2 x 64: 359.5 against 369.0. In an earlier set of 8 (a switch
-// in one build): 522.5 against 533.5, and 525.0 with the pages populated before the set-up rather
-// than beside it; 2 x 64 348.0 against 357.0, with 6 MiB instead of 8 346.5. The event loop's
-// page faults in the kernel (nearly all inside recv()): 54-326 in seven traced jobs against
-// 1,294 in one without. `concurrency` is at least 1 (check_options).
-namespace {
-std::size_t prefault_bytes(int concurrency) {
-  constexpr std::size_t kPerTransfer = 128 * 1024;
-  constexpr std::size_t kMax = std::size_t{32} << 20;
-  return std::min(kMax, kPerTransfer * static_cast<std::size_t>(concurrency));
-}
-} // namespace
-
 int run(const DownloadOptions& o) {
   if (const std::string err = check_options(o); !err.empty()) {
     spdlog::error("{}", err);
@@ -1404,9 +1394,9 @@ int run(const DownloadOptions& o) {
   if (!out) return kExitFatal;
   sweep_stale_parts(*out);
 
-  // Beside the set-up below and the wait for the first tasks; done well before the first
-  // responses arrive (a few ms).
-  HeapPrefault prefault(prefault_bytes(o.concurrency));
+  // From here libcurl's receive buffers are noted; once the first transfers are under way, a
+  // thread makes their pages present (downloader/recv_prefault.hpp).
+  RecvPrefault prefault(Transfer::kRecvBuffer);
   try {
     curl_global_once();
     zmq::context_t ctx(1);
@@ -1437,7 +1427,7 @@ int run(const DownloadOptions& o) {
       spdlog::info(
           "downloader summary: {} tasks, {} done, {} failed ({} aborted), {} bytes, {} "
           "retries, {} resumed, {} bad frames{}{}; messages: {} task frames in, {} "
-          "ready and {} result frames out; heap populated ahead: {} KiB",
+          "ready and {} result frames out; receive buffers populated ahead: {} KiB",
           c.tasks, c.done, c.failed, c.aborted, c.bytes, c.retries, c.resumed, c.bad_frames,
           c.deduped > 0 ? ", " + std::to_string(c.deduped) + " stored as hard links" : "",
           o.respect_robots ? ", " + std::to_string(c.robots) + " refused by robots.txt" : "",
@@ -1446,7 +1436,7 @@ int run(const DownloadOptions& o) {
     };
     Counters c;
     {
-      Worker w(o, *out, tasks, results);
+      Worker w(o, *out, tasks, results, [&prefault] { prefault.start(); });
       spdlog::info("downloading into {} with {} transfers from {}", *out, o.concurrency,
                    fmt::join(o.connect, ", "));
       w.loop();

@@ -19,14 +19,6 @@ namespace {
 
 // An error page is drained so its connection stays reusable, but not without bound.
 constexpr std::uint64_t kMaxDiscardBytes = 1 << 20;
-// The receive buffer asked of libcurl per transfer (64 transfers: 4 MiB per downloader). Each
-// page of it is touched for the first time by a recv() of the transfer's first large body, at
-// 11-15 us of kernel time per page on these VMs (see FileWriter::kChunk): 64 KiB rather than
-// 128 KiB took a classic job's downloader (1 x 64, 91 bodies of 30 KB-1.5 MB) from 3,124-3,221
-// page faults to 2,590-2,646, and its median wall time (6 alternating runs) from 554.7 ms to
-// 545.6 (2 x 64: 388.3 to 373.0). Latency (2,000 x 100 KB, 4 runs) from 3,396 ms to 3,384;
-// small and big took the same time within their spread.
-constexpr long kRecvBuffer = 64 * 1024;
 
 std::uint32_t to_ms(curl_off_t us) {
   if (us <= 0) return 0;
@@ -115,10 +107,11 @@ void Transfer::configure(const TransferSettings& s) {
   // libcurl checks a Content-Length against this; write_body() checks the bytes that arrive.
   easy_.set_off(CURLOPT_MAXFILESIZE_LARGE, static_cast<curl_off_t>(
                                                std::min<std::uint64_t>(s.max_size, INT64_MAX)));
-  // A receive buffer of kRecvBuffer instead of 16 KiB: one recv() per 64 KiB that has arrived,
-  // not four (the curl tool reads 100 KiB at a time). The write callback still gets at most
-  // 16 KiB per call. Only a hint: should libcurl refuse it, the transfer runs with its default.
-  (void)curl_easy_setopt(easy_.get(), CURLOPT_BUFFERSIZE, kRecvBuffer);
+  // A receive buffer of kRecvBuffer (transfer.hpp) instead of 16 KiB: one recv() per 64 KiB that
+  // has arrived, not four (the curl tool reads 100 KiB at a time). The write callback still gets at
+  // most 16 KiB per call. Only a hint: should libcurl refuse it, the transfer runs with its
+  // default.
+  (void)curl_easy_setopt(easy_.get(), CURLOPT_BUFFERSIZE, static_cast<long>(kRecvBuffer));
   easy_.set_str(CURLOPT_USERAGENT, s.user_agent.c_str());
   if (s.no_env_proxy) {
     easy_.set_str(CURLOPT_PROXY, "");

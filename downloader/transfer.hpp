@@ -130,6 +130,16 @@ public:
   // as they came: 0.96-0.99 s against 0.66-0.74 s in chunks).
   static constexpr std::size_t kWriteAsItComes = 2 * 1024 * 1024;
 
+  // The receive buffer asked of libcurl per transfer (64 transfers: 4 MiB per downloader). Each
+  // page of it is touched for the first time by a recv() of the transfer's first large body, at
+  // 11-15 us of kernel time per page on these VMs (see FileWriter::kChunk): 64 KiB rather than
+  // 128 KiB took a classic job's downloader (1 x 64, 91 bodies of 30 KB-1.5 MB) from 3,124-3,221
+  // page faults to 2,590-2,646, and its median wall time (6 alternating runs) from 554.7 ms to
+  // 545.6 (2 x 64: 388.3 to 373.0). Latency (2,000 x 100 KB, 4 runs) from 3,396 ms to 3,384;
+  // small and big took the same time within their spread. Its pages are made present while the
+  // first requests wait for their responses (downloader/recv_prefault.hpp).
+  static constexpr std::size_t kRecvBuffer = 64 * 1024;
+
   // `sha256` must outlive the slot; nullptr (the default, see hashes_bodies): bodies are not
   // hashed. Throws
   // CurlError / std::runtime_error when a handle or the digest context cannot be created.

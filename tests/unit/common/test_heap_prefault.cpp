@@ -1,5 +1,5 @@
-// Heap pages made present ahead of use (common/heap_prefault.hpp): populate_pages() on a mapping
-// whose residency mincore() reports, and the HeapPrefault thread's count.
+// Memory pages made present ahead of use (common/heap_prefault.hpp): populate_block() on a mapping
+// whose residency mincore() reports.
 #include <catch2/catch.hpp>
 
 #include <algorithm>
@@ -11,10 +11,7 @@
 
 #include "common/heap_prefault.hpp"
 
-using trawl::allocator_reuses_freed_pages;
-using trawl::HeapPrefault;
-using trawl::populate_heap;
-using trawl::populate_pages;
+using trawl::populate_block;
 
 namespace {
 
@@ -53,7 +50,7 @@ std::size_t count(const std::vector<bool>& v) {
 
 } // namespace
 
-TEST_CASE("populate_pages makes every whole page of the range present and keeps its bytes",
+TEST_CASE("populate_block makes every page of the block present and keeps its bytes",
           "[heap_prefault]") {
   Mapping m(16);
   REQUIRE(m.base != nullptr);
@@ -62,7 +59,7 @@ TEST_CASE("populate_pages makes every whole page of the range present and keeps 
   REQUIRE(before.size() == 16);
   CHECK(count(before) == 1);
 
-  const std::size_t n = populate_pages(m.base, m.size);
+  const std::size_t n = populate_block(m.base, m.size);
   if (n == 0) {
     WARN("the kernel refuses MADV_POPULATE_WRITE (older than Linux 5.14): nothing to check");
     return;
@@ -74,55 +71,35 @@ TEST_CASE("populate_pages makes every whole page of the range present and keeps 
   CHECK(m.base[0] == 0); // a populated page of an anonymous mapping reads as zeros
 }
 
-TEST_CASE("populate_pages leaves the partial pages at either end alone", "[heap_prefault]") {
+TEST_CASE("populate_block takes in the partial pages at either end, and no other",
+          "[heap_prefault]") {
   Mapping m(8);
   REQUIRE(m.base != nullptr);
-  // From the middle of page 1 to the middle of page 6: whole pages 2..5.
-  const std::size_t n = populate_pages(m.base + kPage + kPage / 2, 5 * kPage);
+  // From the middle of page 1 to the middle of page 6: pages 1..6 hold its bytes.
+  const std::size_t n = populate_block(m.base + kPage + kPage / 2, 5 * kPage);
   if (n == 0) {
     WARN("the kernel refuses MADV_POPULATE_WRITE: nothing to check");
     return;
   }
-  CHECK(n == 4 * kPage);
+  CHECK(n == 6 * kPage);
   const auto r = m.resident();
   REQUIRE(r.size() == 8);
   CHECK_FALSE(r[0]);
-  CHECK_FALSE(r[1]);
+  CHECK(r[1]);
   CHECK(r[2]);
   CHECK(r[5]);
-  CHECK_FALSE(r[6]);
+  CHECK(r[6]);
   CHECK_FALSE(r[7]);
+  // One byte: its page alone.
+  CHECK(populate_block(m.base + 7 * kPage + 10, 1) == kPage);
+  CHECK(m.resident()[7]);
+  CHECK_FALSE(m.resident()[0]);
 }
 
-TEST_CASE("populate_pages on a range without a whole page, or none, does nothing",
-          "[heap_prefault]") {
+TEST_CASE("populate_block on an empty block, or none, does nothing", "[heap_prefault]") {
   Mapping m(2);
   REQUIRE(m.base != nullptr);
-  CHECK(populate_pages(m.base + 1, kPage) == 0); // straddles a boundary: no whole page
-  CHECK(populate_pages(m.base, kPage - 1) == 0);
-  CHECK(populate_pages(nullptr, 4 * kPage) == 0);
+  CHECK(populate_block(m.base + 1, 0) == 0);
+  CHECK(populate_block(nullptr, 4 * kPage) == 0);
   CHECK(count(m.resident()) == 0);
-}
-
-TEST_CASE("populate_heap populates the blocks it is asked for", "[heap_prefault]") {
-  CHECK(populate_heap(0) == 0); // nothing asked, nothing done
-  const std::size_t n = populate_heap(3u << 20);
-  if (n == 0) {
-    WARN("the kernel refuses MADV_POPULATE_WRITE: nothing to check");
-    return;
-  }
-  // Each block's whole pages: all of them when the allocator aligns the block to a page, one
-  // fewer when it does not (glibc puts a header before it).
-  CHECK(n <= (3u << 20));
-  CHECK(n >= (3u << 20) - 3 * kPage);
-}
-
-TEST_CASE("HeapPrefault populates only under an allocator that reuses freed pages",
-          "[heap_prefault]") {
-  HeapPrefault none(0);
-  CHECK(none.wait() == 0);
-  HeapPrefault maybe(1u << 20);
-  if (allocator_reuses_freed_pages()) CHECK(maybe.wait() > 0);
-  else CHECK(maybe.wait() == 0);
-  CHECK(maybe.wait() == maybe.wait()); // waiting again returns the same
 }

@@ -1,0 +1,59 @@
+// libcurl's receive buffers made present while the first requests wait for their responses.
+//
+// Each transfer's receive buffer (CURLOPT_BUFFERSIZE, libcurl 7.x asks the allocator for one byte
+// more) is first written by the recv() of its first response. A classic job's responses all arrive
+// together, so each downloader faulted in its 46-64 buffers, ~16 pages each at 11-18 us a page on
+// the VMs we measure on (common/heap_prefault.hpp), inside the burst that decides when the job
+// ends. libcurl is initialised with allocation functions of ours (the C library's, called
+// through): while noting is on they note the blocks of the receive buffer's size, and once the
+// downloader's first transfers are under way a thread makes those blocks' pages present, off the
+// event loop and, in a job whose server takes its time, before the responses come.
+//
+// This replaced a thread that populated 8 MiB of heap as each downloader started, for the
+// allocator to hand out again (jemalloc reuses freed pages first): ~2.8 ms of CPU per downloader
+// while the processes of a job start together on two cores. Alternating jobs against nginx,
+// medians: classic 2 x 64 301.9 ms against 307.0 (40 rounds), its first file request 54.0 ms after
+// launch against 59.2; latency 1 x 64 3,330.4 against 3,338.8 (12); small on tmpfs, whose first
+// responses arrive before the first transfers have all started, 1,472.2 against 1,447.6 (20) and
+// 1,417.3 against 1,398.8 (24). docs/ARCHITECTURE.md (Downloader, The allocator) has the rest.
+#pragma once
+
+#include <curl/curl.h>
+
+#include <cstddef>
+#include <thread>
+
+namespace trawl::downloader {
+
+// curl_global_init(CURL_GLOBAL_DEFAULT) with the allocation functions that note receive buffers
+// (RecvPrefault). They take effect only if this is libcurl's first initialisation in the process;
+// later calls only count, as curl_global_init's do.
+CURLcode curl_global_init_noting();
+
+// Notes, from construction until start(), every block of `buffer_bytes` or `buffer_bytes + 1`
+// bytes that libcurl allocates in this process (at most kMaxNoted), then populates them on a
+// thread. One at a time per process.
+class RecvPrefault {
+public:
+  static constexpr std::size_t kMaxNoted = 4096;
+
+  explicit RecvPrefault(std::size_t buffer_bytes);
+  ~RecvPrefault(); // stops noting; waits for the thread
+  RecvPrefault(const RecvPrefault&) = delete;
+  RecvPrefault& operator=(const RecvPrefault&) = delete;
+
+  // The blocks noted so far.
+  std::size_t noted() const noexcept;
+  // Stops noting and populates the blocks noted on a thread of its own (in place when no thread
+  // can start). Only the first call does anything.
+  void start();
+  // Waits for the thread; returns the bytes it made present (0 before start()).
+  std::size_t wait();
+
+private:
+  bool started_ = false;
+  std::thread thread_;
+  std::size_t populated_ = 0;
+};
+
+} // namespace trawl::downloader
