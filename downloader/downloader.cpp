@@ -357,14 +357,13 @@ private:
   // the sink then: its start-up no longer takes the cores from ours (the classic gallery's 96
   // links as a list, 1 x 64, 30 alternating runs: the first request 82.4 ms after launch against
   // 89.8 with the sink started with the others, the job 554 ms against 564).
-  // under_way_ is called at the first turn that ends with every first transfer started: their
-  // receive buffers exist (downloader/recv_prefault.hpp).
+  // under_way_ is called at the first turn that ends with every first transfer started (their
+  // receive buffers exist: downloader/recv_prefault.hpp), whether or not --notify-pid was told.
   void notify_under_way() {
-    if (notified_) return;
-    // Turns count once every first transfer has started (kStartsPerTurnAtFirst).
-    if (active_ > 0 && !held_back()) ++turns_under_way_;
-    if (turns_under_way_ == 1 && under_way_) std::exchange(under_way_, nullptr)();
-    if (opt_.notify_pid <= 0 || (turns_under_way_ < 2 && unsent_.empty())) return;
+    // Turns count once every first transfer has started (kStartsPerTurnAtFirst), up to 2.
+    if (turns_under_way_ < 2 && active_ > 0 && !held_back()) ++turns_under_way_;
+    if (turns_under_way_ > 0 && under_way_) std::exchange(under_way_, nullptr)();
+    if (notified_ || opt_.notify_pid <= 0 || (turns_under_way_ < 2 && unsent_.empty())) return;
     notified_ = true;
     notify_parent(opt_.notify_pid, started_signal());
   }
