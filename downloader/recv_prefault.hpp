@@ -12,10 +12,13 @@
 // This replaced a thread that populated 8 MiB of heap as each downloader started, for the
 // allocator to hand out again (jemalloc reuses freed pages first): ~2.8 ms of CPU per downloader
 // while the processes of a job start together on two cores. Alternating jobs against nginx,
-// medians: classic 2 x 64 301.9 ms against 307.0 (40 rounds), its first file request 54.0 ms after
-// launch against 59.2; latency 1 x 64 3,330.4 against 3,338.8 (12); small on tmpfs, whose first
-// responses arrive before the first transfers have all started, 1,472.2 against 1,447.6 (20) and
-// 1,417.3 against 1,398.8 (24). docs/ARCHITECTURE.md (Downloader, The allocator) has the rest.
+// medians: classic 2 x 64 296.6 ms against 307.2 (30 rounds; 301.9 against 307.0 in 40 with the
+// first version of this), its first file request 51.7 ms after launch against 58.6; latency 1 x 64
+// 3,330.4 against 3,338.8 (12); small on tmpfs 1,472.3 against 1,483.6 (20). The first version
+// never started the populate in a small job (whose results wait at once, so --notify-pid was
+// told before the transfers were all started), and small was 1.3-1.7 % slower with it (1,472.2
+// against 1,447.6 in 20 rounds, 1,417.3 against 1,398.8 in 24). docs/ARCHITECTURE.md
+// (Downloader, The allocator) has the rest.
 #pragma once
 
 #include <curl/curl.h>
