@@ -36,7 +36,7 @@
 #include "common/host.hpp"
 #include "common/log.hpp"
 #include "common/signals.hpp"
-#include "downloader/recv_prefault.hpp"
+#include "downloader/curl_handles.hpp"
 #include "downloader/temp_pool.hpp"
 
 namespace trawl::app {
@@ -409,7 +409,10 @@ private:
 // looked for in some 40 places). Uprobes on a classic job (2 runs each): zmq_ctx_new took 8.2-9.4
 // ms in the 5 processes, 2.0-3.2 ms after; curl_global_init 0.4-0.6 ms, 0.3 after.
 void warm_up_for_forks() {
-  trawl::downloader::curl_global_init_noting(); // the roles' own calls only count
+  try {
+    trawl::downloader::curl_global_once();        // the roles' own calls only count
+  } catch (const trawl::downloader::CurlError&) { // a role that needs libcurl reports it
+  }
   ::getprotobyname("pgm");
 }
 

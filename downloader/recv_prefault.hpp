@@ -2,22 +2,23 @@
 //
 // Each transfer's receive buffer (CURLOPT_BUFFERSIZE, libcurl 7.x asks the allocator for one byte
 // more) is first written by the recv() of its first response. A classic job's responses all arrive
-// together, so each downloader faulted in its 46-64 buffers, ~16 pages each at 11-18 us a page on
-// the VMs we measure on (common/heap_prefault.hpp), inside the burst that decides when the job
-// ends. libcurl is initialised with allocation functions of ours (the C library's, called
-// through): while noting is on they note the blocks of the receive buffer's size, and once the
-// downloader's first transfers are under way a thread makes those blocks' pages present, off the
-// event loop and, in a job whose server takes its time, before the responses come.
+// together, so unless their pages are present each downloader faults in its 46-64 buffers, ~16
+// pages each at 11-18 us a page on the VMs we measure on (common/heap_prefault.hpp), inside the
+// burst that decides when the job ends. libcurl is initialised with allocation functions of ours
+// (the C library's, called through): while noting is on they note the blocks of the receive
+// buffer's size, and once the downloader's first transfers are under way a thread makes those
+// blocks' pages present, off the event loop and, in a job whose server takes its time, before the
+// responses come.
 //
 // This replaced a thread that populated 8 MiB of heap as each downloader started, for the
 // allocator to hand out again (jemalloc reuses freed pages first): ~2.8 ms of CPU per downloader
 // while the processes of a job start together on two cores. Alternating jobs against nginx,
 // medians: classic 2 x 64 296.6 ms against 307.2 (30 rounds; 301.9 against 307.0 in 40 with the
 // first version of this), its first file request 51.7 ms after launch against 58.6; latency 1 x 64
-// 3,330.4 against 3,338.8 (12); small on tmpfs 1,472.3 against 1,483.6 (20). The first version
-// never started the populate in a small job (whose results wait at once, so --notify-pid was
-// told before the transfers were all started), and small was 1.3-1.7 % slower with it (1,472.2
-// against 1,447.6 in 20 rounds, 1,417.3 against 1,398.8 in 24). docs/ARCHITECTURE.md
+// 3,330.4 against 3,338.8 (12, the first version); small on tmpfs 1,472.3 against 1,483.6 (20). The
+// first version never started the populate in a small job (whose results wait at once, so
+// --notify-pid was told before the transfers were all started), and small was 1.3-1.7 % slower with
+// it (1,472.2 against 1,447.6 in 20 rounds, 1,417.3 against 1,398.8 in 24). docs/ARCHITECTURE.md
 // (Downloader, The allocator) has the rest.
 #pragma once
 
