@@ -310,6 +310,7 @@ public:
         if (ready_[i].kind == MultiEvents::Kind::curl_socket)
           events_.socket_action(ready_[i].fd, ready_[i].curl_bits);
       events_.run_due_timers();
+      gather_.flush(); // what this turn's reads left in it, before the transfers are looked at
       drain_finished(stopping);
       take_finished(stopping);
       flush_unsent(stopping); // this turn's results join those waiting, sent when worth a frame
@@ -711,6 +712,7 @@ private:
     }
     slots_.push_back(std::make_unique<Transfer>(sha256_.get()));
     slots_.back()->set_writer(writer_ ? &*writer_ : nullptr);
+    slots_.back()->set_gather(&gather_);
     slots_.back()->set_file_source([this](std::string& tried) { return body_file(tried); });
     return slots_.back().get();
   }
@@ -1124,6 +1126,7 @@ private:
 
   HeaderList headers_; // -H lines; settings_.headers points at it, so it outlives the handles
   SocketBook sockets_; // before multi_: libcurl closes connections into it until the multi goes
+  BodyGather gather_;  // before the slots, which forget() their bytes in it as they go
   CurlMulti multi_; // declared before the slots: it must be freed after every easy handle
   MultiEvents events_; // its sockets; after multi_, before the slots (removals call back into it)
   std::vector<std::unique_ptr<Transfer>> slots_; // running, or finishing on the file thread: at

@@ -69,7 +69,32 @@ Transfer::Transfer(const EVP_MD* sha256) : md_ctx_(EVP_MD_CTX_new(), &EVP_MD_CTX
   if (!md_ctx_) throw std::runtime_error("EVP_MD_CTX_new failed");
 }
 
-Transfer::~Transfer() { close_temp(); }
+Transfer::~Transfer() {
+  if (gather_ != nullptr) gather_->forget(*this);
+  close_temp();
+}
+
+bool BodyGather::add(Sink& s, const char* data, std::size_t n) {
+  if (owner_ != &s) flush(); // another transfer's bytes, whatever comes of their write
+  else if (size_ + n > kBytes && !flush()) return false;
+  if (n >= kBytes) { // nothing to gather (libcurl's pieces are smaller): as it comes
+    ++writes_;
+    return s.write_gathered(data, n);
+  }
+  if (!buf_) buf_ = std::make_unique<char[]>(kBytes);
+  std::memcpy(buf_.get() + size_, data, n);
+  size_ += n;
+  owner_ = &s;
+  return true;
+}
+
+bool BodyGather::flush() {
+  Sink* const s = std::exchange(owner_, nullptr);
+  const std::size_t n = std::exchange(size_, 0);
+  if (s == nullptr || n == 0) return true;
+  ++writes_;
+  return s->write_gathered(buf_.get(), n);
+}
 
 void Transfer::configure(const TransferSettings& s) {
   configured_.reset(); // until every option below is set
@@ -347,7 +372,7 @@ std::size_t Transfer::write_body(const char* data, std::size_t n) {
   // A write that failed on the writer's thread stops the transfer at its next bytes.
   if (io_failed_.load(std::memory_order_acquire)) return 0;
   if (writer_ == nullptr || direct_) {
-    if (!write_chunk(data, n)) return 0;
+    if (gather_ != nullptr ? !gather_->add(*this, data, n) : !write_chunk(data, n)) return 0;
   } else {
     // Into chunk_ (never beyond kChunk: the buffer is not reallocated); each full chunk goes.
     for (std::size_t left = n; left > 0;) {
@@ -410,6 +435,7 @@ Finished Transfer::finish(CURLcode code, const std::string& final_path, int dir_
 }
 
 void Transfer::prepare_finish(CURLcode code) {
+  if (gather_ != nullptr) gather_->flush(*this); // its last bytes, before anything reads the file
   Ended& e = ended_;
   e.code = code;
   e.http_status = easy_.info_long(CURLINFO_RESPONSE_CODE);
@@ -591,7 +617,10 @@ bool Transfer::place_unnamed(int fd, const std::string& final_path, int dir_fd,
   return false;
 }
 
-void Transfer::discard() noexcept { close_temp(); }
+void Transfer::discard() noexcept {
+  if (gather_ != nullptr) gather_->forget(*this);
+  close_temp();
+}
 
 void Transfer::close_temp() noexcept {
   if (fd_ >= 0) ::close(fd_);

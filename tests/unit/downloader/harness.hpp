@@ -27,6 +27,7 @@
 
 #include "common/signals.hpp"
 #include "downloader/downloader.hpp"
+#include "downloader/transfer.hpp"
 #include "proto/messages.hpp"
 
 namespace trawl::dltest {
@@ -37,6 +38,14 @@ using trawl::proto::Reason;
 using trawl::proto::Result;
 using trawl::proto::Status;
 using trawl::proto::Task;
+
+// The settings the tests give a Transfer they drive themselves: a short connect timeout.
+inline trawl::downloader::TransferSettings transfer_settings() {
+  trawl::downloader::TransferSettings s;
+  s.connect_timeout_s = 5;
+  s.user_agent = "trawl-test";
+  return s;
+}
 
 inline std::string sha256_hex(const std::string& data) {
   unsigned char md[EVP_MAX_MD_SIZE];

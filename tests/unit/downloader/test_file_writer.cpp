@@ -21,17 +21,9 @@ using trawl::downloader::FileWriter;
 using trawl::downloader::Finished;
 using trawl::downloader::TempFile;
 using trawl::downloader::Transfer;
-using trawl::downloader::TransferSettings;
 using Clock = std::chrono::steady_clock;
 
 namespace {
-
-TransferSettings settings() {
-  TransferSettings s;
-  s.connect_timeout_s = 5;
-  s.user_agent = "trawl-test";
-  return s;
-}
 
 // One attempt the way the downloader runs it with a file thread: the transfer on this thread,
 // its ending on the writer's, after its chunks.
@@ -156,7 +148,8 @@ TEST_CASE("file writer: a transfer's body in chunks on the file thread lands who
   for (std::size_t i = 0; i < sizes.size(); ++i) {
     INFO("body of " << sizes[i] << " bytes");
     const std::string name = "f" + std::to_string(i) + ".bin";
-    REQUIRE(t.begin(Task{i + 1, server.url("/f/" + std::to_string(i)), name, 1}, 1, settings(),
+    REQUIRE(t.begin(Task{i + 1, server.url("/f/" + std::to_string(i)), name, 1}, 1,
+                    transfer_settings(),
                     (tmp.path / (".trawl-t" + std::to_string(i) + ".part")).string())
                 .empty());
     const Finished f = fetch_with_writer(t, w, (tmp.path / name).string());
@@ -206,7 +199,7 @@ TEST_CASE("file writer: a body announced small is written as it comes, a larger 
     Transfer t(EVP_sha256());
     t.set_writer(&w);
     const std::string part = (tmp.path / ".trawl-t.part").string();
-    REQUIRE(t.begin(Task{1, server.url(c.path), "f.bin", 1}, 1, settings(), part).empty());
+    REQUIRE(t.begin(Task{1, server.url(c.path), "f.bin", 1}, 1, transfer_settings(), part).empty());
     const CURLcode code = curl_easy_perform(t.easy().get());
     REQUIRE(code == CURLE_OK);
     w.drain(); // chunks handed over are in the file now; what is in hand is not
@@ -245,7 +238,7 @@ TEST_CASE("file writer: a write that fails on the file thread fails the transfer
     FileWriter w;
     Transfer t(EVP_sha256());
     t.set_writer(with_writer ? &w : nullptr);
-    REQUIRE(t.begin(Task{1, server.url("/f"), "f.bin", 1}, 1, settings(), "", std::nullopt,
+    REQUIRE(t.begin(Task{1, server.url("/f"), "f.bin", 1}, 1, transfer_settings(), "", std::nullopt,
                     TempFile(fd, never))
                 .empty());
     const std::string final_path = (tmp.path / "f.bin").string();

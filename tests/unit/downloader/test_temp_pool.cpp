@@ -24,7 +24,6 @@ using trawl::downloader::Finished;
 using trawl::downloader::TempFile;
 using trawl::downloader::TempPool;
 using trawl::downloader::Transfer;
-using trawl::downloader::TransferSettings;
 
 namespace {
 
@@ -38,13 +37,6 @@ struct Names {
     return [this] { return (dir / (prefix + std::to_string(n++) + ".part")).string(); };
   }
 };
-
-TransferSettings settings() {
-  TransferSettings s;
-  s.connect_timeout_s = 5;
-  s.user_agent = "trawl-test";
-  return s;
-}
 
 } // namespace
 
@@ -147,8 +139,8 @@ TEST_CASE("temp pool: a directory that takes no more files empties the pool, and
   trawl::downloader::curl_global_once();
   Transfer t(EVP_sha256());
   const std::string temp = (dir / ".trawl-sync.part").string();
-  const std::string err = t.begin(Task{1, "http://127.0.0.1:9/x", "x.bin", 1}, 1, settings(), temp,
-                                  std::nullopt, pool.take());
+  const std::string err = t.begin(Task{1, "http://127.0.0.1:9/x", "x.bin", 1}, 1,
+                                  transfer_settings(), temp, std::nullopt, pool.take());
   CHECK(err == "cannot create " + temp + ": " + std::strerror(ENOENT));
   CHECK(t.begin_reason() == Reason::io);
   CHECK(pool.stats().missed >= 1);
@@ -175,9 +167,9 @@ TEST_CASE("temp pool: a transfer writes its body into the file it was given and 
   const std::string given = f.path();
   const std::string own = (tmp.path / ".trawl-own.part").string();
   Transfer t(EVP_sha256());
-  REQUIRE(
-      t.begin(Task{1, server.url("/f"), "f.bin", 1}, 1, settings(), own, std::nullopt, std::move(f))
-          .empty());
+  REQUIRE(t.begin(Task{1, server.url("/f"), "f.bin", 1}, 1, transfer_settings(), own, std::nullopt,
+                  std::move(f))
+              .empty());
   CHECK(fs::exists(given));
   CHECK_FALSE(fs::exists(own)); // the given file is used: none is created
   const CURLcode code = curl_easy_perform(t.easy().get());
@@ -188,7 +180,7 @@ TEST_CASE("temp pool: a transfer writes its body into the file it was given and 
   CHECK_FALSE(fs::exists(given));
 
   // Without a file given, the transfer creates its own, as before the pool.
-  REQUIRE(t.begin(Task{2, server.url("/f"), "g.bin", 1}, 1, settings(), own).empty());
+  REQUIRE(t.begin(Task{2, server.url("/f"), "g.bin", 1}, 1, transfer_settings(), own).empty());
   CHECK(fs::exists(own));
   const Finished fin2 = t.finish(curl_easy_perform(t.easy().get()), (tmp.path / "g.bin").string());
   CHECK(fin2.reason == Reason::none);
@@ -311,7 +303,7 @@ TEST_CASE("temp pool: with a file source, a transfer asks for its file at the fi
     return trawl::downloader::create_temp_file(tried);
   });
   const auto run = [&](std::uint64_t id, const std::string& path, const std::string& name) {
-    REQUIRE(t.begin(Task{id, server.url(path), name, 1}, 1, settings(), "").empty());
+    REQUIRE(t.begin(Task{id, server.url(path), name, 1}, 1, transfer_settings(), "").empty());
     CHECK(t.file_pending());
     CHECK(asked == 0); // no file before the response
     CHECK(part_files(tmp.path).empty());
@@ -478,7 +470,7 @@ TEST_CASE("temp pool: unnamed files leave no name behind, and a transfer links i
     REQUIRE(f);
     CHECK(f.path().empty());
     Transfer t(EVP_sha256());
-    REQUIRE(t.begin(Task{1, server.url("/f"), "f.bin", 1}, 1, settings(), "", std::nullopt,
+    REQUIRE(t.begin(Task{1, server.url("/f"), "f.bin", 1}, 1, transfer_settings(), "", std::nullopt,
                     std::move(f))
                 .empty());
     const Finished fin = t.finish(curl_easy_perform(t.easy().get()), final_path.string());
