@@ -15,4 +15,23 @@ std::size_t populate_block(void* p, std::size_t n) noexcept {
   return end - begin;
 }
 
+std::size_t prime_block(void* p, std::size_t n, int scratch_fd) noexcept {
+  const std::size_t populated = populate_block(p, n);
+  if (p == nullptr || n == 0) return populated;
+  // The kernel's read: every page of the block, through the block's own addresses.
+  if (scratch_fd >= 0) (void)!::pwrite(scratch_fd, p, n, 0);
+  // Ours: a byte of each page, within the block (the rest of its first page may be another's).
+  const auto page = static_cast<std::uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const auto first = reinterpret_cast<std::uintptr_t>(p);
+  const auto last = first + n - 1;
+  for (std::uintptr_t a = first;;) {
+    const unsigned char c = *reinterpret_cast<const volatile unsigned char*>(a);
+    asm volatile("" : : "r"(c));
+    const std::uintptr_t next = (a & ~(page - 1)) + page;
+    if (next > last) break;
+    a = next;
+  }
+  return populated;
+}
+
 } // namespace trawl

@@ -1,17 +1,20 @@
-// Memory pages made present ahead of use (common/heap_prefault.hpp): populate_block() on a mapping
-// whose residency mincore() reports.
+// Memory pages made present ahead of use (common/heap_prefault.hpp): populate_block() and
+// prime_block() on a mapping whose residency mincore() reports.
 #include <catch2/catch.hpp>
 
 #include <algorithm>
 #include <cstddef>
 #include <cstring>
+#include <string>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <vector>
 
 #include "common/heap_prefault.hpp"
 
 using trawl::populate_block;
+using trawl::prime_block;
 
 namespace {
 
@@ -102,4 +105,49 @@ TEST_CASE("populate_block on an empty block, or none, does nothing", "[heap_pref
   CHECK(populate_block(m.base + 1, 0) == 0);
   CHECK(populate_block(nullptr, 4 * kPage) == 0);
   CHECK(count(m.resident()) == 0);
+}
+
+TEST_CASE("prime_block populates the block, has the kernel read all of it, and keeps its bytes",
+          "[heap_prefault]") {
+  Mapping m(8);
+  REQUIRE(m.base != nullptr);
+  // From the middle of page 1 to the middle of page 6, every byte known.
+  char* const block = m.base + kPage + kPage / 2;
+  const std::size_t n = 5 * kPage;
+  for (std::size_t i = 0; i < n; ++i) block[i] = static_cast<char>('a' + i % 23);
+  const std::string before(block, n);
+  ::madvise(m.base, m.size, MADV_DONTNEED); // gone again: the block's pages read as zeros now
+  for (std::size_t i = 0; i < n; ++i) block[i] = static_cast<char>('a' + i % 23);
+  const int scratch = ::memfd_create("test-prime", MFD_CLOEXEC);
+  REQUIRE(scratch >= 0);
+  const std::size_t populated = prime_block(block, n, scratch);
+  if (populated == 0) WARN("the kernel refuses MADV_POPULATE_WRITE: nothing populated");
+  else CHECK(populated == 6 * kPage);
+  CHECK(std::string(block, n) == before);
+  // The kernel read the block through its addresses: the scratch file holds its bytes, no more.
+  struct stat st {};
+  REQUIRE(::fstat(scratch, &st) == 0);
+  CHECK(static_cast<std::size_t>(st.st_size) == n);
+  std::string copied(n, '\0');
+  CHECK(::pread(scratch, copied.data(), n, 0) == static_cast<ssize_t>(n));
+  CHECK(copied == before);
+  ::close(scratch);
+  // Pages 0 and 7 hold no byte of it: neither populated nor read.
+  const auto r = m.resident();
+  REQUIRE(r.size() == 8);
+  CHECK_FALSE(r[0]);
+  CHECK_FALSE(r[7]);
+}
+
+TEST_CASE("prime_block without a scratch file, or on an empty block, only reads",
+          "[heap_prefault]") {
+  Mapping m(3);
+  REQUIRE(m.base != nullptr);
+  std::memset(m.base, 0x33, 2 * kPage);
+  const std::size_t populated = prime_block(m.base + 100, 2 * kPage - 100, -1);
+  CHECK((populated == 0 || populated == 2 * kPage));
+  CHECK(std::all_of(m.base, m.base + 2 * kPage, [](char c) { return c == 0x33; }));
+  CHECK_FALSE(m.resident()[2]);
+  CHECK(prime_block(m.base + 1, 0, -1) == 0);
+  CHECK(prime_block(nullptr, kPage, -1) == 0);
 }
