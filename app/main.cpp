@@ -18,7 +18,6 @@
 #include "app/pipeline.hpp"
 #include "common/curve.hpp"
 #include "common/exit_codes.hpp"
-#include "common/huge_text.hpp"
 #include "common/log.hpp"
 #include "common/signals.hpp"
 
@@ -135,8 +134,6 @@ int run_pipeline(trawl::app::Cli& cli) {
 } // namespace
 
 int main(int argc, char** argv) {
-  // Before the code not yet read from the binary is: see common/huge_text.hpp.
-  trawl::advise_huge_text();
   // Set by launch/pipeline for this process's start alone (GnuTLS read it as it loaded): what
   // trawl runs (a --trawl wrapper, the roles it execs) sets GnuTLS up as usual.
   ::unsetenv("GNUTLS_NO_IMPLICIT_INIT");

@@ -33,7 +33,7 @@ add_custom_target(trawl_docs ALL DEPENDS ${TRAWL_DOCS_OUTPUTS})
 #   share/man/man1/trawl*.1.gz, share/bash-completion/completions/trawl
 #   share/doc/trawl/{README.md,OPERATIONS.md,ARCHITECTURE.md,PROTOCOL.md,CHANGELOG.md,examples/}
 install(TARGETS trawl RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
-# Written again in 2 MiB writes where it lands (common/huge_text.hpp, scripts/rewrite-2m).
+# Written again in 2 MiB writes where it lands (scripts/rewrite-2m).
 if(TRAWL_HUGE_TEXT)
   install(CODE "execute_process(COMMAND sh \"${PROJECT_SOURCE_DIR}/scripts/rewrite-2m\"
     \"\$ENV{DESTDIR}\${CMAKE_INSTALL_PREFIX}/${CMAKE_INSTALL_BINDIR}/trawl\")")

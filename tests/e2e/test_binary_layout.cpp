@@ -1,6 +1,7 @@
-// The trawl binary's layout for its code in 2 MiB pages (common/huge_text.hpp, TRAWL_HUGE_TEXT):
-// every loadable segment aligned to 2 MiB, its file offset and its address alike modulo 2 MiB,
-// the code segment starting on a 2 MiB boundary of both and holding at least one whole 2 MiB page.
+// The trawl binary's layout for its code in 2 MiB pages (TRAWL_HUGE_TEXT; docs/ARCHITECTURE.md,
+// The launcher): every loadable segment aligned to 2 MiB, its file offset and its address alike
+// modulo 2 MiB, the code segment starting on a 2 MiB boundary of both and holding at least one
+// whole 2 MiB page.
 #include <catch2/catch.hpp>
 
 #include <cstdint>
